@@ -1,0 +1,52 @@
+# sparkdock: `make test` and `make demo` each set up what they need on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+STAMP  := $(VENV)/.sparkdock-installed
+
+.PHONY: help venv docker test test-fast lint demo lab bench clean
+
+help:
+	@echo "make test   - set up venv + Docker engine + image, then run the whole test suite"
+	@echo "make demo   - launch a real cluster, query it and monitor it end to end"
+	@echo "make lab    - start JupyterLab with the sparkdock extension"
+	@echo "make bench  - run the benchmarks under bench/ and record the results"
+
+$(STAMP): pyproject.toml
+	@echo "==> creating $(VENV) and installing sparkdock[test]"
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[test]'
+	@touch $@
+
+venv: $(STAMP)
+
+# The Docker engine and the sparkdock image. Outside CI a machine without Docker still runs the
+# local-backend tests (docker tests then say loudly why they did not run); with CI=true it fails.
+docker:
+	@bash scripts/setup-docker.sh || { \
+	  if [ "$$CI" = "true" ]; then echo "FATAL: Docker engine/image could not be set up (CI=true)"; exit 1; fi; \
+	  echo "WARNING: Docker is not available; Docker tests will not run"; }
+
+lint: venv
+	$(VENV)/bin/ruff check src tests bench
+
+test: venv docker lint
+	$(VENV)/bin/pytest
+
+test-fast: venv
+	$(VENV)/bin/pytest -m "not docker and not spark and not browser"
+
+demo: venv docker
+	$(PY) -m sparkdock.demo
+
+lab: venv docker
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks
+
+bench: venv docker
+	$(PY) bench/time_to_sql.py
+	$(PY) bench/job_overhead.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build dist

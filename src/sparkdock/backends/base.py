@@ -1,0 +1,177 @@
+"""The backend interface: provisioning and teardown of clusters, running applications, adoption.
+
+A backend knows nothing of job states: it provisions, probes, reports progress through a
+:class:`Reporter`, and raises :class:`BackendError` carrying the exit code of the failure. The
+:class:`~sparkdock.manager.JobManager` owns the lifecycle and turns those into state transitions.
+
+Backends never block the event loop: blocking SDK calls and probes run in an executor.
+
+Every backend keeps its per-job files under ``<data_dir>/jobs/<job_id>/`` (``logs/<component>.log`` for
+logs that must outlive the cluster, ``app/`` for staged applications), so that logs are served after the
+containers or processes are gone.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..specs import ClusterSpec
+
+#: Components of a cluster, as named in the logs API.
+CLUSTER_COMPONENTS = ("master", "sql", "lab")  # plus worker-1 … worker-N, and driver for automated jobs
+
+
+class Reporter(Protocol):
+    """Callback for progress while a cluster comes up or an application runs.
+
+    ``phase`` is the finer reason under the state (``CreatingContainers``, ``WaitingForWorkers 1/2``…),
+    ``activity`` a sentence for ``runtime_status.activity``; both are recorded in the history.
+    """
+
+    def __call__(self, phase: str, activity: str, *, progress: dict[str, Any] | None = None) -> None: ...
+
+
+class BackendError(Exception):
+    """A provisioning or runtime failure, with the exit code it maps to.
+
+    * ``code``: 50 (endpoint failed), 51 (image/container/process could not be provisioned), 52 (the backend
+      itself cannot provision). The manager maps these to automated codes (20/21) where needed.
+    * ``phase``: e.g. ``ErrImagePull``, ``ContainerCannotRun``, ``CrashLoopBackOff``, ``EndpointTimeout``.
+    * ``detail``: the daemon's or the service's own message.
+    * ``component`` and ``logs``: the failing component and its last log lines, kept in the history.
+    """
+
+    def __init__(
+        self,
+        code: int,
+        detail: str,
+        *,
+        phase: str | None = None,
+        component: str | None = None,
+        logs: str | None = None,
+        retryable: bool = False,
+    ) -> None:
+        self.code = code
+        self.detail = detail
+        self.phase = phase
+        self.component = component
+        self.logs = logs
+        self.retryable = retryable
+        super().__init__(detail)
+
+
+@dataclass
+class ClusterInfo:
+    """A provisioned cluster.
+
+    ``endpoints`` is the public JSON of DESIGN.md
+    (``{"sql": {"host", "port", "jdbc_url"}, "lab": {"url"}, "spark_ui": {"url"}}``), with no secrets.
+    ``state`` is backend-private and JSON-serializable (container ids, pids, ports, credentials); the
+    manager persists it in the store so that a restarted server can adopt the cluster.
+    """
+
+    job_id: str
+    endpoints: dict[str, Any]
+    state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sql_user(self) -> str:
+        """User name for the SQL endpoint."""
+        return str(self.state.get("sql_user", "sparkdock"))
+
+    @property
+    def sql_password(self) -> str | None:
+        """Password of the SQL endpoint (never shown in responses)."""
+        return self.state.get("sql_password")
+
+    @property
+    def lab_token(self) -> str | None:
+        """Token of the lab endpoint."""
+        return self.state.get("lab_token")
+
+
+@dataclass
+class StagedApp:
+    """An application staged for its driver: a file on the host plus how to run it."""
+
+    type: str  # "pyspark" | "sql"
+    file: Path
+    args: list[str] = field(default_factory=list)
+    conf: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class AppResult:
+    """How a driver ended: its exit status and where its output is kept."""
+
+    exit_status: int
+    output_tail: str
+    log_path: Path | None = None
+    oom_killed: bool = False
+
+
+#: Called by :meth:`Backend.watch` when a component of a running cluster changes health:
+#: ``(job_id, component, healthy, message)``.
+HealthCallback = Callable[[str, str, bool, str], Awaitable[None] | None]
+
+
+class Backend(abc.ABC):
+    """What a cluster backend provides. See :mod:`sparkdock.backends.docker` and ``.local``."""
+
+    #: Short name (``docker``/``local``), stored on each job.
+    name: str = "base"
+
+    def __init__(self, data_dir: Path | str, instance: str) -> None:
+        self.data_dir = Path(data_dir)
+        self.instance = instance
+
+    def job_dir(self, job_id: str) -> Path:
+        """Per-job folder for logs and staged files."""
+        return self.data_dir / "jobs" / job_id
+
+    @abc.abstractmethod
+    async def check(self) -> None:
+        """Raise :class:`BackendError` (code 52) if the backend cannot provision at all."""
+
+    @abc.abstractmethod
+    async def start_cluster(self, job_id: str, spec: ClusterSpec, report: Reporter) -> ClusterInfo:
+        """Provision a cluster and wait until the master, workers, SQL and lab endpoints are ready.
+
+        On failure, remove everything created for the job, then raise :class:`BackendError`.
+        Cancellation (``asyncio.CancelledError``) also removes everything before propagating.
+        """
+
+    @abc.abstractmethod
+    async def stop_cluster(self, job_id: str, state: dict[str, Any] | None = None) -> None:
+        """Remove every resource of the job. Idempotent: stopping a stopped cluster is harmless."""
+
+    @abc.abstractmethod
+    async def adopt_cluster(self, job_id: str, state: dict[str, Any]) -> ClusterInfo | None:
+        """After a restart: return the running cluster of ``job_id`` (same ports, nothing duplicated),
+        or ``None`` if it is gone or unhealthy (the caller then stops it and fails the job)."""
+
+    @abc.abstractmethod
+    async def list_job_ids(self) -> set[str]:
+        """Ids of the jobs that have resources of this installation (by the instance label/marker)."""
+
+    @abc.abstractmethod
+    async def logs(self, job_id: str, component: str, tail: int | None = None) -> str:
+        """Logs of one component (``master``, ``worker-N``, ``sql``, ``lab``, ``driver``); raise
+        ``KeyError`` for an unknown component."""
+
+    @abc.abstractmethod
+    async def run_application(
+        self, job_id: str, cluster: ClusterInfo, app: StagedApp, report: Reporter
+    ) -> AppResult:
+        """Run a driver for ``app`` on ``cluster`` until it ends; keep its output in
+        ``job_dir/logs/driver.log``. Cancellation kills the driver and propagates."""
+
+    async def watch(self, on_health: HealthCallback) -> None:  # noqa: B027 - optional hook
+        """Follow the health of running clusters until cancelled (optional)."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release clients and background tasks (clusters keep running)."""

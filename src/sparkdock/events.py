@@ -1,0 +1,101 @@
+"""In-process publish/subscribe of job changes.
+
+The manager publishes every change of a job (state, phase, runtime status, endpoints) as a message
+``{"type": "job", "job": {...}}``. Subscribers are asyncio queues (the WebSocket handler) or callables
+(notifiers). Publishing never blocks: a slow subscriber whose queue is full loses its oldest message rather
+than stalling the manager, and is told so with a ``{"type": "overflow"}`` message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+Message = dict[str, Any]
+
+
+class Subscription:
+    """A queue of messages for one subscriber; close it when done."""
+
+    def __init__(self, bus: EventBus, maxsize: int) -> None:
+        self._bus = bus
+        self.queue: asyncio.Queue[Message] = asyncio.Queue(maxsize=maxsize)
+        self.closed = False
+
+    async def get(self) -> Message:
+        """The next message."""
+        return await self.queue.get()
+
+    def put(self, msg: Message) -> None:
+        """Enqueue, dropping the oldest message if full."""
+        if self.queue.full():
+            with contextlib.suppress(asyncio.QueueEmpty):
+                self.queue.get_nowait()
+            with contextlib.suppress(asyncio.QueueFull):
+                self.queue.put_nowait({"type": "overflow"})
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(msg)
+
+    def close(self) -> None:
+        """Stop receiving messages."""
+        self.closed = True
+        self._bus.unsubscribe(self)
+
+
+class EventBus:
+    """Fan-out of messages to subscribers, safe to publish from other threads."""
+
+    def __init__(self, maxsize: int = 1000) -> None:
+        self.maxsize = maxsize
+        self._subs: set[Subscription] = set()
+        self._callbacks: list[Callable[[Message], Any]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The loop that owns the subscriptions (publishing from other threads is marshalled to it)."""
+        self._loop = loop
+
+    @property
+    def subscriber_count(self) -> int:
+        """How many queue subscribers are attached."""
+        return len(self._subs)
+
+    def subscribe(self) -> Subscription:
+        """A new queue subscription."""
+        sub = Subscription(self, self.maxsize)
+        self._subs.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        """Detach a subscription (idempotent)."""
+        self._subs.discard(sub)
+
+    def add_callback(self, cb: Callable[[Message], Any]) -> None:
+        """Call ``cb(message)`` for every message (exceptions are logged, never raised)."""
+        self._callbacks.append(cb)
+
+    def publish(self, msg: Message) -> None:
+        """Deliver ``msg`` to every subscriber."""
+        loop = self._loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is not None and running is not loop and not loop.is_closed():
+            loop.call_soon_threadsafe(self._deliver, msg)
+        else:
+            self._deliver(msg)
+
+    def _deliver(self, msg: Message) -> None:
+        for sub in list(self._subs):
+            sub.put(msg)
+        for cb in list(self._callbacks):
+            try:
+                cb(msg)
+            except Exception:  # a notifier must never break the manager
+                log.exception("event callback failed")

@@ -1,0 +1,253 @@
+"""Validated input models (pydantic v2) for the bodies of ``POST sparkdock/api/jobs``.
+
+Every model forbids unknown fields, so a typo is an error that names the field instead of being silently
+ignored. :func:`parse_job_request` turns a ``ValidationError`` into a :class:`SpecError` whose message names
+each offending field with a dotted path (``cluster.workers``) and says what is allowed.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+#: Largest inline application code accepted (bytes of UTF-8).
+MAX_CODE_BYTES = 1_000_000
+
+_SIZE_RE = re.compile(r"^(\d+)([kmgt])?b?$", re.IGNORECASE)
+_UNITS = {None: 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+# A Docker image reference: [registry[:port]/]path[:tag][@digest], lower-case path components.
+_IMAGE_RE = re.compile(
+    r"^(?:[a-zA-Z0-9.-]+(?::\d+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
+)
+_NAME_RE = re.compile(r"^[\w .:@()/+-]{1,100}$")
+_CONF_KEY_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
+
+
+def parse_size(value: str) -> int:
+    """Parse a Spark/JVM size like ``"512m"``, ``"1g"`` or ``"2048"`` (bytes) into bytes."""
+    m = _SIZE_RE.match(value.strip())
+    if not m:
+        raise ValueError(f"invalid size {value!r}")
+    unit = m.group(2).lower() if m.group(2) else None
+    return int(m.group(1)) * _UNITS[unit]
+
+
+def _check_size(value: str, minimum: int) -> str:
+    if not isinstance(value, str) or not _SIZE_RE.match(value.strip()):
+        raise ValueError("must be a size like '512m' or '1g' (a number with an optional k, m, g or t suffix)")
+    if parse_size(value) < minimum:
+        raise ValueError(f"must be at least {minimum // 1024**2}m")
+    return value.strip().lower().removesuffix("b")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+PositiveSeconds = Annotated[float, Field(gt=0, le=30 * 24 * 3600, description="seconds")]
+
+
+class ClusterSpec(_Model):
+    """The shape of a cluster: workers, their size, the image and (interactive) schedule limits."""
+
+    workers: int = Field(1, ge=1, le=32, description="number of Spark workers")
+    worker_cores: int = Field(1, ge=1, le=64, description="cores per worker")
+    worker_memory: str = Field("1g", description="memory per worker, e.g. '1g' or '512m' (at least 256m)")
+    image: str | None = Field(None, description="container image (Docker backend); default from config")
+    idle_timeout: PositiveSeconds | None = Field(
+        None, description="terminate an interactive cluster idle for this many seconds"
+    )
+    max_lifetime: PositiveSeconds | None = Field(
+        None, description="terminate an interactive cluster this many seconds after it started"
+    )
+
+    @field_validator("worker_memory", mode="before")
+    @classmethod
+    def _memory(cls, v: Any) -> str:
+        if not isinstance(v, str):
+            raise ValueError("must be a string size like '512m' or '1g'")
+        return _check_size(v, 256 * 1024**2)
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, v: str | None) -> str | None:
+        if v is not None and not _IMAGE_RE.match(v):
+            raise ValueError("must be an image reference like 'sparkdock/spark:0.1.0' (lower-case name)")
+        return v
+
+    @property
+    def worker_memory_bytes(self) -> int:
+        """Worker memory in bytes."""
+        return parse_size(self.worker_memory)
+
+
+class ApplicationSpec(_Model):
+    """A Spark application: PySpark code or file, or a SQL script."""
+
+    type: Literal["pyspark", "sql"] = Field(description="'pyspark' or 'sql'")
+    code: str | None = Field(None, description="inline code (exactly one of code/path)")
+    path: str | None = Field(None, description="path of a file readable by the server (exactly one of code/path)")
+    args: list[str] = Field(default_factory=list, max_length=256, description="application arguments")
+    conf: dict[str, str] = Field(default_factory=dict, description="Spark conf, e.g. spark.executor.memory")
+
+    @field_validator("code")
+    @classmethod
+    def _code(cls, v: str | None) -> str | None:
+        if v is not None:
+            if not v.strip():
+                raise ValueError("must not be empty")
+            if len(v.encode()) > MAX_CODE_BYTES:
+                raise ValueError(f"must be at most {MAX_CODE_BYTES} bytes; use 'path' for larger files")
+        return v
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str | None) -> str | None:
+        if v is not None and (not v or "\x00" in v):
+            raise ValueError("must be a non-empty file path")
+        return v
+
+    @field_validator("conf", mode="before")
+    @classmethod
+    def _conf(cls, v: Any) -> dict[str, str]:
+        if not isinstance(v, dict):
+            raise ValueError("must be an object of Spark conf keys to values")
+        out: dict[str, str] = {}
+        for key, val in v.items():
+            if not isinstance(key, str) or not _CONF_KEY_RE.match(key):
+                raise ValueError(f"invalid conf key {key!r}")
+            if isinstance(val, dict | list) or val is None:
+                raise ValueError(f"conf value of {key!r} must be a string, number or boolean")
+            out[key] = str(val).lower() if isinstance(val, bool) else str(val)
+        return out
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ApplicationSpec:
+        if (self.code is None) == (self.path is None):
+            raise ValueError("exactly one of 'code' or 'path' must be given")
+        return self
+
+
+class Policy(_Model):
+    """Run policies of an automated job (seeds 003 and 004)."""
+
+    max_runtime: PositiveSeconds | None = Field(None, description="overrun after this many seconds")
+    min_runtime: PositiveSeconds | None = Field(None, description="underrun warning if it ends sooner")
+    overrun_action: Literal["warn", "cancel"] = Field("warn", description="'warn' or 'cancel' (exit code 15)")
+    retries: int = Field(0, ge=0, le=10, description="start retries with exponential backoff")
+    rerun_on_exit_codes: list[Annotated[int, Field(ge=1, le=7)]] = Field(
+        default_factory=list, max_length=7, description="kernel exit codes (1-7) that trigger a rerun"
+    )
+
+    @model_validator(mode="after")
+    def _runtime_order(self) -> Policy:
+        if self.max_runtime is not None and self.min_runtime is not None and self.min_runtime > self.max_runtime:
+            raise ValueError("min_runtime must not be larger than max_runtime")
+        return self
+
+
+class _JobRequest(_Model):
+    name: str = Field("", description="a short human name")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if v and not _NAME_RE.match(v):
+            raise ValueError("must be 1-100 letters, digits, spaces or . : @ ( ) / + - _")
+        return v
+
+
+class InteractiveJobRequest(_JobRequest):
+    """Body of a POST for an interactive cluster."""
+
+    kind: Literal["interactive"]
+    cluster: ClusterSpec = Field(default_factory=ClusterSpec)
+
+
+class AutomatedJobRequest(_JobRequest):
+    """Body of a POST for an automated job (a batch Spark application)."""
+
+    kind: Literal["automated"]
+    application: ApplicationSpec
+    cluster: ClusterSpec | None = None
+    cluster_job: str | None = Field(None, description="id of a RUNNING interactive job to run on")
+    policy: Policy = Field(default_factory=Policy)
+
+    @field_validator("cluster_job")
+    @classmethod
+    def _cluster_job(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^[A-Za-z0-9_-]{1,64}$", v):
+            raise ValueError("must be a job id")
+        return v
+
+    @model_validator(mode="after")
+    def _one_target(self) -> AutomatedJobRequest:
+        if self.cluster is not None and self.cluster_job is not None:
+            raise ValueError("give either 'cluster' (an ephemeral cluster) or 'cluster_job', not both")
+        return self
+
+
+JobRequest = Annotated[InteractiveJobRequest | AutomatedJobRequest, Field(discriminator="kind")]
+_ADAPTER: TypeAdapter[InteractiveJobRequest | AutomatedJobRequest] = TypeAdapter(JobRequest)
+
+
+class SpecError(ValueError):
+    """A request body that cannot run (seed 003 "Cannot Run"). ``errors`` names each field."""
+
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{e['field']}: {e['message']}" if e["field"] else e["message"] for e in errors))
+
+    @property
+    def fields(self) -> list[str]:
+        """The dotted names of the offending fields."""
+        return [e["field"] for e in self.errors]
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("interactive", "automated")]
+    return ".".join(parts)
+
+
+def _humanize(err: dict[str, Any]) -> str:
+    msg = str(err.get("msg", "invalid"))
+    msg = msg.removeprefix("Value error, ")
+    if err.get("type") == "extra_forbidden":
+        return "unknown field"
+    if err.get("type") == "union_tag_invalid":
+        return "must be 'interactive' or 'automated'"
+    if err.get("type") == "union_tag_not_found":
+        return "is required: 'interactive' or 'automated'"
+    return msg
+
+
+def validation_errors(exc: ValidationError) -> list[dict[str, str]]:
+    """Field-level errors of a pydantic ``ValidationError``."""
+    out = []
+    for err in exc.errors():
+        field = _field_name(tuple(err.get("loc", ())))
+        if err.get("type") in ("union_tag_invalid", "union_tag_not_found"):
+            field = "kind"
+        out.append({"field": field, "message": _humanize(err)})
+    return out
+
+
+def parse_job_request(body: Any) -> InteractiveJobRequest | AutomatedJobRequest:
+    """Validate a POST body; raise :class:`SpecError` naming the fields on bad input."""
+    if not isinstance(body, dict):
+        raise SpecError([{"field": "", "message": "the body must be a JSON object"}])
+    try:
+        return _ADAPTER.validate_python(body)
+    except ValidationError as exc:
+        raise SpecError(validation_errors(exc)) from None
