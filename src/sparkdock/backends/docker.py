@@ -1,0 +1,946 @@
+"""The Docker backend: every role of a cluster is a container on a per-job bridge network.
+
+Layout of a cluster of job ``J`` in installation ``I``:
+
+* a bridge network ``sparkdock-I-J``;
+* containers ``sparkdock-I-J-master``, ``sparkdock-I-J-worker-1`` … ``-worker-N``, ``sparkdock-I-J-sql``
+  (Spark Thrift Server) and ``sparkdock-I-J-lab`` (JupyterLab), plus ``sparkdock-I-J-driver`` while an
+  automated job runs. Each runs the image's entrypoint with its role (:mod:`sparkdock.spark.entrypoint`,
+  which builds the command line with :mod:`sparkdock.spark.roles`).
+
+Every resource carries the labels ``sparkdock.instance``, ``sparkdock.job``, ``sparkdock.role`` (and
+``sparkdock.component`` on containers); the backend finds resources by label only, so two installations
+never touch each other's clusters and a restarted server can adopt or remove what exists.
+
+Only the SQL endpoint, the lab and the master's web UI (the cluster's Spark UI) are published, on
+``bind_address`` with host ports chosen by the engine; plus, while a driver runs, its application UI, so
+that progress can be followed. Secrets (SQL password, lab token) go only through containers' environments.
+
+Readiness is checked at the protocol level (:mod:`sparkdock.spark.probes`): the master's ``/json/`` for
+the master and its workers, a HiveServer2 session with ``SELECT 1`` for SQL, ``/api/status`` with the
+token for the lab. A published port accepts TCP at once (docker-proxy), so a TCP check proves nothing.
+
+docker-py is blocking: every call runs in the backend's thread pool (dockerspawner's pattern), and the
+health watcher follows the engine's event stream in a thread of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import functools
+import inspect
+import io
+import json
+import logging
+import re
+import secrets
+import tarfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+import requests.exceptions
+from docker.models.containers import Container
+from docker.types import LogConfig
+
+from ..spark import probes, roles
+from ..specs import ClusterSpec
+from .base import AppResult, Backend, BackendError, ClusterInfo, HealthCallback, Reporter, StagedApp
+
+__all__ = ["DEFAULT_IMAGE", "LABEL_COMPONENT", "LABEL_INSTANCE", "LABEL_JOB", "LABEL_ROLE", "DockerBackend"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Image used when neither the spec nor the constructor names one.
+DEFAULT_IMAGE = "sparkdock/spark:0.1.0"
+
+LABEL_INSTANCE = "sparkdock.instance"
+LABEL_JOB = "sparkdock.job"
+LABEL_ROLE = "sparkdock.role"
+LABEL_COMPONENT = "sparkdock.component"
+#: On a driver container: the job whose cluster it runs on.
+LABEL_CLUSTER = "sparkdock.cluster"
+
+#: Lines of a failing container's log kept in a :class:`BackendError`.
+ERROR_LOG_LINES = 40
+#: Folder of a staged application inside the driver container.
+APP_DIR_IN_CONTAINER = "/opt/sparkdock/app"
+
+_COMPONENT_RE = re.compile(r"^(master|sql|lab|driver|worker-[1-9][0-9]*)$")
+_ENGINE_DOWN_MARKERS = ("no space left on device", "cannot connect to the docker daemon",
+                        "is the docker daemon running")
+
+
+class _EngineDown(Exception):
+    """Internal: the engine is unreachable or refusing; carries its message."""
+
+
+def _engine_message(exc: BaseException) -> str:
+    if isinstance(exc, docker.errors.APIError):
+        explanation = exc.explanation
+        if isinstance(explanation, bytes):
+            explanation = explanation.decode(errors="replace")
+        return str(explanation or exc)
+    return str(exc) or type(exc).__name__
+
+
+def _is_engine_down(exc: BaseException) -> bool:
+    if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
+        return True
+    if isinstance(exc, docker.errors.APIError):
+        return any(m in _engine_message(exc).lower() for m in _ENGINE_DOWN_MARKERS)
+    return isinstance(exc, docker.errors.DockerException) and not isinstance(
+        exc, docker.errors.ImageNotFound | docker.errors.NotFound | docker.errors.ContainerError
+    )
+
+
+def _tail(text: str, lines: int | None) -> str:
+    if lines is None:
+        return text
+    if lines <= 0:
+        return ""
+    parts = text.splitlines(keepends=True)
+    return "".join(parts[-lines:])
+
+
+def _dns_name(name: str) -> str:
+    """A host name usable in ``spark://host:port`` URLs (lower case letters, digits and ``-``)."""
+    host = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
+    return host[:63].rstrip("-") or "sparkdock"
+
+
+class DockerBackend(Backend):
+    """Clusters as Docker containers; see the module's documentation.
+
+    Args:
+        data_dir: the installation's data folder (per-job logs under ``jobs/<job_id>/logs``).
+        instance: the installation's id, put in the ``sparkdock.instance`` label of every resource.
+        image: the image of every role when the spec names none.
+        bind_address: host address the published ports bind (default loopback only).
+        docker_host: engine URL (e.g. ``unix:///var/run/docker.sock``); default ``DOCKER_HOST`` or the
+            local socket.
+        start_timeout: seconds for the master and all workers to be up.
+        sql_timeout: seconds for the SQL endpoint to answer ``SELECT 1`` once its container started.
+        lab_timeout: seconds for the lab to answer ``/api/status``.
+        pids_limit: maximum number of processes/threads in each container.
+        pull_timeout: seconds allowed to pull a missing image.
+        api_timeout: seconds allowed for one engine API call.
+        public_host: host name put in endpoints (default: ``bind_address``, or ``127.0.0.1`` when it
+            binds every address).
+    """
+
+    name = "docker"
+
+    def __init__(
+        self,
+        data_dir: Path | str,
+        instance: str,
+        *,
+        image: str = DEFAULT_IMAGE,
+        bind_address: str = "127.0.0.1",
+        docker_host: str | None = None,
+        start_timeout: float = 120.0,
+        sql_timeout: float = 240.0,
+        lab_timeout: float = 120.0,
+        pids_limit: int = 2048,
+        pull_timeout: float = 600.0,
+        api_timeout: float = 120.0,
+        public_host: str | None = None,
+    ) -> None:
+        super().__init__(data_dir, instance)
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", instance):
+            raise ValueError(f"instance must be letters, digits, '_', '.' or '-', not {instance!r}")
+        self.image = image
+        self.bind_address = bind_address
+        self.docker_host = docker_host
+        self.start_timeout = start_timeout
+        self.sql_timeout = sql_timeout
+        self.lab_timeout = lab_timeout
+        self.pids_limit = pids_limit
+        self.pull_timeout = pull_timeout
+        self.api_timeout = api_timeout
+        if public_host:
+            self.public_host = public_host
+        elif bind_address in ("0.0.0.0", "", "::"):
+            self.public_host = "127.0.0.1"
+        else:
+            self.public_host = bind_address
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=32, thread_name_prefix=f"sparkdock-docker-{instance}"
+        )
+        self._client: docker.DockerClient | None = None
+        self._client_lock = threading.Lock()
+        # Docker mutations in flight per job, awaited before a cleanup lists what to remove.
+        self._inflight: dict[str, set[concurrent.futures.Future[Any]]] = {}
+        # Containers this backend is removing (their `die` events are not health changes).
+        self._removing: set[str] = set()
+        # Jobs being started: start_cluster reports their failures itself.
+        self._starting: set[str] = set()
+
+    # ------------------------------------------------------------------------------------------
+    # executor and client helpers
+    # ------------------------------------------------------------------------------------------
+
+    def _new_client(self) -> docker.DockerClient:
+        if self.docker_host:
+            return docker.DockerClient(base_url=self.docker_host, timeout=int(self.api_timeout))
+        return docker.from_env(timeout=int(self.api_timeout))
+
+    def _docker(self) -> docker.DockerClient:
+        """The shared client, created on first use (in an executor thread: it talks to the engine)."""
+        with self._client_lock:
+            if self._client is None:
+                self._client = self._new_client()
+            return self._client
+
+    async def _run(self, fn: Callable[..., T], *args: Any, _job: str | None = None, **kwargs: Any) -> T:
+        """Run a blocking call in the backend's executor.
+
+        Engine failures (unreachable socket, refused connection, out of disk) become
+        ``BackendError(52)``. With ``_job``, the call is tracked so that a cleanup of that job first
+        waits for it (a container created after the cleanup listed the job's containers would leak).
+        """
+        future = self._executor.submit(functools.partial(fn, *args, **kwargs))
+        if _job is not None:
+            pending = self._inflight.setdefault(_job, set())
+            pending.add(future)
+            future.add_done_callback(pending.discard)
+        try:
+            return await asyncio.wrap_future(future)
+        except BackendError:
+            raise
+        except Exception as exc:
+            if _is_engine_down(exc):
+                raise BackendError(52, _engine_message(exc), phase="EngineUnavailable",
+                                   retryable=True) from exc
+            raise
+
+    async def _wait_inflight(self, job_id: str, timeout: float = 60.0) -> None:
+        pending = [f for f in self._inflight.get(job_id, set()) if not f.done()]
+        if pending:
+            await asyncio.wait([asyncio.wrap_future(f) for f in pending], timeout=timeout)
+
+    def _labels(self, job_id: str, role: str, component: str | None = None) -> dict[str, str]:
+        labels = {LABEL_INSTANCE: self.instance, LABEL_JOB: job_id, LABEL_ROLE: role}
+        if component is not None:
+            labels[LABEL_COMPONENT] = component
+        return labels
+
+    def _filters(self, job_id: str | None = None, **labels: str) -> dict[str, Any]:
+        wanted = [f"{LABEL_INSTANCE}={self.instance}"]
+        if job_id is not None:
+            wanted.append(f"{LABEL_JOB}={job_id}")
+        wanted += [f"{k}={v}" for k, v in labels.items()]
+        return {"label": wanted}
+
+    def _container_name(self, job_id: str, component: str) -> str:
+        return f"sparkdock-{self.instance}-{job_id}-{component}"
+
+    def _network_name(self, job_id: str) -> str:
+        return f"sparkdock-{self.instance}-{job_id}"
+
+    # blocking helpers (run in the executor) ---------------------------------------------------
+
+    def _b_containers(self, job_id: str | None = None, **labels: str) -> list[Container]:
+        return self._docker().containers.list(all=True, filters=self._filters(job_id, **labels))
+
+    def _b_container_logs(self, container: Container, tail: int | None = None) -> str:
+        try:
+            data = container.logs(stdout=True, stderr=True, tail="all" if tail is None else tail)
+        except docker.errors.NotFound:
+            return ""
+        return data.decode("utf-8", errors="replace") if isinstance(data, bytes) else str(data)
+
+    def _b_save_logs(self, job_id: str, container: Container) -> None:
+        component = container.labels.get(LABEL_COMPONENT) or container.labels.get(LABEL_ROLE, "unknown")
+        if component == "driver":
+            return  # the driver's output is streamed to driver.log while it runs
+        text = self._b_container_logs(container)
+        logs_dir = self.job_dir(job_id) / "logs"
+        logs_dir.mkdir(parents=True, exist_ok=True)
+        (logs_dir / f"{component}.log").write_text(text, encoding="utf-8")
+
+    def _b_remove_container(self, job_id: str, container: Container, save_logs: bool = True) -> None:
+        self._removing.add(container.id)
+        if save_logs:
+            try:
+                self._b_save_logs(job_id, container)
+            except (OSError, docker.errors.APIError) as exc:
+                log.warning("could not save the logs of %s: %s", container.name, exc)
+        try:
+            container.remove(force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if "already in progress" not in _engine_message(exc):
+                raise
+
+    def _b_remove_networks(self, job_id: str) -> None:
+        for net in self._docker().networks.list(filters=self._filters(job_id)):
+            with contextlib.suppress(docker.errors.NotFound):
+                net.remove()
+
+    def _b_ports(self, container: Container) -> dict[str, int]:
+        container.reload()
+        ports: dict[str, int] = {}
+        for key, bindings in (container.attrs.get("NetworkSettings", {}).get("Ports") or {}).items():
+            for b in bindings or []:
+                if b.get("HostPort") and (b.get("HostIp") in (self.bind_address, "0.0.0.0", "", "::")
+                                          or key not in ports):
+                    ports[key] = int(b["HostPort"])
+        return ports
+
+    def _b_state(self, container: Container) -> dict[str, Any]:
+        container.reload()
+        return dict(container.attrs.get("State") or {})
+
+    # ------------------------------------------------------------------------------------------
+    # Backend API
+    # ------------------------------------------------------------------------------------------
+
+    async def check(self) -> None:
+        """Raise ``BackendError(52)`` with the engine's (or client's) message if it cannot be used."""
+
+        def ping() -> None:
+            client = self._docker()
+            client.ping()
+
+        try:
+            await self._run(ping)
+        except BackendError:
+            raise
+        except Exception as exc:
+            raise BackendError(52, _engine_message(exc), phase="EngineUnavailable", retryable=True) from exc
+
+    async def start_cluster(self, job_id: str, spec: ClusterSpec, report: Reporter) -> ClusterInfo:
+        """Provision the network and containers of an interactive cluster and wait until it is ready.
+
+        Raises:
+            BackendError: 51 (image missing, container cannot be created/started, master or a worker
+                exited or did not come up), 52 (engine unreachable or refusing), 50 (SQL or lab endpoint
+                not ready in time, or its container exited). Everything created is removed first; the
+                same holds for cancellation.
+        """
+        self._starting.add(job_id)
+        try:
+            return await self._start_cluster(job_id, spec, report)
+        except BaseException:
+            await self._cleanup_shielded(job_id)
+            raise
+        finally:
+            self._starting.discard(job_id)
+
+    async def _cleanup_shielded(self, job_id: str) -> None:
+        task = asyncio.ensure_future(self._remove_job(job_id))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            # Cancelled again while cleaning up: let the cleanup finish in the background.
+            raise
+        except Exception as exc:
+            log.warning("cleanup of job %s failed: %s", job_id, exc)
+
+    async def _ensure_image(self, image: str, report: Reporter) -> None:
+        report("CheckingImage", f"Checking that the image {image} is present")
+
+        def present() -> bool:
+            try:
+                self._docker().images.get(image)
+                return True
+            except docker.errors.ImageNotFound:
+                return False
+
+        if await self._run(present):
+            return
+        report("PullingImage", f"Pulling the image {image}")
+        try:
+            await asyncio.wait_for(self._run(lambda: self._docker().images.pull(image)),
+                                   timeout=self.pull_timeout)
+        except BackendError as exc:
+            if exc.code == 52 and "no space left" not in exc.detail.lower():
+                raise
+            raise BackendError(51, f"image {image} is not present and cannot be pulled: {exc.detail}",
+                               phase="ErrImagePull") from exc
+        except TimeoutError as exc:
+            raise BackendError(51, f"image {image} is not present and pulling it took more than "
+                               f"{self.pull_timeout:.0f}s", phase="ErrImagePull", retryable=True) from exc
+        except docker.errors.APIError as exc:
+            raise BackendError(51, f"image {image} is not present and cannot be pulled: "
+                               f"{_engine_message(exc)}", phase="ErrImagePull") from exc
+
+    def _b_create(self, job_id: str, component: str, role: str, image: str, network: str,
+                  env: dict[str, str], mem_limit: str, ports: Iterable[int] = (),
+                  command: list[str] | None = None) -> Container:
+        client = self._docker()
+        name = self._container_name(job_id, component)
+        alias = _dns_name(name)
+        return client.containers.create(
+            image,
+            command=command or [role],
+            name=name,
+            hostname=alias,
+            environment=env,
+            labels=self._labels(job_id, role, component),
+            network=network,
+            networking_config={network: client.api.create_endpoint_config(aliases=[alias, component])},
+            ports={f"{p}/tcp": (self.bind_address,) for p in ports},
+            mem_limit=mem_limit,
+            memswap_limit=mem_limit,
+            pids_limit=self.pids_limit,
+            log_config=LogConfig(type=LogConfig.types.JSON, config={"max-size": "20m", "max-file": "2"}),
+            init=False,  # the image runs tini itself
+            detach=True,
+        )
+
+    async def _create(self, job_id: str, component: str, *args: Any, **kwargs: Any) -> Container:
+        try:
+            return await self._run(self._b_create, job_id, component, *args, _job=job_id, **kwargs)
+        except docker.errors.ImageNotFound as exc:
+            raise BackendError(51, _engine_message(exc), phase="ErrImagePull", component=component) from exc
+        except docker.errors.APIError as exc:
+            raise BackendError(51, f"cannot create the {component} container: {_engine_message(exc)}",
+                               phase="ContainerCannotRun", component=component) from exc
+
+    async def _start(self, job_id: str, component: str, container: Container) -> None:
+        try:
+            await self._run(container.start, _job=job_id)
+        except docker.errors.APIError as exc:
+            logs = await self._logs_of(container)
+            raise BackendError(51, f"cannot start the {component} container: {_engine_message(exc)}",
+                               phase="ContainerCannotRun", component=component, logs=logs) from exc
+
+    async def _logs_of(self, container: Container, lines: int = ERROR_LOG_LINES) -> str | None:
+        try:
+            return await self._run(self._b_container_logs, container, lines)
+        except Exception:
+            return None
+
+    async def _check_alive(self, containers: dict[str, Container], code_of: Callable[[str], int]) -> None:
+        """Raise ``BackendError`` if one of ``containers`` is no longer running."""
+        states = await asyncio.gather(*(self._run(self._b_state, c) for c in containers.values()))
+        for (component, container), state in zip(containers.items(), states, strict=True):
+            if state.get("Running") or state.get("Status") in ("created", "running", "restarting"):
+                continue
+            detail = f"the {component} container exited with code {state.get('ExitCode')}"
+            if state.get("OOMKilled"):
+                detail += " (killed: out of memory)"
+            if state.get("Error"):
+                detail += f": {state['Error']}"
+            raise BackendError(code_of(component), detail, phase="CrashLoopBackOff", component=component,
+                               logs=await self._logs_of(container))
+
+    async def _start_cluster(self, job_id: str, spec: ClusterSpec, report: Reporter) -> ClusterInfo:
+        image = spec.image or self.image
+        n_workers = spec.workers
+        await self._ensure_image(image, report)
+
+        report("CreatingNetwork", "Creating the cluster's network")
+        net_name = self._network_name(job_id)
+        try:
+            network = await self._run(
+                lambda: self._docker().networks.create(
+                    net_name, driver="bridge", check_duplicate=True,
+                    labels=self._labels(job_id, "network")),
+                _job=job_id,
+            )
+        except docker.errors.APIError as exc:
+            raise BackendError(52, f"cannot create the network {net_name}: {_engine_message(exc)}",
+                               phase="ContainerCannotRun") from exc
+
+        sql_password = secrets.token_urlsafe(24)
+        lab_token = secrets.token_hex(24)
+        sql_user = "sparkdock"
+        master_host = _dns_name(self._container_name(job_id, "master"))
+        master_url = f"spark://{master_host}:{roles.DEFAULT_PORTS['master']}"
+        base_env = {
+            "SPARK_MASTER_URL": master_url,
+            "SPARKDOCK_WORKER_CORES": str(spec.worker_cores),
+            "SPARKDOCK_WORKER_MEMORY": spec.worker_memory,
+        }
+
+        def env_for(component: str, **extra: str) -> dict[str, str]:
+            return {**base_env, "SPARKDOCK_HOST": _dns_name(self._container_name(job_id, component)), **extra}
+
+        def mem(role: str) -> str:
+            return roles.container_memory_limit(role, spec.worker_memory, spec.worker_cores)
+
+        report("CreatingContainers", f"Creating the containers: master, {n_workers} worker(s), SQL, lab")
+        worker_names = [f"worker-{i}" for i in range(1, n_workers + 1)]
+        created = await asyncio.gather(
+            self._create(job_id, "master", "master", image, net_name, env_for("master"), mem("master"),
+                         ports=[roles.DEFAULT_PORTS["master_ui"]]),
+            *(self._create(job_id, w, "worker", image, net_name, env_for(w), mem("worker"))
+              for w in worker_names),
+            self._create(job_id, "sql", "sql", image, net_name,
+                         env_for("sql", SPARKDOCK_SQL_PASSWORD=sql_password), mem("sql"),
+                         ports=[roles.DEFAULT_PORTS["sql"]]),
+            self._create(job_id, "lab", "lab", image, net_name,
+                         env_for("lab", SPARKDOCK_LAB_TOKEN=lab_token), mem("lab"),
+                         ports=[roles.DEFAULT_PORTS["lab"]]),
+        )
+        components = ["master", *worker_names, "sql", "lab"]
+        containers: dict[str, Container] = dict(zip(components, created, strict=True))
+
+        def code_of(component: str) -> int:
+            return 50 if component in ("sql", "lab") else 51
+
+        # master ---------------------------------------------------------------------------
+        report("StartingMaster", "Starting the Spark master")
+        await self._start(job_id, "master", containers["master"])
+        master_ports = await self._run(self._b_ports, containers["master"])
+        ui_port = master_ports[f"{roles.DEFAULT_PORTS['master_ui']}/tcp"]
+        ui_url = f"http://{self.public_host}:{ui_port}"
+        deadline = time.monotonic() + self.start_timeout
+        await self._poll(
+            lambda: self._master_alive(ui_url), deadline, {"master": containers["master"]}, code_of,
+            what="the Spark master", timeout_code=51, component="master",
+        )
+
+        # workers, SQL endpoint and lab start together once the master is up ---------------------
+        report(f"WaitingForWorkers 0/{n_workers}",
+               f"Starting {n_workers} worker(s), the SQL endpoint and the lab")
+        await asyncio.gather(*(self._start(job_id, c, containers[c]) for c in components[1:]))
+        sql_ports, lab_ports = await asyncio.gather(
+            self._run(self._b_ports, containers["sql"]), self._run(self._b_ports, containers["lab"]))
+        sql_port = sql_ports[f"{roles.DEFAULT_PORTS['sql']}/tcp"]
+        lab_port = lab_ports[f"{roles.DEFAULT_PORTS['lab']}/tcp"]
+
+        seen = 0
+
+        def workers_up() -> int:
+            alive = probes.alive_workers(probes.master_status(ui_url))
+            if alive < n_workers:
+                raise probes.ProbeError(f"{alive}/{n_workers} workers registered with the master")
+            return alive
+
+        async def on_progress(exc: probes.ProbeError) -> None:
+            nonlocal seen
+            m = re.match(r"(\d+)/", str(exc))
+            if m and int(m.group(1)) != seen:
+                seen = int(m.group(1))
+                report(f"WaitingForWorkers {seen}/{n_workers}", f"{seen} of {n_workers} workers registered")
+
+        await self._poll(workers_up, deadline, containers, code_of, what="the Spark workers",
+                         timeout_code=51, component="worker-1", on_error=on_progress)
+        report(f"WaitingForWorkers {n_workers}/{n_workers}", f"All {n_workers} workers registered")
+
+        # SQL endpoint ---------------------------------------------------------------------------
+        report("StartingSQLEndpoint", "Waiting for the SQL endpoint (Spark Thrift Server) to answer SELECT 1")
+        host = self.public_host
+        await self._poll(
+            lambda: probes.probe_sql(host, sql_port, sql_user, sql_password, timeout=10.0),
+            time.monotonic() + self.sql_timeout, containers, code_of,
+            what="the SQL endpoint", timeout_code=50, component="sql", interval=1.0,
+        )
+
+        # lab -----------------------------------------------------------------------------------
+        report("StartingLab", "Waiting for JupyterLab to answer")
+        lab_base = f"http://{host}:{lab_port}/"
+        await self._poll(
+            lambda: probes.probe_lab(lab_base, lab_token, timeout=5.0),
+            time.monotonic() + self.lab_timeout, containers, code_of,
+            what="the lab", timeout_code=50, component="lab",
+        )
+
+        ports = {"sql": sql_port, "lab": lab_port, "spark_ui": ui_port}
+        state = {
+            "backend": self.name,
+            "instance": self.instance,
+            "image": image,
+            "network": {"id": network.id, "name": net_name},
+            "containers": {c: {"id": containers[c].id, "name": containers[c].name} for c in components},
+            "host": host,
+            "ports": ports,
+            "sql_user": sql_user,
+            "sql_password": sql_password,
+            "lab_token": lab_token,
+            "master_url": master_url,
+            "workers": n_workers,
+            "worker_cores": spec.worker_cores,
+            "worker_memory": spec.worker_memory,
+        }
+        return ClusterInfo(job_id=job_id, endpoints=self._endpoints(host, ports), state=state)
+
+    @staticmethod
+    def _endpoints(host: str, ports: dict[str, int]) -> dict[str, Any]:
+        return {
+            "sql": {"host": host, "port": ports["sql"],
+                    "jdbc_url": f"jdbc:hive2://{host}:{ports['sql']}/default"},
+            "lab": {"url": f"http://{host}:{ports['lab']}/lab"},
+            "spark_ui": {"url": f"http://{host}:{ports['spark_ui']}/"},
+        }
+
+    @staticmethod
+    def _master_alive(ui_url: str) -> dict[str, Any]:
+        status = probes.master_status(ui_url)
+        if str(status.get("status", "")).upper() != "ALIVE":
+            raise probes.ProbeError(f"the Spark master is {status.get('status')}")
+        return status
+
+    async def _poll(
+        self,
+        check: Callable[[], Any],
+        deadline: float,
+        watched: dict[str, Container],
+        code_of: Callable[[str], int],
+        *,
+        what: str,
+        timeout_code: int,
+        component: str,
+        interval: float = 0.5,
+        on_error: Callable[[probes.ProbeError], Any] | None = None,
+    ) -> Any:
+        """Run the blocking probe ``check`` until it succeeds, a watched container exits, or timeout."""
+        last: BaseException | None = None
+        while True:
+            try:
+                return await self._run(check)
+            except probes.SQLAuthError as exc:
+                raise BackendError(50, str(exc), phase="EndpointAuthFailed", component=component) from exc
+            except probes.ProbeError as exc:
+                last = exc
+                if on_error is not None:
+                    result = on_error(exc)
+                    if inspect.isawaitable(result):
+                        await result
+            await self._check_alive(watched, code_of)
+            if time.monotonic() >= deadline:
+                container = watched.get(component)
+                logs = await self._logs_of(container) if container is not None else None
+                raise BackendError(timeout_code, f"{what} was not ready in time: {last}",
+                                   phase="EndpointTimeout" if timeout_code == 50 else "StartTimeout",
+                                   component=component, logs=logs)
+            await asyncio.sleep(interval)
+
+    async def _remove_job(self, job_id: str) -> None:
+        """Save the logs of, then remove, every container and network of the job (by label)."""
+        await self._wait_inflight(job_id)
+        containers = await self._run(self._b_containers, job_id)
+        for c in containers:
+            self._removing.add(c.id)
+        await asyncio.gather(*(self._run(self._b_remove_container, job_id, c) for c in containers))
+        await self._run(self._b_remove_networks, job_id)
+
+    async def stop_cluster(self, job_id: str, state: dict[str, Any] | None = None) -> None:
+        """Save every container's logs, then remove the job's containers and network (found by label).
+
+        Idempotent; ``state`` is not needed.
+        """
+        await self._remove_job(job_id)
+
+    async def adopt_cluster(self, job_id: str, state: dict[str, Any] | None) -> ClusterInfo | None:
+        """Return the running cluster of ``job_id`` with its existing ports, or ``None``.
+
+        ``None`` when a container of the cluster (master, every worker, sql, lab) is missing or not
+        running. Secrets come from ``state``, else from the containers' environment.
+        """
+        state = dict(state or {})
+        containers = await self._run(self._b_containers, job_id)
+        by_component = {c.labels.get(LABEL_COMPONENT, ""): c for c in containers}
+        n_workers = int(state.get("workers") or sum(1 for k in by_component if k.startswith("worker-")))
+        wanted = ["master", *(f"worker-{i}" for i in range(1, n_workers + 1)), "sql", "lab"]
+        if n_workers < 1 or any(w not in by_component for w in wanted):
+            return None
+        if any(by_component[w].status != "running" for w in wanted):
+            return None
+
+        def read() -> tuple[dict[str, dict[str, int]], dict[str, str], str | None]:
+            ports = {w: self._b_ports(by_component[w]) for w in ("master", "sql", "lab")}
+            env: dict[str, str] = {}
+            for w in ("sql", "lab", "master"):
+                for item in by_component[w].attrs.get("Config", {}).get("Env") or []:
+                    key, _, value = item.partition("=")
+                    env.setdefault(key, value)
+            nets = self._docker().networks.list(filters=self._filters(job_id))
+            return ports, env, nets[0].id if nets else None
+
+        ports_by, env, net_id = await self._run(read)
+        try:
+            ports = {
+                "sql": ports_by["sql"][f"{roles.DEFAULT_PORTS['sql']}/tcp"],
+                "lab": ports_by["lab"][f"{roles.DEFAULT_PORTS['lab']}/tcp"],
+                "spark_ui": ports_by["master"][f"{roles.DEFAULT_PORTS['master_ui']}/tcp"],
+            }
+        except KeyError:
+            return None
+        host = str(state.get("host") or self.public_host)
+        state.update({
+            "backend": self.name,
+            "instance": self.instance,
+            "network": {"id": net_id, "name": self._network_name(job_id)},
+            "containers": {w: {"id": by_component[w].id, "name": by_component[w].name} for w in wanted},
+            "host": host,
+            "ports": ports,
+            "sql_user": state.get("sql_user") or "sparkdock",
+            "sql_password": state.get("sql_password") or env.get("SPARKDOCK_SQL_PASSWORD"),
+            "lab_token": state.get("lab_token") or env.get("SPARKDOCK_LAB_TOKEN"),
+            "master_url": state.get("master_url") or env.get("SPARK_MASTER_URL"),
+            "workers": n_workers,
+            "worker_cores": int(state.get("worker_cores") or env.get("SPARKDOCK_WORKER_CORES") or 1),
+            "worker_memory": state.get("worker_memory") or env.get("SPARKDOCK_WORKER_MEMORY") or "1g",
+            "image": state.get("image") or by_component["master"].attrs.get("Config", {}).get("Image"),
+        })
+        return ClusterInfo(job_id=job_id, endpoints=self._endpoints(host, ports), state=state)
+
+    async def list_job_ids(self) -> set[str]:
+        """Ids of the jobs with a container or a network labelled with this installation."""
+
+        def collect() -> set[str]:
+            client = self._docker()
+            flt = self._filters()
+            ids = {c.labels.get(LABEL_JOB, "") for c in client.containers.list(all=True, filters=flt)}
+            for net in client.networks.list(filters=flt):
+                ids.add((net.attrs.get("Labels") or {}).get(LABEL_JOB, ""))
+            ids.discard("")
+            return ids
+
+        return await self._run(collect)
+
+    async def logs(self, job_id: str, component: str, tail: int | None = None) -> str:
+        """Logs of ``component``: the live container's, else the file saved when it was removed, else "".
+
+        Raises:
+            KeyError: ``component`` is not ``master``, ``sql``, ``lab``, ``driver`` or ``worker-N``.
+        """
+        if not _COMPONENT_RE.match(component):
+            raise KeyError(component)
+        containers = await self._run(self._b_containers, job_id, **{LABEL_COMPONENT: component})
+        if containers and component != "driver":
+            return await self._run(self._b_container_logs, containers[0], tail)
+        path = self.job_dir(job_id) / "logs" / f"{component}.log"
+        if path.is_file():
+            text = await self._run(path.read_text, encoding="utf-8", errors="replace")
+            return _tail(text, tail)
+        if containers:
+            return await self._run(self._b_container_logs, containers[0], tail)
+        return ""
+
+    # ------------------------------------------------------------------------------------------
+    # automated jobs
+    # ------------------------------------------------------------------------------------------
+
+    async def run_application(
+        self, job_id: str, cluster: ClusterInfo, app: StagedApp, report: Reporter
+    ) -> AppResult:
+        """Run ``app`` in a ``driver`` container on the cluster's network (client deploy mode).
+
+        The staged file is copied into the container (``put_archive``), so the engine need not share
+        the host's file system. Output goes to ``job_dir/logs/driver.log`` while it runs. The driver's
+        application UI is published on ``bind_address`` and polled for progress
+        (``/api/v1/applications/<id>/jobs``). Cancellation removes the driver and propagates.
+        """
+        st = cluster.state
+        network = (st.get("network") or {}).get("name") or self._network_name(cluster.job_id)
+        image = st.get("image") or self.image
+        app_file = Path(app.file)
+        in_container = f"{APP_DIR_IN_CONTAINER}/{app_file.name}"
+        env = {
+            "SPARK_MASTER_URL": str(st.get("master_url")),
+            "SPARKDOCK_HOST": _dns_name(self._container_name(job_id, "driver")),
+            "SPARKDOCK_WORKER_CORES": str(st.get("worker_cores", 1)),
+            "SPARKDOCK_WORKER_MEMORY": str(st.get("worker_memory", "1g")),
+            "SPARKDOCK_APP_TYPE": app.type,
+            "SPARKDOCK_APP_NAME": f"sparkdock-{job_id}",
+            "SPARKDOCK_SPARK_CONF": json.dumps(app.conf),
+            "PYTHONUNBUFFERED": "1",
+        }
+        log_path = self.job_dir(job_id) / "logs" / "driver.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        ui_port = roles.DEFAULT_PORTS["driver_ui"]
+
+        # A driver left over by an earlier attempt of the same job would clash by name.
+        for old in await self._run(self._b_containers, job_id, **{LABEL_COMPONENT: "driver"}):
+            await self._run(self._b_remove_container, job_id, old, False)
+
+        report("CreatingDriver", "Creating the driver container")
+        container: Container | None = None
+        try:
+            container = await self._create(
+                job_id, "driver", "driver", image, network, env, roles.container_memory_limit("driver"),
+                ports=[ui_port], command=["driver", in_container, *app.args],
+            )
+            data = await self._run(app_file.read_bytes)
+            archive = io.BytesIO()
+            with tarfile.open(fileobj=archive, mode="w") as tar:
+                info = tarfile.TarInfo(f"app/{app_file.name}")
+                info.size = len(data)
+                info.mode = 0o644
+                info.mtime = int(time.time())
+                tar.addfile(info, io.BytesIO(data))
+            await self._run(container.put_archive, str(Path(APP_DIR_IN_CONTAINER).parent), archive.getvalue())
+            report("StartingDriver", "Starting the driver")
+            await self._start(job_id, "driver", container)
+            ports = await self._run(self._b_ports, container)
+            report("Running", "The driver is running")
+            progress_task = None
+            if f"{ui_port}/tcp" in ports:
+                progress_task = asyncio.ensure_future(
+                    self._follow_progress(f"http://{self.public_host}:{ports[f'{ui_port}/tcp']}", report))
+            try:
+                await self._run(self._b_stream_logs, container, log_path)
+                result = await self._run(container.wait)
+            finally:
+                if progress_task is not None:
+                    progress_task.cancel()
+                    await asyncio.gather(progress_task, return_exceptions=True)
+            state = await self._run(self._b_state, container)
+            status = int(result.get("StatusCode", state.get("ExitCode", -1)))
+            text = await self._run(log_path.read_text, encoding="utf-8", errors="replace")
+            return AppResult(exit_status=status, output_tail=_tail(text, ERROR_LOG_LINES), log_path=log_path,
+                             oom_killed=bool(state.get("OOMKilled")))
+        finally:
+            if container is not None:
+                cont = container
+                task = asyncio.ensure_future(self._run(self._b_remove_container, job_id, cont, False))
+                try:
+                    await asyncio.shield(task)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("could not remove the driver of job %s: %s", job_id, exc)
+
+    def _b_stream_logs(self, container: Container, path: Path) -> None:
+        with path.open("wb") as out:
+            try:
+                for chunk in container.logs(stdout=True, stderr=True, stream=True, follow=True):
+                    out.write(chunk)
+                    out.flush()
+            except (docker.errors.NotFound, requests.exceptions.RequestException) as exc:
+                out.write(f"\n[sparkdock] log stream ended: {exc}\n".encode())
+
+    async def _follow_progress(self, ui_url: str, report: Reporter, interval: float = 2.0) -> None:
+        """Report the driver's Spark jobs (from its REST API) whenever they change."""
+        last: dict[str, int] | None = None
+
+        def fetch() -> dict[str, int] | None:
+            import urllib.request
+
+            try:
+                with urllib.request.urlopen(f"{ui_url}/api/v1/applications", timeout=3) as resp:
+                    apps = json.loads(resp.read())
+                if not apps:
+                    return None
+                app_id = apps[0]["id"]
+                with urllib.request.urlopen(f"{ui_url}/api/v1/applications/{app_id}/jobs",
+                                            timeout=3) as resp:
+                    jobs = json.loads(resp.read())
+            except (OSError, ValueError, KeyError, IndexError):
+                return None
+            return {
+                "jobs_total": len(jobs),
+                "jobs_succeeded": sum(1 for j in jobs if j.get("status") == "SUCCEEDED"),
+                "jobs_running": sum(1 for j in jobs if j.get("status") == "RUNNING"),
+                "jobs_failed": sum(1 for j in jobs if j.get("status") == "FAILED"),
+                "tasks_total": sum(int(j.get("numTasks", 0)) for j in jobs),
+                "tasks_completed": sum(int(j.get("numCompletedTasks", 0)) for j in jobs),
+            }
+
+        while True:
+            progress = await self._run(fetch)
+            if progress is not None and progress != last:
+                last = progress
+                report("Running", f"Spark jobs: {progress['jobs_succeeded']}/{progress['jobs_total']} done, "
+                       f"tasks {progress['tasks_completed']}/{progress['tasks_total']}", progress=progress)
+            await asyncio.sleep(interval)
+
+    # ------------------------------------------------------------------------------------------
+    # health
+    # ------------------------------------------------------------------------------------------
+
+    async def watch(self, on_health: HealthCallback) -> None:
+        """Follow the engine's event stream (``die``/``oom`` of this installation's containers) until
+        cancelled, calling ``on_health(job_id, component, False, message)`` on the event loop.
+
+        Containers this backend removes itself, drivers (they end normally) and clusters still being
+        started (``start_cluster`` reports those) are not reported. The stream reconnects if the engine
+        restarts.
+        """
+        loop = asyncio.get_running_loop()
+        stop = threading.Event()
+        current: dict[str, Any] = {}
+
+        async def dispatch(job_id: str, component: str, message: str) -> None:
+            try:
+                result = on_health(job_id, component, False, message)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("health callback failed for %s/%s", job_id, component)
+
+        def handle(event: dict[str, Any]) -> None:
+            actor = event.get("Actor") or {}
+            attrs = actor.get("Attributes") or {}
+            cid = actor.get("ID") or event.get("id") or ""
+            if attrs.get(LABEL_INSTANCE) != self.instance or cid in self._removing:
+                return
+            job_id = attrs.get(LABEL_JOB)
+            role = attrs.get(LABEL_ROLE)
+            if not job_id or role == "driver" or job_id in self._starting:
+                return
+            component = attrs.get(LABEL_COMPONENT) or role or "unknown"
+            action = event.get("Action") or event.get("status")
+            if action == "oom":
+                message = f"the {component} container ran out of memory"
+            else:
+                message = f"the {component} container exited with code {attrs.get('exitCode', '?')}"
+            asyncio.run_coroutine_threadsafe(dispatch(job_id, component, message), loop)
+
+        def follow() -> None:
+            since = int(time.time())
+            backoff = 1.0
+            while not stop.is_set():
+                client = None
+                try:
+                    client = self._new_client()
+                    stream = client.events(
+                        decode=True, since=since,
+                        filters={"type": "container", "event": ["die", "oom"],
+                                 "label": [f"{LABEL_INSTANCE}={self.instance}"]},
+                    )
+                    current["stream"] = stream
+                    if stop.is_set():
+                        stream.close()
+                        break
+                    backoff = 1.0
+                    for event in stream:
+                        since = max(since, int(event.get("time", since)))
+                        handle(event)
+                except Exception as exc:
+                    if not stop.is_set():
+                        log.warning("Docker event stream failed (%s); reconnecting", exc)
+                finally:
+                    current.pop("stream", None)
+                    if client is not None:
+                        with contextlib.suppress(Exception):
+                            client.close()
+                if not stop.wait(backoff):
+                    backoff = min(backoff * 2, 30.0)
+
+        thread = threading.Thread(target=follow, name=f"sparkdock-docker-events-{self.instance}", daemon=True)
+        thread.start()
+        try:
+            while thread.is_alive():
+                await asyncio.sleep(1.0)
+        finally:
+            stop.set()
+            stream = current.get("stream")
+            if stream is not None:
+                with contextlib.suppress(Exception):
+                    stream.close()
+
+    async def close(self) -> None:
+        """Close the client and the thread pool (clusters keep running)."""
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await self._run(client.close)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
