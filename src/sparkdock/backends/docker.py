@@ -495,8 +495,7 @@ class DockerBackend(Backend):
         # master ---------------------------------------------------------------------------
         report("StartingMaster", "Starting the Spark master")
         await self._start(job_id, "master", containers["master"])
-        master_ports = await self._run(self._b_ports, containers["master"])
-        ui_port = master_ports[f"{roles.DEFAULT_PORTS['master_ui']}/tcp"]
+        ui_port = await self._published_port(containers, "master", roles.DEFAULT_PORTS["master_ui"], code_of)
         ui_url = f"http://{self.public_host}:{ui_port}"
         deadline = time.monotonic() + self.start_timeout
         await self._poll(
@@ -508,10 +507,9 @@ class DockerBackend(Backend):
         report(f"WaitingForWorkers 0/{n_workers}",
                f"Starting {n_workers} worker(s), the SQL endpoint and the lab")
         await asyncio.gather(*(self._start(job_id, c, containers[c]) for c in components[1:]))
-        sql_ports, lab_ports = await asyncio.gather(
-            self._run(self._b_ports, containers["sql"]), self._run(self._b_ports, containers["lab"]))
-        sql_port = sql_ports[f"{roles.DEFAULT_PORTS['sql']}/tcp"]
-        lab_port = lab_ports[f"{roles.DEFAULT_PORTS['lab']}/tcp"]
+        sql_port, lab_port = await asyncio.gather(
+            self._published_port(containers, "sql", roles.DEFAULT_PORTS["sql"], code_of),
+            self._published_port(containers, "lab", roles.DEFAULT_PORTS["lab"], code_of))
 
         seen = 0
 
@@ -568,6 +566,18 @@ class DockerBackend(Backend):
             "worker_memory": spec.worker_memory,
         }
         return ClusterInfo(job_id=job_id, endpoints=self._endpoints(host, ports), state=state)
+
+    async def _published_port(self, containers: dict[str, Container], component: str, port: int,
+                              code_of: Callable[[str], int]) -> int:
+        """The host port the engine chose for ``port`` of a started container."""
+        ports = await self._run(self._b_ports, containers[component])
+        if f"{port}/tcp" in ports:
+            return ports[f"{port}/tcp"]
+        # No binding: the container has exited already (or the engine did not publish the port).
+        await self._check_alive({component: containers[component]}, code_of)
+        raise BackendError(51, f"the engine published no host port for {component} port {port}",
+                           phase="ContainerCannotRun", component=component,
+                           logs=await self._logs_of(containers[component]))
 
     @staticmethod
     def _endpoints(host: str, ports: dict[str, int]) -> dict[str, Any]:

@@ -1,0 +1,43 @@
+"""Session fixtures for tests that need a Docker engine and the sparkdock image.
+
+Import the fixtures into a test module (``from docker_fixtures import docker_image  # noqa: F401``).
+``docker_image`` runs ``scripts/setup-docker.sh`` once per session (engine, base image, image; each
+step is skipped when already done). When that fails the test is skipped with the reason, or fails when
+``CI=true`` (a CI machine must be able to run the Docker tests).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+IMAGE = os.environ.get("SPARKDOCK_TEST_IMAGE", "sparkdock/spark:0.1.0")
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"Docker tests cannot run on CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def docker_image() -> str:
+    """The sparkdock image tag, after making sure the engine answers and the image exists."""
+    if shutil.which("bash") is None:
+        _unavailable("bash is needed to run scripts/setup-docker.sh")
+    try:
+        proc = subprocess.run(
+            ["bash", str(REPO / "scripts" / "setup-docker.sh"), IMAGE],
+            capture_output=True, text=True, timeout=1800, check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        _unavailable(f"scripts/setup-docker.sh could not run: {exc}")
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+        _unavailable(f"scripts/setup-docker.sh failed (exit {proc.returncode}):\n{tail}")
+    return IMAGE

@@ -1,0 +1,373 @@
+"""The Docker backend against a real engine and real Spark (``@pytest.mark.docker``).
+
+One module-scoped 2-worker cluster serves most checks (SQL, lab, inspection, logs, adoption, a driver,
+the health watcher, termination). The failure cases run first, so that at most one cluster runs at a time.
+Every test uses its own installation id, so it never touches another installation's containers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import secrets
+import time
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import docker
+import pytest
+
+from docker_fixtures import docker_image  # noqa: F401 - session fixture
+from sparkdock.backends.base import BackendError, ClusterInfo, StagedApp
+from sparkdock.backends.docker import LABEL_INSTANCE, DockerBackend
+from sparkdock.spark import probes
+from sparkdock.specs import ClusterSpec
+
+pytestmark = pytest.mark.docker
+
+T = TypeVar("T")
+INSTANCE = f"test{secrets.token_hex(3)}"
+BROKEN_SQL_IMAGE = "sparkdock/spark:broken-sql-test"
+
+
+class Phases:
+    """A Reporter that records every phase."""
+
+    def __init__(self) -> None:
+        self.phases: list[str] = []
+        self.progress: list[dict[str, Any]] = []
+
+    def __call__(self, phase: str, activity: str, *, progress: dict[str, Any] | None = None) -> None:
+        self.phases.append(phase)
+        if progress is not None:
+            self.progress.append(progress)
+
+
+@pytest.fixture(scope="module")
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    lp = asyncio.new_event_loop()
+    yield lp
+    lp.close()
+
+
+@pytest.fixture(scope="module")
+def run(loop: asyncio.AbstractEventLoop) -> Any:
+    def _run(coro: Coroutine[Any, Any, T], timeout: float = 600) -> T:
+        return loop.run_until_complete(asyncio.wait_for(coro, timeout))
+
+    return _run
+
+
+@pytest.fixture(scope="module")
+def dclient(docker_image: str) -> Iterator[docker.DockerClient]:  # noqa: F811
+    client = docker.from_env()
+    yield client
+    # Safety net: nothing of this module's installation survives it.
+    flt = {"label": [f"{LABEL_INSTANCE}={INSTANCE}"]}
+    for c in client.containers.list(all=True, filters=flt):
+        c.remove(force=True)
+    for n in client.networks.list(filters=flt):
+        n.remove()
+    client.close()
+
+
+def labelled(client: docker.DockerClient, job_id: str | None = None) -> tuple[list[Any], list[Any]]:
+    wanted = [f"{LABEL_INSTANCE}={INSTANCE}"] + ([f"sparkdock.job={job_id}"] if job_id else [])
+    flt = {"label": wanted}
+    return client.containers.list(all=True, filters=flt), client.networks.list(filters=flt)
+
+
+def assert_nothing_left(client: docker.DockerClient, job_id: str) -> None:
+    containers, networks = labelled(client, job_id)
+    assert containers == [] and networks == [], (containers, networks)
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory: pytest.TempPathFactory, docker_image: str, dclient: Any, run: Any,  # noqa: F811
+            ) -> Iterator[DockerBackend]:
+    b = DockerBackend(tmp_path_factory.mktemp("data"), INSTANCE, image=docker_image)
+    yield b
+    run(b.close())
+
+
+# ---------------------------------------------------------------------------------------------
+# failures (no cluster left behind)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_missing_image_is_51(backend: DockerBackend, dclient: Any, run: Any) -> None:
+    phases = Phases()
+    spec = ClusterSpec(workers=1, worker_memory="512m", image="sparkdock/spark:no-such-tag-test")
+    with pytest.raises(BackendError) as err:
+        run(backend.start_cluster("missingimage", spec, phases))
+    assert err.value.code == 51
+    assert err.value.phase == "ErrImagePull"
+    assert "no-such-tag-test" in err.value.detail
+    assert phases.phases[:2] == ["CheckingImage", "PullingImage"]
+    assert_nothing_left(dclient, "missingimage")
+
+
+@pytest.mark.parametrize("how", ["argument", "env"])
+def test_unreachable_engine_is_52(how: str, tmp_path: Path, run: Any, monkeypatch: pytest.MonkeyPatch,
+                                  dclient: Any) -> None:
+    if how == "argument":
+        b = DockerBackend(tmp_path, INSTANCE, docker_host="unix:///tmp/nonexistent-sparkdock.sock")
+    else:
+        monkeypatch.setenv("DOCKER_HOST", "unix:///tmp/nonexistent-sparkdock.sock")
+        b = DockerBackend(tmp_path, INSTANCE)
+    with pytest.raises(BackendError) as err:
+        run(b.check())
+    assert err.value.code == 52
+    assert "nonexistent-sparkdock.sock" in err.value.detail or "No such file" in err.value.detail
+    with pytest.raises(BackendError) as err2:
+        run(b.start_cluster("noengine", ClusterSpec(workers=1), Phases()))
+    assert err2.value.code == 52
+    run(b.close())
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    assert_nothing_left(dclient, "noengine")
+
+
+@pytest.fixture(scope="module")
+def broken_sql_image(dclient: docker.DockerClient, docker_image: str) -> Iterator[str]:  # noqa: F811
+    """The image, except that the sql role exits at once (built locally: no registry needed)."""
+    dockerfile = f"""
+FROM {docker_image}
+RUN printf '%s\\n' '#!/bin/sh' \\
+    'if [ "$1" = sql ]; then echo "sparkdock test: the sql role is broken on purpose" >&2; exit 3; fi' \\
+    'exec python -m sparkdock.spark.entrypoint "$@"' > /usr/local/bin/broken-entry \\
+ && chmod +x /usr/local/bin/broken-entry
+ENTRYPOINT ["/usr/bin/tini", "-g", "--", "/usr/local/bin/broken-entry"]
+"""
+    dclient.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=BROKEN_SQL_IMAGE, rm=True)
+    yield BROKEN_SQL_IMAGE
+    dclient.images.remove(BROKEN_SQL_IMAGE, force=True)
+
+
+def test_sql_container_exiting_is_50(backend: DockerBackend, broken_sql_image: str, dclient: Any,
+                                     run: Any) -> None:
+    phases = Phases()
+    spec = ClusterSpec(workers=1, worker_memory="512m", image=broken_sql_image)
+    t0 = time.monotonic()
+    with pytest.raises(BackendError) as err:
+        run(backend.start_cluster("brokensql", spec, phases))
+    assert err.value.code == 50, err.value.detail
+    assert err.value.phase == "CrashLoopBackOff"
+    assert err.value.component == "sql"
+    assert "exited with code 3" in err.value.detail
+    assert "broken on purpose" in (err.value.logs or "")
+    assert time.monotonic() - t0 < 120
+    assert_nothing_left(dclient, "brokensql")
+    # the logs were saved before removal
+    saved = backend.job_dir("brokensql") / "logs" / "sql.log"
+    assert "broken on purpose" in saved.read_text()
+    assert (backend.job_dir("brokensql") / "logs" / "master.log").is_file()
+
+
+def test_cancellation_removes_everything(backend: DockerBackend, dclient: Any, run: Any,
+                                         loop: asyncio.AbstractEventLoop) -> None:
+    async def scenario() -> list[str]:
+        phases = Phases()
+        task = asyncio.ensure_future(backend.start_cluster("cancelled", ClusterSpec(workers=1), phases))
+        while "StartingMaster" not in phases.phases:
+            await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return phases.phases
+
+    run(scenario())
+    assert_nothing_left(dclient, "cancelled")
+
+
+# ---------------------------------------------------------------------------------------------
+# one running cluster
+# ---------------------------------------------------------------------------------------------
+
+JOB = "cluster1"
+
+
+@pytest.fixture(scope="module")
+def cluster(backend: DockerBackend, dclient: Any, run: Any) -> Iterator[tuple[ClusterInfo, Phases, float]]:
+    phases = Phases()
+    t0 = time.monotonic()
+    info = run(backend.start_cluster(JOB, ClusterSpec(workers=2, worker_memory="512m"), phases))
+    elapsed = time.monotonic() - t0
+    yield info, phases, elapsed
+    run(backend.stop_cluster(JOB))
+
+
+def test_cluster_phases_and_endpoints(cluster: Any) -> None:
+    info, phases, elapsed = cluster
+    print(f"cluster ready in {elapsed:.1f}s: {phases.phases}")
+    for phase in ("CheckingImage", "CreatingContainers", "StartingMaster", "WaitingForWorkers 2/2",
+                  "StartingSQLEndpoint", "StartingLab"):
+        assert phase in phases.phases
+    assert phases.phases.index("StartingMaster") < phases.phases.index("StartingSQLEndpoint")
+    ep = info.endpoints
+    assert set(ep) == {"sql", "lab", "spark_ui"}
+    assert ep["sql"]["host"] == "127.0.0.1"
+    assert ep["sql"]["jdbc_url"] == f"jdbc:hive2://127.0.0.1:{ep['sql']['port']}/default"
+    assert ep["lab"]["url"].endswith("/lab")
+    text = repr(ep)
+    assert info.sql_password and info.sql_password not in text
+    assert info.lab_token and info.lab_token not in text
+    assert info.state["master_url"].startswith("spark://sparkdock-")
+    assert info.state["master_url"].endswith(":7077")
+    assert info.state["workers"] == 2
+    status = probes.master_status(ep["spark_ui"]["url"])
+    assert probes.alive_workers(status) == 2
+
+
+def test_sql_query_and_wrong_password(cluster: Any) -> None:
+    from impala.dbapi import connect
+
+    info, _, _ = cluster
+    sql = info.endpoints["sql"]
+    conn = connect(host=sql["host"], port=sql["port"], auth_mechanism="PLAIN", user=info.sql_user,
+                   password=info.sql_password, timeout=120)
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT count(*) FROM range(1000000)")
+        assert cur.fetchall() == [(1000000,)]
+        cur.close()
+    finally:
+        conn.close()
+    with pytest.raises(probes.SQLAuthError):
+        probes.probe_sql(sql["host"], sql["port"], info.sql_user, "wrong-password")
+
+
+def test_lab_token(cluster: Any) -> None:
+    info, _, _ = cluster
+    base = info.endpoints["lab"]["url"].removesuffix("lab")
+    status = probes.probe_lab(base, info.lab_token)
+    assert "started" in status
+    with pytest.raises(probes.ProbeError, match="403"):
+        probes.probe_lab(base, "not-the-token")
+
+
+def test_containers_inspected(cluster: Any, dclient: docker.DockerClient, backend: DockerBackend) -> None:
+    info, _, _ = cluster
+    containers, networks = labelled(dclient, JOB)
+    by_component = {c.labels["sparkdock.component"]: c for c in containers}
+    assert set(by_component) == {"master", "worker-1", "worker-2", "sql", "lab"}
+    assert len(networks) == 1
+    net_labels = networks[0].attrs["Labels"]
+    assert net_labels["sparkdock.job"] == JOB and net_labels[LABEL_INSTANCE] == INSTANCE
+    published = {"master": "8080/tcp", "sql": "10000/tcp", "lab": "8888/tcp"}
+    for component, c in by_component.items():
+        assert c.name == f"sparkdock-{INSTANCE}-{JOB}-{component}"
+        assert c.labels[LABEL_INSTANCE] == INSTANCE
+        assert c.labels["sparkdock.job"] == JOB
+        assert c.labels["sparkdock.role"] == component.split("-")[0]
+        host_config = c.attrs["HostConfig"]
+        assert host_config["Memory"] > 0
+        assert host_config["PidsLimit"] == backend.pids_limit
+        bindings = {k: v for k, v in (c.attrs["NetworkSettings"]["Ports"] or {}).items() if v}
+        if component in published:
+            assert list(bindings) == [published[component]]
+            assert {b["HostIp"] for b in bindings[published[component]]} == {"127.0.0.1"}
+        else:
+            assert bindings == {}
+        env = c.attrs["Config"]["Env"]
+        cmd = " ".join(c.attrs["Config"]["Cmd"] or []) + " ".join(c.attrs["Config"]["Entrypoint"] or [])
+        assert info.sql_password not in cmd
+        if component == "sql":
+            assert f"SPARKDOCK_SQL_PASSWORD={info.sql_password}" in env
+        else:
+            assert not any(e.startswith("SPARKDOCK_SQL_PASSWORD=") for e in env)
+    worker_mem = by_component["worker-1"].attrs["HostConfig"]["Memory"]
+    assert worker_mem == (256 + 512 + 384 + 128) * 1024**2
+
+
+def test_logs(cluster: Any, backend: DockerBackend, run: Any) -> None:
+    text = run(backend.logs(JOB, "master", tail=200))
+    assert "Master" in text
+    assert len(run(backend.logs(JOB, "worker-1", tail=5)).splitlines()) <= 5
+    with pytest.raises(KeyError):
+        run(backend.logs(JOB, "nonsense"))
+    assert run(backend.list_job_ids()) >= {JOB}
+
+
+def test_adoption_by_a_new_backend(cluster: Any, dclient: Any, run: Any, backend: DockerBackend) -> None:
+    info, _, _ = cluster
+    before = len(labelled(dclient)[0])
+    fresh = DockerBackend(backend.data_dir, INSTANCE, image=backend.image)
+    try:
+        adopted = run(fresh.adopt_cluster(JOB, info.state))
+        assert adopted is not None
+        assert adopted.endpoints == info.endpoints
+        assert adopted.sql_password == info.sql_password
+        # without a saved state, the secrets come back from the containers
+        bare = run(fresh.adopt_cluster(JOB, {}))
+        assert bare is not None and bare.endpoints == info.endpoints
+        assert bare.sql_password == info.sql_password and bare.lab_token == info.lab_token
+        assert run(fresh.adopt_cluster("no-such-job", {})) is None
+        assert JOB in run(fresh.list_job_ids())
+    finally:
+        run(fresh.close())
+    assert len(labelled(dclient)[0]) == before
+
+
+def test_run_application(cluster: Any, backend: DockerBackend, tmp_path: Path, run: Any,
+                         dclient: Any) -> None:
+    info, _, _ = cluster
+    app_file = tmp_path / "app.py"
+    app_file.write_text(
+        "import sys\n"
+        "from pyspark.sql import SparkSession\n"
+        "spark = SparkSession.builder.getOrCreate()\n"
+        "n = spark.range(100000).selectExpr('sum(id) AS s').collect()[0].s\n"
+        "print('SPARKDOCK-RESULT', n, sys.argv[1:])\n"
+        "spark.stop()\n"
+    )
+    phases = Phases()
+    result = run(backend.run_application("app1", info, StagedApp("pyspark", app_file, ["a1"]), phases))
+    log_text = (backend.job_dir("app1") / "logs" / "driver.log").read_text()
+    assert result.exit_status == 0, log_text[-3000:]
+    assert "SPARKDOCK-RESULT 4999950000 ['a1']" in log_text
+    assert result.log_path == backend.job_dir("app1") / "logs" / "driver.log"
+    assert not result.oom_killed
+    assert "StartingDriver" in phases.phases
+    assert labelled(dclient, "app1")[0] == []  # the driver container is gone
+    failing = tmp_path / "fail.py"
+    failing.write_text("import sys\nprint('going down')\nsys.exit(7)\n")
+    result = run(backend.run_application("app2", info, StagedApp("pyspark", failing), Phases()))
+    assert result.exit_status == 7
+    assert "going down" in result.output_tail
+
+
+def test_watch_reports_death_then_terminate_leaves_nothing(
+    cluster: Any, backend: DockerBackend, dclient: docker.DockerClient, run: Any
+) -> None:
+    calls: list[tuple[str, str, bool, str]] = []
+
+    async def on_health(job_id: str, component: str, healthy: bool, message: str) -> None:
+        calls.append((job_id, component, healthy, message))
+
+    async def scenario() -> None:
+        watcher = asyncio.ensure_future(backend.watch(on_health))
+        await asyncio.sleep(1.5)  # the stream is connected
+        master = dclient.containers.get(f"sparkdock-{INSTANCE}-{JOB}-master")
+        await asyncio.get_running_loop().run_in_executor(None, master.kill)
+        for _ in range(100):
+            if calls:
+                break
+            await asyncio.sleep(0.1)
+        assert calls and calls[0][:3] == (JOB, "master", False), calls
+        assert "exited" in calls[0][3]
+        n = len(calls)
+        await backend.stop_cluster(JOB)
+        await backend.stop_cluster(JOB)  # harmless
+        await asyncio.sleep(2)
+        assert len(calls) == n, calls[n:]  # containers the backend removes are not reported
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+
+    run(scenario())
+    assert_nothing_left(dclient, JOB)
+    logs_dir = backend.job_dir(JOB) / "logs"
+    assert {p.name for p in logs_dir.iterdir()} >= {"master.log", "worker-1.log", "worker-2.log", "sql.log",
+                                                    "lab.log"}
+    assert "Master" in run(backend.logs(JOB, "master"))
+    assert JOB not in run(backend.list_job_ids())
