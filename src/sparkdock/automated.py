@@ -1,0 +1,270 @@
+"""The lifecycle of one automated job: staging, its cluster, the driver, policies and exit codes.
+
+An :class:`AutomatedRun` is driven by the :class:`~sparkdock.manager.JobManager` as the job's task:
+
+* ``INITIALIZING``: stage the application (11/12 on bad input), then provision an ephemeral cluster or
+  attach to a RUNNING interactive job's cluster. A provisioning failure is a *Start Failed* (seed 003):
+  retried with exponential backoff (``INITIALIZING → QUEUED``, runtime status cleared) up to
+  ``policy.retries``, then ``SYSTEM_ERROR`` 24 (or 20/21 when no retry was asked for).
+* ``RUNNING``: the driver runs; an overrun watchdog warns (and cancels with 15 when
+  ``overrun_action="cancel"``); a resource watchdog cancels with 15 when Spark says the application will
+  never get executors.
+* The end is classified from the driver's exit status and output into ``COMPLETE``,
+  ``EXECUTOR_ERROR`` 18 (kernel exit code 1–7), or a system code (16, 17, 27, 29). A kernel exit code
+  listed in ``policy.rerun_on_exit_codes`` reruns the job (``RUNNING → QUEUED``) while attempts remain.
+  An underrun (shorter than ``min_runtime``) adds a warning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from typing import TYPE_CHECKING, Any
+
+from . import exit_codes
+from .backends.base import AppResult, BackendError, ClusterInfo
+from .lifecycle import State
+from .spark.classify import classify_driver
+from .specs import ClusterSpec
+from .staging import StagingError, stage_application
+
+if TYPE_CHECKING:
+    from .manager import JobManager
+
+_SUBMIT_ERROR = re.compile(
+    r"^(Error: .+|Exception in thread \"main\" org\.apache\.spark\.SparkException: (Master must|Could not parse|"
+    r"Cannot load main class).+)$",
+    re.M,
+)
+_NO_RESOURCES = "Initial job has not accepted any resources"
+_CLUSTER_GONE = re.compile(r"(All masters are unresponsive|Application has been killed\. Reason: Master removed"
+                           r"|Master removed our application)")
+
+
+class _Retry(Exception):
+    def __init__(self, detail: str, code: int) -> None:
+        self.detail, self.code = detail, code
+        super().__init__(detail)
+
+
+class AutomatedRun:
+    """One automated job's task (all of its attempts)."""
+
+    def __init__(self, manager: JobManager, job_id: str) -> None:
+        self.m = manager
+        self.store = manager.store
+        self.backend = manager.backend
+        self.job_id = job_id
+        job = self.store.get(job_id)
+        self.spec = job.spec
+        self.policy = job.spec.get("policy") or {}
+        self.cluster_job: str | None = job.spec.get("cluster_job")
+        self.cluster: ClusterInfo | None = None
+        self.watchdogs: list[asyncio.Task[Any]] = []
+
+    # ---- entry ----------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Run the current attempt (the manager requeues for the next one)."""
+        try:
+            await self._attempt()
+        except asyncio.CancelledError:
+            if self.m._stopping:
+                await self._teardown()
+                raise
+            await self._teardown()
+            await self.m._finish_cancel(self.job_id)
+        except Exception as exc:  # never leave a job hanging
+            await self._teardown()
+            with contextlib.suppress(Exception):
+                self._fail(17, f"internal error: {exc}", phase="Failed")
+        finally:
+            for w in self.watchdogs:
+                w.cancel()
+
+    def _fail(self, code: int, detail: str, *, phase: str, **fields: Any) -> None:
+        job = self.store.get(self.job_id)
+        state = exit_codes.get(code).state
+        msg = exit_codes.message(code, detail=detail, **fields)
+        if job.state == State.QUEUED:  # a requeued job that fails before it initializes again
+            self.store.transition(self.job_id, State.INITIALIZING, phase=phase)
+        self.store.transition(self.job_id, state, phase=phase, exit_code=code, exit_message=msg)
+
+    def _report(self, phase: str, activity: str, progress: dict[str, Any] | None = None) -> None:
+        with contextlib.suppress(Exception):
+            self.store.update(self.job_id, phase=phase, activity=activity, progress=progress)
+
+    async def _teardown(self) -> None:
+        if self.cluster_job is None:
+            await self.m._safe_stop(self.job_id)
+
+    # ---- one attempt ----------------------------------------------------------------------------
+    async def _attempt(self) -> None:
+        job = self.store.get(self.job_id)
+        self._report("StagingApplication", "staging the application")
+        try:
+            app = stage_application(self.backend.job_dir(self.job_id), self.spec["application"], job.attempt)
+        except StagingError as err:
+            self._fail(err.code, err.detail, phase="InvalidInput" if err.code == 11 else "StagingFailed")
+            return
+        try:
+            self.cluster = await self._provision()
+        except _Retry as r:
+            await self._start_failed(r)
+            return
+        if self.cluster is None:
+            return
+        self.store.transition(
+            self.job_id, State.RUNNING, phase="Running",
+            runtime_status={"activity": "driver starting"}, description=f"driver starting (attempt {job.attempt})",
+        )
+        started = time.monotonic()
+        self._start_watchdogs()
+        if self.cluster_job:
+            self.m.touch(self.cluster_job)
+        result = await self.backend.run_application(self.job_id, self.cluster, app, self.m._reporter(self.job_id))
+        for w in self.watchdogs:
+            w.cancel()
+        if self.cluster_job:
+            self.m.touch(self.cluster_job)
+        elapsed = time.monotonic() - started
+        await self._finish(result, elapsed)
+
+    async def _provision(self) -> ClusterInfo | None:
+        if self.cluster_job is not None:
+            target = self.store.find(self.cluster_job)
+            if target is None or target.state != State.RUNNING or target.flagged:
+                why = "is gone" if target is None else (
+                    f"has a runtime error: {target.runtime_status['error']}" if target.flagged
+                    else f"is {target.state}"
+                )
+                self._fail(27, f"interactive cluster {self.cluster_job} {why}", phase="ClusterLost")
+                return None
+            self._report("AttachingToCluster", f"using the cluster of interactive job {self.cluster_job}")
+            return self.m._cluster_of(target)
+        spec = ClusterSpec(**self.spec["cluster"])
+        try:
+            await self.backend.check()
+            return await self.backend.start_cluster(self.job_id, spec, self.m._reporter(self.job_id))
+        except BackendError as err:
+            self.m._record_failure_logs(self.job_id, err)
+            await self.m._safe_stop(self.job_id)
+            code = 21 if err.component == "master" else 20
+            raise _Retry(err.detail, code) from None
+
+    async def _start_failed(self, r: _Retry) -> None:
+        job = self.store.get(self.job_id)
+        retries = int(self.policy.get("retries") or 0)
+        if job.attempt <= retries:
+            delay = min(self.m.config.retry_backoff * 2 ** (job.attempt - 1), self.m.config.retry_backoff_max)
+            self.store.transition(
+                self.job_id, State.QUEUED, phase="StartFailed", attempt=job.attempt + 1,
+                description=f"Start Failed (attempt {job.attempt} of {retries + 1}): {r.detail}; "
+                            f"retrying in {delay:g} s",
+            )
+            await asyncio.sleep(delay)
+            self.m._kick()
+            return
+        if retries:
+            self._fail(24, r.detail, phase="RetriesExhausted", attempts=job.attempt)
+        else:
+            self._fail(r.code, r.detail, phase="ProvisioningFailed")
+
+    # ---- watchdogs ------------------------------------------------------------------------------
+    def _start_watchdogs(self) -> None:
+        loop = asyncio.get_running_loop()
+        max_rt = self.policy.get("max_runtime")
+        if max_rt:
+            self.watchdogs.append(loop.create_task(self._overrun(float(max_rt))))
+        self.watchdogs.append(loop.create_task(self._resources()))
+
+    async def _overrun(self, max_runtime: float) -> None:
+        await asyncio.sleep(max_runtime)
+        detail = f"ran longer than max_runtime={max_runtime:g} s"
+        with contextlib.suppress(Exception):
+            self.store.update(self.job_id, warning=f"Overrun: {detail}", event="OVERRUN",
+                              description=f"Overrun: {detail}")
+        if self.policy.get("overrun_action") == "cancel":
+            await self.m.cancel(self.job_id, "overrun", f"{detail}; raise policy.max_runtime")
+
+    async def _resources(self) -> None:
+        log = self.backend.job_dir(self.job_id) / "logs" / "driver.log"
+        while True:
+            await asyncio.sleep(2)
+            try:
+                text = log.read_text(errors="replace") if log.exists() else ""
+            except OSError:
+                continue
+            if text.count(_NO_RESOURCES) >= 2:  # Spark repeats it every 15 s while it waits
+                detail = self._resource_advice()
+                with contextlib.suppress(Exception):
+                    self.store.update(self.job_id, warning=f"no executor can start: {detail}")
+                await self.m.cancel(self.job_id, "resources", detail)
+                return
+
+    def _resource_advice(self) -> str:
+        conf = self.spec["application"].get("conf") or {}
+        cluster = self.spec.get("cluster") or {}
+        asks = ", ".join(f"{k}={v}" for k, v in conf.items() if k.startswith(("spark.executor.", "spark.cores")))
+        size = (f"{cluster.get('workers')} worker(s) of {cluster.get('worker_cores')} core(s) and "
+                f"{cluster.get('worker_memory')}") if cluster else f"the cluster of job {self.cluster_job}"
+        return (f"the application asks for more than {size} can give ({asks or 'its executor defaults'}); "
+                "enlarge the cluster (workers, worker_cores, worker_memory) or lower spark.executor.*")
+
+    # ---- the end --------------------------------------------------------------------------------
+    async def _finish(self, result: AppResult, elapsed: float) -> None:
+        job = self.store.get(self.job_id)
+        output = result.output_tail or ""
+        if job.state == State.CANCELING:
+            return
+        if result.exit_status != 0 and self._cluster_lost(output):
+            await self._teardown()
+            self._fail(27, "the cluster's master went away while the driver ran", phase="ClusterLost")
+            return
+        submit_err = _SUBMIT_ERROR.search(output) if result.exit_status not in (0,) else None
+        outcome = classify_driver(result.exit_status, output)
+        if result.oom_killed:
+            outcome = type(outcome)(16, None, "the driver was killed for running out of memory")
+        await self._teardown()
+        if outcome.exit_code is None:
+            min_rt = self.policy.get("min_runtime")
+            if min_rt and elapsed < float(min_rt):
+                text = f"Underrun: finished in {elapsed:.1f} s, before min_runtime={float(min_rt):g} s"
+                self.store.update(self.job_id, warning=text, event="UNDERRUN", description=text)
+            self.store.transition(self.job_id, State.COMPLETE, phase="Succeeded",
+                                  description=f"driver exited 0 after {elapsed:.1f} s")
+            return
+        if submit_err and outcome.kernel_exit_code in (2, 7):
+            self._fail(17, submit_err.group(1)[:500], phase="SubmissionRefused")
+            return
+        if outcome.exit_code == 15:
+            await self.m.cancel(self.job_id, "resources", self._resource_advice())
+            return
+        if outcome.exit_code in (16, 29):
+            code = outcome.exit_code
+            phase = "OOMKilled" if code == 16 else "DriverCrashed"
+            self._fail(code, outcome.reason, phase=phase, code=result.exit_status)
+            return
+        kernel = outcome.kernel_exit_code or 7
+        reruns = [int(c) for c in self.policy.get("rerun_on_exit_codes") or []]
+        max_attempts = 1 + max(int(self.policy.get("retries") or 0), 1)
+        if kernel in reruns and job.attempt < max_attempts:
+            self.store.transition(
+                self.job_id, State.QUEUED, phase="Rerun", attempt=job.attempt + 1,
+                description=f"kernel exit code {kernel} is in rerun_on_exit_codes: rerun "
+                            f"(attempt {job.attempt + 1} of {max_attempts}); {outcome.reason[:300]}",
+            )
+            self.m._kick()
+            return
+        self.store.add_event(self.job_id, f"driver failed: {outcome.reason[:1000]}", event="DRIVER")
+        self.store.transition(
+            self.job_id, State.EXECUTOR_ERROR, phase="Failed", exit_code=18,
+            exit_message=exit_codes.message(18, kernel_exit_code=kernel),
+            description=f"Task fails with kernel exit code: {kernel} ({outcome.reason[:300]})",
+        )
+
+    @staticmethod
+    def _cluster_lost(output: str) -> bool:
+        return bool(_CLUSTER_GONE.search(output))
+

@@ -1,0 +1,567 @@
+"""The :class:`JobManager`: the asynchronous orchestrator and the only writer of job state.
+
+It runs each job's lifecycle (``UNKNOWN → QUEUED → INITIALIZING → RUNNING → …``) as an asyncio task,
+enforces capacity (``max_running_clusters``: beyond it, jobs wait in ``QUEUED`` and start in order),
+cancels (user, schedule, overrun), watches timeouts and idleness, follows backend health, and reconciles
+the store with what the backend finds when the server starts.
+
+Backends report progress and failures; the manager turns them into transitions, exit codes, phases,
+runtime status and history events in the :class:`~sparkdock.store.JobStore`, and every change is
+published on the :class:`~sparkdock.events.EventBus`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import exit_codes
+from .backends.base import Backend, BackendError, ClusterInfo
+from .events import EventBus
+from .lifecycle import Kind, State
+from .specs import AutomatedJobRequest, ClusterSpec, InteractiveJobRequest, SpecError, parse_job_request
+from .sql import SQLResult, run_statement
+from .store import Job, JobStore, parse_time, utcnow
+
+log = logging.getLogger(__name__)
+
+#: Map of an interactive provisioning code to the automated code for an ephemeral cluster.
+_AUTOMATED_PROVISION_CODE = {50: 20, 51: 20, 52: 20}
+
+
+class JobConflict(RuntimeError):
+    """The job is not in a state that allows the request (HTTP 409)."""
+
+
+class QuotaExceeded(RuntimeError):
+    """Too many jobs are queued (HTTP 429)."""
+
+
+@dataclass
+class ManagerConfig:
+    """Settings of the manager (filled from the extension's traitlets)."""
+
+    max_running_clusters: int = 2
+    max_queued_jobs: int = 50
+    default_cluster: dict[str, Any] = field(default_factory=dict)
+    default_idle_timeout: float | None = None
+    default_max_lifetime: float | None = None
+    terminate_on_shutdown: bool = False
+    retry_backoff: float = 2.0
+    retry_backoff_max: float = 60.0
+    watchdog_interval: float = 1.0
+    sql_row_limit: int = 1000
+    sql_timeout: float = 300.0
+
+
+@dataclass
+class _Runtime:
+    """In-memory companions of a job: its task, cluster and bookkeeping."""
+
+    task: asyncio.Task[None] | None = None
+    cluster: ClusterInfo | None = None
+    cancel_reason: str | None = None  # "user" | "schedule" | "overrun" | "resources"
+    cancel_detail: str = ""
+    last_activity: float = field(default_factory=time.monotonic)
+    run_started: float | None = None
+
+
+class JobManager:
+    """Owns the lifecycle of every job."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        backend: Backend,
+        bus: EventBus | None = None,
+        config: ManagerConfig | None = None,
+        backend_reason: str = "",
+    ) -> None:
+        self.store = store
+        self.backend = backend
+        self.backend_reason = backend_reason
+        self.bus = bus or EventBus()
+        self.config = config or ManagerConfig()
+        self._rt: dict[str, _Runtime] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._started = False
+        self._start_lock: asyncio.Lock | None = None
+        self._stopping = False
+        self._wake: asyncio.Event | None = None  # created on start (needs a running loop)
+        self.store.listeners.append(self._on_store_change)
+
+    # ---- start / stop ---------------------------------------------------------------------------
+    async def ensure_started(self) -> None:
+        """Start the manager once: reconcile, then the scheduler, watchdogs and backend watch."""
+        if self._started:
+            return
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if self._started:
+                return
+            self.bus.bind(asyncio.get_running_loop())
+            self._wake = asyncio.Event()
+            await self.reconcile()
+            self._spawn(self._scheduler_loop(), "scheduler")
+            self._spawn(self._watchdog_loop(), "watchdog")
+            self._spawn(self._watch_backend(), "backend-watch")
+            self._started = True
+            self._kick()
+
+    async def stop(self) -> None:
+        """Stop background work. Clusters keep running unless ``terminate_on_shutdown``."""
+        if not self._started:
+            return
+        if self.config.terminate_on_shutdown:
+            for job in self.store.non_terminal():
+                with contextlib.suppress(Exception):
+                    await self.cancel(job.id, reason="shutdown", wait=True)
+        self._stopping = True
+        tasks = [t for t in self._tasks if not t.done()]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=60)
+        with contextlib.suppress(Exception):
+            await self.backend.close()
+        self._started = False
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro, name=f"sparkdock-{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("sparkdock task %s failed", task.get_name(), exc_info=task.exception())
+
+    def _kick(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    def _on_store_change(self, job: Job) -> None:
+        self.bus.publish({"type": "job", "job": job.to_json()})
+
+    # ---- queries --------------------------------------------------------------------------------
+    def get(self, job_id: str) -> Job:
+        """The job (raises :class:`~sparkdock.store.JobNotFound`)."""
+        return self.store.get(job_id)
+
+    def list(self, **filters: Any) -> tuple[list[Job], int]:
+        """Jobs and their total count; see :meth:`JobStore.list`."""
+        return self.store.list(**filters)
+
+    def history(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's history."""
+        return self.store.history(job_id)
+
+    def info(self) -> dict[str, Any]:
+        """The backend in use and why, capacity and counts."""
+        running = self._clusters_in_use()
+        return {
+            "backend": self.backend.name,
+            "reason": self.backend_reason,
+            "instance": self.backend.instance,
+            "max_running_clusters": self.config.max_running_clusters,
+            "clusters_in_use": running,
+            "max_queued_jobs": self.config.max_queued_jobs,
+        }
+
+    # ---- submit ---------------------------------------------------------------------------------
+    def submit(self, body: Any, owner: str | None = None) -> Job:
+        """Validate a POST body and create the job (``QUEUED``). Raises :class:`SpecError`,
+        :class:`JobConflict` (``cluster_job`` not usable) or :class:`QuotaExceeded`."""
+        req = parse_job_request(body)
+        if isinstance(req, InteractiveJobRequest):
+            cluster = self._cluster_spec(req.cluster.model_dump(exclude_unset=True))
+            spec: dict[str, Any] = {"kind": "interactive", "cluster": cluster.model_dump()}
+            if cluster.idle_timeout is None and self.config.default_idle_timeout:
+                spec["cluster"]["idle_timeout"] = self.config.default_idle_timeout
+            if cluster.max_lifetime is None and self.config.default_max_lifetime:
+                spec["cluster"]["max_lifetime"] = self.config.default_max_lifetime
+        else:
+            spec = self._automated_spec(req)
+        queued = self.store.list(states=[State.UNKNOWN, State.QUEUED], limit=1)[1]
+        over_quota = queued >= self.config.max_queued_jobs
+        if over_quota and req.kind == "interactive":
+            raise QuotaExceeded(
+                f"{queued} jobs are already queued (max_queued_jobs={self.config.max_queued_jobs}); "
+                "wait for running jobs to end"
+            )
+        job = self.store.create(req.kind, spec, name=req.name, owner=owner, backend=self.backend.name)
+        if over_quota:
+            self.store.transition(
+                job.id, State.SYSTEM_ERROR, phase="QuotaReached", exit_code=23,
+                exit_message=exit_codes.message(23, detail=f"{queued} jobs queued, the limit is "
+                                                           f"{self.config.max_queued_jobs}"),
+            )
+            return self.store.get(job.id)
+        job = self.store.transition(job.id, State.QUEUED, phase="Queued", description="queued for capacity")
+        self._kick()
+        return job
+
+    def _cluster_spec(self, given: dict[str, Any]) -> ClusterSpec:
+        merged = {**self.config.default_cluster, **given}
+        try:
+            return ClusterSpec(**merged)
+        except Exception as exc:  # a bad server default must still be reported by field
+            from pydantic import ValidationError
+
+            from .specs import validation_errors
+
+            if isinstance(exc, ValidationError):
+                raise SpecError(
+                    [{"field": f"cluster.{e['field']}", "message": e["message"]} for e in validation_errors(exc)]
+                ) from None
+            raise
+
+    def _automated_spec(self, req: AutomatedJobRequest) -> dict[str, Any]:
+        spec: dict[str, Any] = {
+            "kind": "automated",
+            "application": req.application.model_dump(),
+            "policy": req.policy.model_dump(),
+            "cluster_job": req.cluster_job,
+            "cluster": None,
+        }
+        if req.cluster_job is not None:
+            target = self.store.find(req.cluster_job)
+            if target is None or target.kind != Kind.INTERACTIVE:
+                raise SpecError([{"field": "cluster_job", "message": f"no interactive job {req.cluster_job!r}"}])
+            if target.state != State.RUNNING:
+                raise JobConflict(f"cluster_job {req.cluster_job} is {target.state}, not RUNNING")
+            if target.flagged:
+                raise JobConflict(
+                    f"cluster_job {req.cluster_job} has a runtime error and is not reused: "
+                    f"{target.runtime_status['error']}"
+                )
+        else:
+            given = req.cluster.model_dump(exclude_unset=True) if req.cluster else {}
+            cluster = self._cluster_spec(given)
+            spec["cluster"] = cluster.model_dump()
+        # "Cannot Run" (seed 003): a request that can never be satisfied is refused at submission.
+        return spec
+
+    # ---- cancel ---------------------------------------------------------------------------------
+    async def cancel(self, job_id: str, reason: str = "user", detail: str = "", wait: bool = False) -> Job:
+        """Cancel or terminate a job; idempotent. ``reason``: user, schedule, overrun, resources, shutdown."""
+        job = self.store.get(job_id)
+        if job.terminal or job.state == State.CANCELING:
+            return job
+        rt = self._rt.setdefault(job_id, _Runtime())
+        rt.cancel_reason, rt.cancel_detail = reason, detail
+        phase = {"schedule": "TimedOut", "overrun": "Overrun", "resources": "InsufficientResources"}.get(
+            reason, "Terminating"
+        )
+        desc = {
+            "user": "cancellation requested by the user",
+            "schedule": f"terminated by schedule: {detail}",
+            "overrun": f"canceled by policy: {detail}",
+            "resources": f"canceled automatically: {detail}",
+            "shutdown": "terminated at server shutdown",
+            "dependency": f"canceled: {detail}",
+        }.get(reason, reason)
+        job = self.store.transition(job_id, State.CANCELING, phase=phase, description=desc)
+        task = rt.task
+        if task is not None and not task.done():
+            task.cancel()  # the job's task finishes the cancellation (it owns the resources)
+            if wait:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait({task}, timeout=120)
+        else:
+            finisher = self._spawn(self._finish_cancel(job_id), f"cancel-{job_id}")
+            if wait:
+                await asyncio.wait({finisher}, timeout=120)
+        return self.store.get(job_id)
+
+    async def _finish_cancel(self, job_id: str) -> None:
+        """Remove every resource of a CANCELING job and move it to its final state."""
+        job = self.store.get(job_id)
+        if job.state != State.CANCELING:
+            return
+        rt = self._rt.get(job_id) or _Runtime()
+        try:
+            await self.backend.stop_cluster(job_id, job.backend_state or None)
+        except Exception as exc:  # teardown is retried at next reconcile; still finish the state
+            log.warning("teardown of %s failed: %s", job_id, exc)
+            self.store.add_event(job_id, f"teardown error: {exc}", event="WARNING")
+        rt.cluster = None
+        if job.kind == Kind.INTERACTIVE:
+            self.store.transition(job_id, State.COMPLETE, phase="Terminated", description="all resources removed")
+        else:
+            code = 15 if rt.cancel_reason in ("overrun", "resources") else 14
+            msg = (
+                exit_codes.message(15, reason=rt.cancel_detail)
+                if code == 15
+                else exit_codes.message(14)
+            )
+            self.store.transition(job_id, State.CANCELED, phase="Canceled", exit_code=code, exit_message=msg)
+        self._rt.pop(job_id, None)
+        self._kick()
+
+    # ---- SQL and logs ---------------------------------------------------------------------------
+    async def sql(self, job_id: str, statement: str, limit: int | None = None) -> SQLResult:
+        """Run a statement on a RUNNING interactive job's SQL endpoint."""
+        job = self.store.get(job_id)
+        if job.kind != Kind.INTERACTIVE or job.state != State.RUNNING:
+            raise JobConflict(f"job {job_id} is a {job.kind.value} job in state {job.state}; "
+                              "SQL needs a RUNNING interactive job")
+        cluster = self._cluster_of(job)
+        sql_ep = cluster.endpoints["sql"]
+        self.touch(job_id)
+        limit = min(limit or self.config.sql_row_limit, self.config.sql_row_limit)
+        try:
+            return await asyncio.to_thread(
+                run_statement, sql_ep["host"], int(sql_ep["port"]), statement,
+                user=cluster.sql_user, password=cluster.sql_password, limit=limit,
+                timeout=self.config.sql_timeout,
+            )
+        finally:
+            self.touch(job_id)
+
+    def touch(self, job_id: str) -> None:
+        """Record activity on an interactive cluster (resets its idle timer)."""
+        self._rt.setdefault(job_id, _Runtime()).last_activity = time.monotonic()
+
+    async def logs(self, job_id: str, component: str, tail: int | None = None) -> str:
+        """Logs of one component of a job."""
+        job = self.store.get(job_id)
+        target = job_id
+        if component != "driver" and job.kind == Kind.AUTOMATED and job.spec.get("cluster_job"):
+            target = job.spec["cluster_job"]
+        return await self.backend.logs(target, component, tail)
+
+    def _cluster_of(self, job: Job) -> ClusterInfo:
+        rt = self._rt.get(job.id)
+        if rt is not None and rt.cluster is not None:
+            return rt.cluster
+        if job.backend_state:
+            return ClusterInfo(job.id, job.endpoints or {}, job.backend_state)
+        raise JobConflict(f"job {job.id} has no cluster")
+
+    def _clusters_in_use(self) -> int:
+        jobs, _ = self.store.list(states=[State.INITIALIZING, State.RUNNING, State.CANCELING], limit=100000)
+        return sum(1 for j in jobs if j.kind == Kind.INTERACTIVE or not j.spec.get("cluster_job"))
+
+    # ---- scheduler ------------------------------------------------------------------------------
+    async def _scheduler_loop(self) -> None:
+        assert self._wake is not None
+        while True:
+            self._wake.clear()
+            try:
+                self._schedule()
+            except Exception:
+                log.exception("scheduler pass failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=5)
+
+    def _schedule(self) -> None:
+        queued, _ = self.store.list(states=[State.QUEUED], limit=100000, oldest_first=True)
+        in_use = self._clusters_in_use()
+        cap = self.config.max_running_clusters
+        for job in queued:
+            rt = self._rt.setdefault(job.id, _Runtime())
+            if rt.task is not None and not rt.task.done():
+                continue  # waiting out a retry backoff
+            needs_cluster = job.kind == Kind.INTERACTIVE or not job.spec.get("cluster_job")
+            if needs_cluster and in_use >= cap:
+                phase = f"WaitingForCapacity {in_use}/{cap}"
+                if job.phase != phase:
+                    self.store.update(job.id, phase=phase, description=f"waiting: {in_use} of {cap} clusters in use")
+                continue
+            if needs_cluster:
+                in_use += 1
+            self.store.transition(job.id, State.INITIALIZING, phase="Initializing", expect={State.QUEUED})
+            runner = self._run_interactive if job.kind == Kind.INTERACTIVE else self._run_automated
+            rt.task = self._spawn(runner(job.id), f"job-{job.id}")
+
+    def _reporter(self, job_id: str) -> Any:
+        def report(phase: str, activity: str, *, progress: dict[str, Any] | None = None) -> None:
+            with contextlib.suppress(Exception):  # a late report after a state change is dropped
+                self.store.update(job_id, phase=phase, activity=activity, progress=progress)
+
+        return report
+
+    def _record_failure_logs(self, job_id: str, err: BackendError) -> None:
+        if err.logs:
+            comp = err.component or "cluster"
+            self.store.add_event(job_id, f"last log lines of {comp}:\n{err.logs[-8000:]}", event="LOGS")
+
+    # ---- interactive ----------------------------------------------------------------------------
+    async def _run_interactive(self, job_id: str) -> None:
+        job = self.store.get(job_id)
+        spec = ClusterSpec(**job.spec["cluster"])
+        rt = self._rt.setdefault(job_id, _Runtime())
+        try:
+            try:
+                await self.backend.check()
+                info = await self.backend.start_cluster(job_id, spec, self._reporter(job_id))
+            except BackendError as err:
+                self._record_failure_logs(job_id, err)
+                await self._safe_stop(job_id)
+                code = err.code if err.code in (50, 51, 52) else 51
+                endpoint = err.component if err.component in ("sql", "lab") else "sql or lab"
+                self.store.transition(
+                    job_id, State.SYSTEM_ERROR, phase=err.phase or "Failed", exit_code=code,
+                    exit_message=exit_codes.message(code, detail=err.detail, endpoint=endpoint),
+                )
+                return
+            rt.cluster = info
+            rt.last_activity = time.monotonic()
+            self.store.update(job_id, backend_state=info.state)
+            self.store.transition(
+                job_id, State.RUNNING, phase="Ready", endpoints=info.endpoints,
+                runtime_status={"activity": "cluster ready: SQL and lab endpoints answer"},
+                description="cluster ready",
+            )
+        except asyncio.CancelledError:
+            if self._stopping:
+                raise
+            await self._safe_stop(job_id)
+            await self._finish_cancel(job_id)
+        except Exception as exc:  # never leave a job hanging in INITIALIZING
+            log.exception("interactive job %s failed", job_id)
+            await self._safe_stop(job_id)
+            with contextlib.suppress(Exception):
+                self.store.transition(job_id, State.SYSTEM_ERROR, phase="Failed", exit_code=52,
+                                      exit_message=exit_codes.message(52, detail=str(exc)))
+
+    async def _safe_stop(self, job_id: str) -> None:
+        try:
+            job = self.store.find(job_id)
+            await asyncio.shield(self.backend.stop_cluster(job_id, job.backend_state if job else None))
+        except Exception as exc:
+            log.warning("cleanup of %s failed: %s", job_id, exc)
+
+    # ---- automated ------------------------------------------------------------------------------
+    async def _run_automated(self, job_id: str) -> None:
+        from .automated import AutomatedRun
+
+        run = AutomatedRun(self, job_id)
+        await run.run()
+
+    # ---- watchdogs ------------------------------------------------------------------------------
+    async def _watchdog_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.watchdog_interval)
+            try:
+                await self._check_schedules()
+            except Exception:
+                log.exception("watchdog pass failed")
+
+    async def _check_schedules(self) -> None:
+        jobs, _ = self.store.list(kind=Kind.INTERACTIVE, states=[State.RUNNING], limit=100000)
+        now_mono = time.monotonic()
+        for job in jobs:
+            cluster = job.spec.get("cluster") or {}
+            started = parse_time(job.started_at)
+            lifetime = cluster.get("max_lifetime")
+            if lifetime and started is not None:
+                age = (parse_time(utcnow()) - started).total_seconds()  # type: ignore[operator]
+                if age >= lifetime:
+                    await self.cancel(job.id, "schedule", f"max_lifetime of {lifetime:g} s reached")
+                    continue
+            idle = cluster.get("idle_timeout")
+            if idle:
+                if self._cluster_busy(job.id):
+                    self.touch(job.id)
+                rt = self._rt.setdefault(job.id, _Runtime())
+                if now_mono - rt.last_activity >= idle:
+                    await self.cancel(job.id, "schedule", f"idle for {idle:g} s (idle_timeout)")
+
+    def _cluster_busy(self, job_id: str) -> bool:
+        """An interactive cluster is busy while an automated job runs on it."""
+        for jid, rt in self._rt.items():
+            if jid != job_id and rt.task is not None and not rt.task.done():
+                j = self.store.find(jid)
+                if j is not None and j.spec.get("cluster_job") == job_id:
+                    return True
+        return False
+
+    async def _watch_backend(self) -> None:
+        await self.backend.watch(self._on_health)
+
+    async def _on_health(self, job_id: str, component: str, healthy: bool, message: str) -> None:
+        """A component of a running cluster died (or recovered)."""
+        job = self.store.find(job_id)
+        if job is None or job.state != State.RUNNING or healthy:
+            return
+        text = f"{component} stopped: {message}" if message else f"{component} stopped"
+        with contextlib.suppress(Exception):
+            if component.startswith("worker"):
+                self.store.update(job_id, warning=text)
+            else:
+                self.store.update(job_id, error=text)
+
+    # ---- reconcile ------------------------------------------------------------------------------
+    async def reconcile(self) -> None:
+        """Match every non-terminal job with what the backend finds (run once at start-up)."""
+        try:
+            found = await self.backend.list_job_ids()
+        except Exception as exc:
+            log.warning("backend cannot list resources: %s", exc)
+            found = set()
+        for job in self.store.non_terminal():
+            try:
+                await self._reconcile_job(job, found)
+            except Exception:
+                log.exception("reconcile of %s failed", job.id)
+        live = {j.id for j in self.store.non_terminal()}
+        for orphan in sorted(found - live):
+            log.info("removing orphaned resources of job %s", orphan)
+            with contextlib.suppress(Exception):
+                await self.backend.stop_cluster(orphan, None)
+
+    async def _reconcile_job(self, job: Job, found: set[str]) -> None:
+        rt = self._rt.setdefault(job.id, _Runtime())
+        if job.state == State.UNKNOWN:
+            self.store.transition(job.id, State.QUEUED, phase="Queued", description="queued after restart")
+        elif job.state == State.INITIALIZING:
+            await self._safe_stop(job.id)
+            self.store.transition(
+                job.id, State.QUEUED, phase="Requeued",
+                description="the server restarted while the job was initializing; partial resources removed "
+                "and the job requeued",
+            )
+        elif job.state == State.CANCELING:
+            await self._finish_cancel(job.id)
+        elif job.state == State.RUNNING and job.kind == Kind.INTERACTIVE:
+            info = None
+            if job.id in found or job.backend == "local":
+                try:
+                    info = await self.backend.adopt_cluster(job.id, job.backend_state)
+                except Exception as exc:
+                    log.warning("adoption of %s failed: %s", job.id, exc)
+            if info is not None:
+                rt.cluster = info
+                self.store.add_event(job.id, "adopted after server restart (same endpoints)", event="ADOPTED")
+                return
+            await self._safe_stop(job.id)
+            what = "its resources were found but its endpoints do not answer" if job.id in found else \
+                "none of its resources were found"
+            self.store.transition(
+                job.id, State.SYSTEM_ERROR, phase="Lost", exit_code=50,
+                exit_message=exit_codes.message(50, endpoint="sql and lab", detail=f"after a server restart {what}"),
+            )
+        elif job.state == State.RUNNING:
+            if not job.spec.get("cluster_job"):
+                await self._safe_stop(job.id)
+            self.store.transition(
+                job.id, State.SYSTEM_ERROR, phase="Lost", exit_code=27,
+                exit_message=exit_codes.message(27, detail="the server restarted while the driver ran; the driver "
+                                                           "and its ephemeral cluster were stopped"),
+            )
+
+
+def data_dir_default() -> Path:
+    """Default data folder: ``<jupyter data dir>/sparkdock``."""
+    from jupyter_core.paths import jupyter_data_dir
+
+    return Path(jupyter_data_dir()) / "sparkdock"

@@ -1,0 +1,157 @@
+"""The ``sparkdock`` Jupyter server extension (``ExtensionApp``) and its traitlets configuration."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Bool, Float, Int, Type, Unicode, default, validate
+
+from .. import __version__
+from ..backends.base import Backend
+from ..events import EventBus
+from ..manager import JobManager, ManagerConfig, data_dir_default
+from ..store import JobStore
+
+
+class SparkDockApp(ExtensionApp):
+    """Interactive Spark clusters and automated Spark jobs for Jupyter."""
+
+    name = "sparkdock"
+    extension_url = "/sparkdock/api/jobs"
+    load_other_extensions = True
+
+    backend = Unicode(
+        "auto",
+        config=True,
+        help="Cluster backend: 'docker' (containers), 'local' (processes from the installed pyspark), or "
+        "'auto' (Docker when an engine answers and the image exists, else local).",
+    )
+    backend_class = Type(
+        None,
+        klass=Backend,
+        allow_none=True,
+        config=True,
+        help="A Backend subclass to use instead of the built-in ones (overrides 'backend'). It is constructed "
+        "as cls(data_dir, instance).",
+    )
+    data_dir = Unicode(
+        "", config=True, help="Folder for the job store, per-job logs and staged applications "
+        "(default: <jupyter data dir>/sparkdock)."
+    )
+    store_path = Unicode("", config=True, help="Path of the SQLite job store (default: <data_dir>/jobs.db).")
+    instance = Unicode(
+        "", config=True, help="Id of this installation, put on every container/process it creates so that two "
+        "installations never touch each other's clusters (default: derived from the data dir)."
+    )
+    image = Unicode(
+        f"sparkdock/spark:{__version__}", config=True, help="Container image of every role (Docker backend)."
+    )
+    bind_address = Unicode(
+        "127.0.0.1", config=True, help="Host address on which the SQL, lab and Spark UI ports are published."
+    )
+    docker_host = Unicode("", config=True, help="Docker engine URL (default: DOCKER_HOST or the local socket).")
+    default_workers = Int(1, config=True, help="Workers of a cluster when the request does not say.")
+    default_worker_cores = Int(1, config=True, help="Cores per worker when the request does not say.")
+    default_worker_memory = Unicode("1g", config=True, help="Memory per worker when the request does not say.")
+    max_running_clusters = Int(
+        2, config=True, help="Clusters (interactive, or ephemeral for automated jobs) that may run at once; "
+        "further jobs wait in QUEUED and start in order."
+    )
+    max_queued_jobs = Int(50, config=True, help="Jobs that may wait in QUEUED; beyond it, submissions fail (23).")
+    default_idle_timeout = Float(
+        0, config=True, help="Idle timeout (s) of interactive clusters that do not set one; 0 = none."
+    )
+    default_max_lifetime = Float(
+        0, config=True, help="Max lifetime (s) of interactive clusters that do not set one; 0 = none."
+    )
+    start_timeout = Float(300, config=True, help="Seconds a cluster's master and workers may take to come up.")
+    endpoint_timeout = Float(300, config=True, help="Seconds the SQL and lab endpoints may take to answer.")
+    sql_row_limit = Int(1000, config=True, help="Most rows returned by POST .../sql (the cap is stated).")
+    terminate_on_shutdown = Bool(
+        False, config=True, help="Terminate every cluster when the server stops (by default they keep "
+        "running: they are the user's, and are adopted at the next start)."
+    )
+    retry_backoff = Float(2.0, config=True, help="First delay (s) of start retries; it doubles per attempt.")
+
+    @validate("backend")
+    def _valid_backend(self, proposal: Any) -> str:
+        value = str(proposal["value"]).lower()
+        if value not in ("auto", "docker", "local"):
+            raise ValueError(f"SparkDockApp.backend must be auto, docker or local, not {value!r}")
+        return value
+
+    @default("data_dir")
+    def _default_data_dir(self) -> str:
+        return str(data_dir_default())
+
+    def _instance_id(self) -> str:
+        if self.instance:
+            return self.instance
+        return hashlib.sha256(str(Path(self.data_dir).resolve()).encode()).hexdigest()[:8]
+
+    def _make_backend(self, data_dir: Path, instance: str) -> tuple[Backend, str]:
+        if self.backend_class is not None:
+            return self.backend_class(data_dir, instance), f"configured backend_class={self.backend_class.__name__}"
+        choice = self.backend
+        reason = f"configured backend={choice}"
+        if choice == "auto":
+            from ..backends.select import docker_usable
+
+            ok, why = docker_usable(self.image, self.docker_host or None)
+            choice = "docker" if ok else "local"
+            reason = f"auto: {why}"
+        if choice == "docker":
+            from ..backends.docker import DockerBackend
+
+            be: Backend = DockerBackend(
+                data_dir, instance, image=self.image, bind_address=self.bind_address,
+                docker_host=self.docker_host or None,
+            )
+        else:
+            from ..backends.local import LocalBackend
+
+            be = LocalBackend(data_dir, instance)
+        return be, reason
+
+    def initialize_settings(self) -> None:
+        """Create the store, the backend, the event bus and the manager."""
+        data_dir = Path(self.data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        store = JobStore(self.store_path or data_dir / "jobs.db")
+        backend, reason = self._make_backend(data_dir, self._instance_id())
+        self.log.info("sparkdock: %s backend (%s); data in %s", backend.name, reason, data_dir)
+        config = ManagerConfig(
+            max_running_clusters=self.max_running_clusters,
+            max_queued_jobs=self.max_queued_jobs,
+            default_cluster={
+                "workers": self.default_workers,
+                "worker_cores": self.default_worker_cores,
+                "worker_memory": self.default_worker_memory,
+            },
+            default_idle_timeout=self.default_idle_timeout or None,
+            default_max_lifetime=self.default_max_lifetime or None,
+            terminate_on_shutdown=self.terminate_on_shutdown,
+            retry_backoff=self.retry_backoff,
+            sql_row_limit=self.sql_row_limit,
+        )
+        self.manager = JobManager(store, backend, EventBus(), config, backend_reason=reason)
+        self.settings.update({"sparkdock_manager": self.manager})
+
+    def initialize_handlers(self) -> None:
+        """Register the REST and WebSocket routes."""
+        from .handlers import default_handlers
+
+        self.handlers.extend(default_handlers)
+
+    async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        await self.manager.ensure_started()
+
+    async def stop_extension(self) -> None:
+        """Stop the manager (clusters keep running unless terminate_on_shutdown)."""
+        await self.manager.stop()
+        self.manager.store.close()
+
+

@@ -1,0 +1,314 @@
+"""Thin tornado handlers of the public REST contract (DESIGN.md) and the event WebSocket.
+
+Each handler parses the request, calls the :class:`~sparkdock.manager.JobManager`, and writes JSON. Errors
+are always JSON ``{"message": ...}``: 400 for a body that is not JSON, 422 for a spec that cannot run
+(with ``errors`` naming each field), 404 for an unknown id, 409 for a wrong state, 413 for a huge body,
+429 for a full queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from jupyter_core.utils import ensure_async
+from jupyter_server.auth.decorator import authorized, ws_authenticated
+from jupyter_server.base.handlers import APIHandler, JupyterHandler
+from tornado import web, websocket
+
+from .. import exit_codes
+from ..lifecycle import Kind, State, style_catalog
+from ..manager import JobConflict, JobManager, QuotaExceeded
+from ..specs import SpecError
+from ..sql import SQLError
+from ..store import JobNotFound
+
+AUTH_RESOURCE = "sparkdock:jobs"
+MAX_BODY_BYTES = 2 * 1024 * 1024
+LOG_COMPONENTS_HELP = "master, worker-N, sql, lab or driver"
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+class _Reply(Exception):
+    def __init__(self, status: int, message: str, **extra: Any) -> None:
+        self.status, self.message, self.extra = status, message, extra
+        super().__init__(message)
+
+
+def json_errors(method: F) -> F:
+    """Turn the manager's exceptions into JSON error replies (never a traceback, never a bare 500)."""
+
+    @functools.wraps(method)
+    async def wrapper(self: SparkDockHandler, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await method(self, *args, **kwargs)
+        except _Reply as r:
+            self._error(r.status, r.message, **r.extra)
+        except SpecError as e:
+            self._error(422, str(e), errors=e.errors)
+        except JobNotFound as e:
+            self._error(404, str(e))
+        except JobConflict as e:
+            self._error(409, str(e))
+        except QuotaExceeded as e:
+            self._error(429, str(e))
+        except web.HTTPError:
+            raise
+        except Exception as e:
+            self.log.exception("sparkdock request failed")
+            self._error(500, f"internal error: {e.__class__.__name__}: {e}")
+
+    return wrapper  # type: ignore[return-value]
+
+
+class SparkDockHandler(APIHandler):
+    """Base of the REST handlers."""
+
+    auth_resource = AUTH_RESOURCE
+
+    @property
+    def manager(self) -> JobManager:
+        """The job manager."""
+        return self.settings["sparkdock_manager"]
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        """Start the manager on first use (also under test servers that skip extension start hooks)."""
+        await ensure_async(super().prepare())
+        await self.manager.ensure_started()
+
+    def _error(self, status: int, message: str, **extra: Any) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"message": message, **extra}))
+
+    def _body(self) -> Any:
+        if len(self.request.body or b"") > MAX_BODY_BYTES:
+            raise _Reply(413, f"request body too large: at most {MAX_BODY_BYTES} bytes")
+        try:
+            return json.loads(self.request.body or b"null")
+        except (ValueError, UnicodeDecodeError) as e:
+            raise _Reply(400, f"request body is not valid JSON: {e}") from None
+
+    def _int_arg(self, name: str, default: int | None, lo: int, hi: int) -> int | None:
+        raw = self.get_argument(name, None)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise _Reply(400, f"{name} must be an integer") from None
+        if not lo <= value <= hi:
+            raise _Reply(400, f"{name} must be between {lo} and {hi}")
+        return value
+
+    def _owner(self) -> str | None:
+        user = self.current_user
+        return getattr(user, "username", None) or (user if isinstance(user, str) else None)
+
+
+class JobsHandler(SparkDockHandler):
+    """``GET/POST sparkdock/api/jobs``."""
+
+    @web.authenticated
+    @authorized
+    @json_errors
+    async def get(self) -> None:
+        kind = self.get_argument("kind", None) or None
+        state = self.get_argument("state", None) or None
+        if kind is not None and kind not in {k.value for k in Kind}:
+            raise _Reply(400, "kind must be 'interactive' or 'automated'")
+        states = [s.strip() for s in state.split(",")] if state else None
+        if states and not set(states) <= {s.value for s in State}:
+            raise _Reply(400, f"state must be one of {', '.join(s.value for s in State)}")
+        limit = self._int_arg("limit", 100, 1, 1000)
+        offset = self._int_arg("offset", 0, 0, 10**9)
+        jobs, total = self.manager.list(kind=kind, states=states, limit=limit, offset=offset)
+        self.finish(json.dumps({"jobs": [j.to_json() for j in jobs], "total": total}))
+
+    @web.authenticated
+    @authorized
+    @json_errors
+    async def post(self) -> None:
+        job = self.manager.submit(self._body(), owner=self._owner())
+        self.set_status(201)
+        self.set_header("Location", self.request.path.rstrip("/") + "/" + job.id)
+        self.finish(json.dumps(job.to_json()))
+
+
+class JobHandler(SparkDockHandler):
+    """``GET/DELETE sparkdock/api/jobs/{id}``."""
+
+    @web.authenticated
+    @authorized
+    @json_errors
+    async def get(self, job_id: str) -> None:
+        self.finish(json.dumps(self.manager.get(job_id).to_json()))
+
+    @web.authenticated
+    @authorized
+    @json_errors
+    async def delete(self, job_id: str) -> None:
+        job = await self.manager.cancel(job_id, reason="user")
+        self.set_status(202)
+        self.finish(json.dumps(job.to_json()))
+
+
+class StatusHandler(SparkDockHandler):
+    """``GET sparkdock/api/jobs/{id}/status``."""
+
+    @web.authenticated
+    @authorized
+    @json_errors
+    async def get(self, job_id: str) -> None:
+        job = self.manager.get(job_id)
+        self.finish(json.dumps({"id": job.id, "state": job.state.value, "exit_code": job.exit_code}))
+
+
+class HistoryHandler(SparkDockHandler):
+    """``GET sparkdock/api/jobs/{id}/history``."""
+
+    @web.authenticated
+    @authorized
+    @json_errors
+    async def get(self, job_id: str) -> None:
+        self.finish(json.dumps({"events": self.manager.history(job_id)}))
+
+
+class LogsHandler(SparkDockHandler):
+    """``GET sparkdock/api/jobs/{id}/logs?component=&tail=``."""
+
+    @web.authenticated
+    @authorized
+    @json_errors
+    async def get(self, job_id: str) -> None:
+        job = self.manager.get(job_id)
+        default = "driver" if job.kind == Kind.AUTOMATED else "master"
+        component = self.get_argument("component", default) or default
+        tail = self._int_arg("tail", None, 1, 100_000)
+        try:
+            text = await self.manager.logs(job_id, component, tail)
+        except KeyError:
+            raise _Reply(404, f"job {job_id} has no component {component!r} ({LOG_COMPONENTS_HELP})") from None
+        self.finish(json.dumps({"id": job_id, "component": component, "logs": text}))
+
+
+class SQLHandler(SparkDockHandler):
+    """``POST sparkdock/api/jobs/{id}/sql`` with ``{"statement": ...}``."""
+
+    @web.authenticated
+    @authorized
+    @json_errors
+    async def post(self, job_id: str) -> None:
+        body = self._body()
+        if not isinstance(body, dict) or not isinstance(body.get("statement"), str) or not body["statement"].strip():
+            raise _Reply(422, "statement: a non-empty string is required", errors=[
+                {"field": "statement", "message": "a non-empty string is required"}])
+        limit = body.get("limit")
+        if limit is not None and (not isinstance(limit, int) or limit < 1):
+            raise _Reply(422, "limit: must be a positive integer",
+                         errors=[{"field": "limit", "message": "must be a positive integer"}])
+        try:
+            result = await self.manager.sql(job_id, body["statement"], limit)
+        except SQLError as e:
+            raise _Reply(400, f"SQL error: {e}") from None
+        self.finish(json.dumps(result.to_json()))
+
+
+class ExitCodesHandler(SparkDockHandler):
+    """``GET sparkdock/api/exit-codes``: the catalog."""
+
+    @web.authenticated
+    @authorized
+    @json_errors
+    async def get(self) -> None:
+        self.finish(json.dumps(exit_codes.catalog_json()))
+
+
+class InfoHandler(SparkDockHandler):
+    """``GET sparkdock/api/info``: the backend in use and why, capacity, state colours."""
+
+    @web.authenticated
+    @authorized
+    @json_errors
+    async def get(self) -> None:
+        from .. import __version__
+
+        self.finish(json.dumps({"version": __version__, **self.manager.info(), "states": style_catalog()}))
+
+
+class EventsHandler(JupyterHandler, websocket.WebSocketHandler):
+    """``WS sparkdock/api/events``: one JSON message per job change, ``{"type": "job", "job": {...}}``."""
+
+    auth_resource = AUTH_RESOURCE
+    _sub: Any = None
+    _pump: asyncio.Task[None] | None = None
+
+    @property
+    def manager(self) -> JobManager:
+        """The job manager."""
+        return self.settings["sparkdock_manager"]
+
+    async def pre_get(self) -> None:
+        """Authorize the subscriber (read access to jobs)."""
+        ok = await ensure_async(self.authorizer.is_authorized(self, self.current_user, "read", AUTH_RESOURCE))
+        if not ok:
+            raise web.HTTPError(403)
+
+    @ws_authenticated
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        """Upgrade to a WebSocket."""
+        await ensure_async(self.pre_get())
+        await self.manager.ensure_started()
+        res = super().get(*args, **kwargs)
+        if res is not None:
+            await res
+
+    def open(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        """Subscribe to the event bus and forward its messages."""
+        self._sub = self.manager.bus.subscribe()
+        self._pump = asyncio.get_running_loop().create_task(self._forward())
+
+    async def _forward(self) -> None:
+        sub = self._sub
+        while not sub.closed:
+            msg = await sub.get()
+            try:
+                await self.write_message(json.dumps(msg))
+            except websocket.WebSocketClosedError:
+                break
+        self._cleanup()
+
+    def on_message(self, message: str | bytes) -> None:
+        """Clients may send ``ping``; anything else is ignored."""
+        if message == "ping":
+            with contextlib.suppress(websocket.WebSocketClosedError):
+                self.write_message(json.dumps({"type": "pong"}))
+
+    def on_close(self) -> None:
+        """Detach the listener of a disconnected client."""
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        if self._sub is not None:
+            self._sub.close()
+        if self._pump is not None and not self._pump.done() and self._pump is not asyncio.current_task():
+            self._pump.cancel()
+
+
+_ID = r"(?P<job_id>[A-Za-z0-9_-]+)"
+default_handlers: list[tuple[str, type]] = [
+    (r"/sparkdock/api/jobs/?", JobsHandler),
+    (rf"/sparkdock/api/jobs/{_ID}/?", JobHandler),
+    (rf"/sparkdock/api/jobs/{_ID}/status", StatusHandler),
+    (rf"/sparkdock/api/jobs/{_ID}/history", HistoryHandler),
+    (rf"/sparkdock/api/jobs/{_ID}/logs", LogsHandler),
+    (rf"/sparkdock/api/jobs/{_ID}/sql", SQLHandler),
+    (r"/sparkdock/api/exit-codes", ExitCodesHandler),
+    (r"/sparkdock/api/info", InfoHandler),
+    (r"/sparkdock/api/events", EventsHandler),
+]

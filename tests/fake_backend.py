@@ -1,0 +1,112 @@
+"""A test double at the backend interface, for lifecycle logic only (no Spark, no Docker).
+
+Real clusters are tested with the local and Docker backends; this double lets the manager's lifecycle
+(capacity, cancel at every state, retries, reruns, codes, reconcile) be tested quickly and exactly.
+
+Behaviour is scripted through the request itself, so that a test server needs no extra wiring:
+* a cluster's ``image`` picks its start-up behaviour from :attr:`FakeBackend.images`;
+* an application's code holds a line ``# fake: {...json...}`` with ``exit_status``, ``output``, ``run_delay``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, ClassVar
+
+from sparkdock.backends.base import AppResult, Backend, BackendError, ClusterInfo, Reporter, StagedApp
+from sparkdock.specs import ClusterSpec
+
+IMAGES: dict[str, dict[str, Any]] = {
+    "fake/ok": {},
+    "fake/slow": {"start_delay": 3.0},
+    "fake/fail51": {"fail": (51, "No such image: nope:1", "master")},
+    "fake/fail50": {"fail": (50, "SQL endpoint not ready after 1 s", "sql")},
+    "fake/failmaster": {"fail": (51, "master container exited", "master")},
+    "fake/flaky": {"fail": (51, "port allocation failed", "worker-1"), "fail_times": 1},
+}
+
+
+class FakeBackend(Backend):
+    """Provisions pretend clusters."""
+
+    name = "fake"
+    live: ClassVar[dict[str, dict[str, Any]]] = {}
+    started: ClassVar[list[str]] = []
+    stopped: ClassVar[list[str]] = []
+    failures: ClassVar[dict[str, int]] = {}
+    health_cb: ClassVar[Any] = None
+    engine_down: ClassVar[bool] = False
+
+    @classmethod
+    def reset(cls) -> None:
+        """Forget everything (between tests)."""
+        cls.live, cls.started, cls.stopped, cls.failures = {}, [], [], {}
+        cls.health_cb, cls.engine_down = None, False
+
+    async def check(self) -> None:
+        if self.engine_down:
+            raise BackendError(52, "Cannot connect to the fake engine at unix:///nope.sock")
+
+    async def start_cluster(self, job_id: str, spec: ClusterSpec, report: Reporter) -> ClusterInfo:
+        beh = IMAGES.get((spec.image or "fake/ok").split(":")[0], {})
+        self.started.append(job_id)
+        self.live[job_id] = {"workers": spec.workers}
+        try:
+            report("CreatingContainers", "creating containers")
+            report("StartingMaster", "starting the master")
+            for k in range(1, spec.workers + 1):
+                report(f"WaitingForWorkers {k}/{spec.workers}", f"waiting for workers {k}/{spec.workers}")
+            await asyncio.sleep(beh.get("start_delay", 0.05))
+            fail = beh.get("fail")
+            if fail and self.failures.get(job_id, 0) < beh.get("fail_times", 10**9):
+                self.failures[job_id] = self.failures.get(job_id, 0) + 1
+                code, detail, component = fail
+                raise BackendError(code, detail, phase="ContainerCannotRun", component=component,
+                                   logs="fake log line 1\nfake log line 2")
+            report("StartingSQLEndpoint", "starting the SQL endpoint")
+            report("StartingLab", "starting the lab")
+        except BaseException:
+            self.live.pop(job_id, None)
+            raise
+        return ClusterInfo(
+            job_id,
+            {"sql": {"host": "127.0.0.1", "port": 1, "jdbc_url": "jdbc:hive2://127.0.0.1:1/default"},
+             "lab": {"url": "http://127.0.0.1:2/lab"}, "spark_ui": {"url": "http://127.0.0.1:3"}},
+            {"sql_password": "secret-password", "lab_token": "secret-token", "fake": True},
+        )
+
+    async def stop_cluster(self, job_id: str, state: dict[str, Any] | None = None) -> None:
+        self.live.pop(job_id, None)
+        self.stopped.append(job_id)
+
+    async def adopt_cluster(self, job_id: str, state: dict[str, Any]) -> ClusterInfo | None:
+        if job_id not in self.live:
+            return None
+        return ClusterInfo(job_id, {"sql": {"host": "127.0.0.1", "port": 1, "jdbc_url": "x"}}, state)
+
+    async def list_job_ids(self) -> set[str]:
+        return set(self.live)
+
+    async def logs(self, job_id: str, component: str, tail: int | None = None) -> str:
+        if component not in ("master", "sql", "lab", "driver", "worker-1"):
+            raise KeyError(component)
+        return f"{component} log of {job_id}\n"
+
+    async def run_application(self, job_id: str, cluster: ClusterInfo, app: StagedApp, report: Reporter) -> AppResult:
+        beh: dict[str, Any] = {}
+        for line in app.file.read_text().splitlines():
+            if line.startswith("# fake:"):
+                beh = json.loads(line.split(":", 1)[1])
+        report("Running", "jobs 0/1", progress={"jobs_done": 0, "jobs_total": 1})
+        await asyncio.sleep(beh.get("run_delay", 0.05))
+        report("Running", "jobs 1/1", progress={"jobs_done": 1, "jobs_total": 1})
+        out = beh.get("output", "done\n")
+        log = self.job_dir(job_id) / "logs" / "driver.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(out)
+        return AppResult(beh.get("exit_status", 0), out, log)
+
+    async def watch(self, on_health: Any) -> None:
+        type(self).health_cb = on_health
+        await asyncio.Event().wait()
