@@ -50,8 +50,8 @@ import json
 import os
 import socket
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from sparkdock.spark import roles
 

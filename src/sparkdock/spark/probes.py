@@ -9,13 +9,14 @@ The SQL probe needs ``impyla`` (``impala.dbapi``); the others use the standard l
 
 from __future__ import annotations
 
+import contextlib
 import json
-import socket
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 __all__ = [
     "ProbeError",
@@ -76,7 +77,7 @@ def probe_sql(host: str, port: int, user: str, password: str | None, timeout: fl
             _quiet_close(cur)
     except ProbeError:
         raise
-    except Exception as exc:  # noqa: BLE001 - impyla/thrift raise many unrelated types
+    except Exception as exc:
         text = f"{type(exc).__name__}: {exc}"
         if any(marker in text.lower() for marker in _AUTH_MARKERS):
             raise SQLAuthError(f"SQL endpoint {host}:{port} refused the login of {user!r}: {text}") from exc
@@ -89,10 +90,9 @@ def probe_sql(host: str, port: int, user: str, password: str | None, timeout: fl
 
 
 def _quiet_close(obj: Any) -> None:
-    try:
+    # closing a broken session must not hide the real error
+    with contextlib.suppress(Exception):
         obj.close()
-    except Exception:  # noqa: BLE001, S110 - closing a broken session must not hide the real error
-        pass
 
 
 def probe_lab(url: str, token: str, timeout: float = 5.0) -> dict[str, Any]:
@@ -112,13 +112,13 @@ def probe_lab(url: str, token: str, timeout: float = 5.0) -> dict[str, Any]:
     status_url = url.rstrip("/") + "/api/status?" + urllib.parse.urlencode({"token": token})
     shown = url.rstrip("/") + "/api/status"
     try:
-        with urllib.request.urlopen(status_url, timeout=timeout) as resp:  # noqa: S310 - http(s) URL
+        with urllib.request.urlopen(status_url, timeout=timeout) as resp:
             body = resp.read()
             code = resp.status
     except urllib.error.HTTPError as exc:
         hint = " (wrong token?)" if exc.code == 403 else ""
         raise ProbeError(f"lab {shown} answered HTTP {exc.code}{hint}") from exc
-    except (urllib.error.URLError, OSError, socket.timeout) as exc:
+    except (TimeoutError, urllib.error.URLError, OSError) as exc:
         raise ProbeError(f"lab {shown} is not ready: {exc}") from exc
     if code != 200:
         raise ProbeError(f"lab {shown} answered HTTP {code}")
@@ -140,11 +140,11 @@ def master_status(ui_url: str, timeout: float = 5.0) -> dict[str, Any]:
     """
     status_url = ui_url.rstrip("/") + "/json/"
     try:
-        with urllib.request.urlopen(status_url, timeout=timeout) as resp:  # noqa: S310 - http(s) URL
+        with urllib.request.urlopen(status_url, timeout=timeout) as resp:
             data = json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         raise ProbeError(f"Spark master UI {status_url} answered HTTP {exc.code}") from exc
-    except (urllib.error.URLError, OSError, socket.timeout) as exc:
+    except (TimeoutError, urllib.error.URLError, OSError) as exc:
         raise ProbeError(f"Spark master UI {status_url} is not ready: {exc}") from exc
     except ValueError as exc:
         raise ProbeError(f"Spark master UI {status_url} did not answer JSON") from exc

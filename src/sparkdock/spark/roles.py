@@ -31,11 +31,12 @@ caller's environment, and the working directory (or ``None``).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
 __all__ = [
     "AUTH_CLASS",
@@ -276,10 +277,19 @@ def _bin(spark_home: str, name: str) -> str:
     return str(Path(spark_home) / "bin" / name)
 
 
-def _daemon_env(bind_host: str, extra_conf: Mapping[str, str] | None, opts_var: str) -> dict[str, str]:
-    env = {"SPARK_DAEMON_MEMORY": daemon_memory("master"), "SPARK_NO_DAEMONIZE": "1"}
-    if bind_host not in ("0.0.0.0", ""):
-        env["SPARK_LOCAL_IP"] = bind_host
+def _local_ip(address: str | None) -> dict[str, str]:
+    """``SPARK_LOCAL_IP`` for a specific IP address (not a host name, not the wildcard)."""
+    if not address:
+        return {}
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return {}
+    return {} if ip.is_unspecified else {"SPARK_LOCAL_IP": address}
+
+
+def _daemon_env(host: str, extra_conf: Mapping[str, str] | None, opts_var: str) -> dict[str, str]:
+    env = {"SPARK_DAEMON_MEMORY": daemon_memory("master"), "SPARK_NO_DAEMONIZE": "1", **_local_ip(host)}
     if extra_conf:
         env[opts_var] = " ".join(f"-D{k}={v}" for k, v in extra_conf.items())
     return env
@@ -442,9 +452,7 @@ def sql_command(
     for key, value in hiveconf.items():
         argv += ["--hiveconf", f"{key}={value}"]
     # spark-submit sizes the Thrift Server's heap from SPARK_DAEMON_MEMORY when it is set.
-    env = {"SPARK_NO_DAEMONIZE": "1", "SPARK_DAEMON_MEMORY": daemon_memory("sql")}
-    if bind_host not in ("0.0.0.0", ""):
-        env["SPARK_LOCAL_IP"] = bind_host
+    env = {"SPARK_NO_DAEMONIZE": "1", "SPARK_DAEMON_MEMORY": daemon_memory("sql"), **_local_ip(bind_host)}
     return RoleCommand("sql", argv, env, cwd=str(work))
 
 
@@ -510,8 +518,7 @@ def lab_command(
         "PYSPARK_PYTHON": python,
         "PYSPARK_DRIVER_PYTHON": python,
     }
-    if bind_host not in ("0.0.0.0", ""):
-        env["SPARK_LOCAL_IP"] = bind_host
+    env.update(_local_ip(bind_host))
     if token is not None:
         env["JUPYTER_TOKEN"] = token
     return RoleCommand("lab", argv, env, cwd=root_dir)
@@ -579,9 +586,7 @@ def driver_command(
         argv += [sql_runner_path(), app_file, *args]
     else:
         argv += [app_file, *args]
-    env = {"PYSPARK_PYTHON": python, "PYSPARK_DRIVER_PYTHON": python}
-    if bind_host not in (None, "0.0.0.0", ""):
-        env["SPARK_LOCAL_IP"] = str(bind_host)
+    env = {"PYSPARK_PYTHON": python, "PYSPARK_DRIVER_PYTHON": python, **_local_ip(bind_host)}
     return RoleCommand("driver", argv, env)
 
 
@@ -666,4 +671,4 @@ def default_spark_home() -> str | None:
     spec = importlib.util.find_spec("pyspark")
     if spec is None or not spec.submodule_search_locations:
         return None
-    return str(Path(list(spec.submodule_search_locations)[0]))
+    return str(Path(next(iter(spec.submodule_search_locations))))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 
 def split_statements(script: str) -> list[str]:
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                     for line in _rows(df, opts.max_rows):
                         print(line)
                 sys.stdout.flush()
-            except Exception as exc:  # noqa: BLE001 - report and stop at the first failure
+            except Exception as exc:
                 print(f"sparkdock sql_runner: statement {number} failed: {type(exc).__name__}: {exc}",
                       file=sys.stderr, flush=True)
                 return 1

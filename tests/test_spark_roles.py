@@ -1,0 +1,582 @@
+"""Tests of sparkdock.spark: role command lines and conf, the entrypoint, the SQL runner, and a real
+local cluster (master + worker + Thrift Server with the password authenticator) started from roles.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from sparkdock.spark import entrypoint, probes, roles
+from sparkdock.spark.sql_runner import split_statements
+
+SPARK_HOME = "/opt/spark-home"
+PY = "/venv/bin/python"
+REPO = Path(__file__).resolve().parents[1]
+JAVA_SRC = REPO / "src" / "sparkdock" / "spark" / "java" / "SparkdockPasswdAuthenticator.java"
+
+
+# ---------------------------------------------------------------------------------------------
+# unit checks
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "mb"),
+    [("512m", 512), ("1g", 1024), ("1.5g", 1536), ("2GiB", 2048), ("1024", 1024), (768, 768),
+     ("1048576k", 1024), ("2 GB", 2048)],
+)
+def test_parse_memory(value: str | int, mb: int) -> None:
+    assert roles.parse_memory_mb(value) == mb
+
+
+@pytest.mark.parametrize("bad", ["", "abc", "-1g", "0", "1x", True])
+def test_parse_memory_rejects(bad: object) -> None:
+    with pytest.raises(ValueError):
+        roles.parse_memory_mb(bad)  # type: ignore[arg-type]
+
+
+def test_format_memory_and_executor_memory() -> None:
+    assert roles.format_memory(1024) == "1g"
+    assert roles.format_memory(768) == "768m"
+    assert roles.executor_memory_mb("2g", 2) == 1024
+    assert roles.executor_memory_mb("1g", 4) == 512  # floor: Spark refuses tiny heaps
+    assert roles.executor_memory_mb("384m", 1) == 384  # never above the worker's memory
+    with pytest.raises(ValueError):
+        roles.executor_memory_mb("1g", 0)
+
+
+def test_container_memory_limit() -> None:
+    for role in roles.ROLES:
+        limit = roles.parse_memory_mb(roles.container_memory_limit(role, "1g", 1))
+        assert limit >= 512
+    worker = roles.parse_memory_mb(roles.container_memory_limit("worker", "2g", 2))
+    # daemon heap + executors' heaps + per-core overhead
+    assert worker >= roles.DAEMON_MEMORY_MB + 2048 + 2 * 256
+    assert roles.parse_memory_mb(roles.container_memory_limit("worker", "4g", 1)) > worker
+    with pytest.raises(ValueError):
+        roles.container_memory_limit("nope")
+
+
+def test_shared_app_conf_lets_applications_share() -> None:
+    conf = roles.shared_app_conf(worker_memory="2g", worker_cores=2, python=PY, driver_host="lab")
+    assert conf["spark.dynamicAllocation.enabled"] == "true"
+    assert conf["spark.dynamicAllocation.shuffleTracking.enabled"] == "true"
+    assert conf["spark.dynamicAllocation.minExecutors"] == "0"
+    assert conf["spark.dynamicAllocation.initialExecutors"] == "0"
+    assert conf["spark.dynamicAllocation.executorIdleTimeout"].endswith("s")
+    assert conf["spark.executor.cores"] == "1"
+    assert conf["spark.executor.memory"] == "1g"
+    assert conf["spark.pyspark.python"] == PY
+    assert conf["spark.driver.host"] == "lab"
+    assert "spark.cores.max" not in conf
+
+
+def test_master_command() -> None:
+    cmd = roles.master_command(spark_home=SPARK_HOME, host="m", port=7000, webui_port=8000)
+    assert cmd.argv[:2] == [f"{SPARK_HOME}/bin/spark-class", "org.apache.spark.deploy.master.Master"]
+    assert cmd.argv[2:] == ["--host", "m", "--port", "7000", "--webui-port", "8000"]
+    assert cmd.env["SPARK_DAEMON_MEMORY"] == "256m"
+    assert "SPARK_LOCAL_IP" not in cmd.env  # a container name, not an address
+    local = roles.master_command(spark_home=SPARK_HOME, host="127.0.0.1")
+    assert local.env["SPARK_LOCAL_IP"] == "127.0.0.1"
+
+
+def test_worker_command() -> None:
+    cmd = roles.worker_command(spark_home=SPARK_HOME, master_url="spark://m:7077", host="w1", cores=2,
+                               memory="1536m", work_dir="/w", webui_port=0)
+    argv = cmd.argv
+    assert argv[1] == "org.apache.spark.deploy.worker.Worker"
+    assert argv[argv.index("--cores") + 1] == "2"
+    assert argv[argv.index("--memory") + 1] == "1536m"
+    assert argv[argv.index("--work-dir") + 1] == "/w"
+    assert argv[-1] == "spark://m:7077"
+    assert "-Dspark.worker.cleanup.enabled=true" in cmd.env["SPARK_WORKER_OPTS"]
+    with pytest.raises(ValueError):
+        roles.worker_command(spark_home=SPARK_HOME, master_url="x", host="w", cores=0, memory="1g",
+                             work_dir="/w")
+
+
+def _hiveconf(argv: list[str]) -> dict[str, str]:
+    out = {}
+    for i, arg in enumerate(argv):
+        if arg == "--hiveconf":
+            key, _, value = argv[i + 1].partition("=")
+            out[key] = value
+    return out
+
+
+def _conf(argv: list[str]) -> dict[str, str]:
+    out = {}
+    for i, arg in enumerate(argv):
+        if arg == "--conf":
+            key, _, value = argv[i + 1].partition("=")
+            out[key] = value
+    return out
+
+
+def test_sql_command_with_password_auth() -> None:
+    cmd = roles.sql_command(spark_home=SPARK_HOME, master_url="spark://m:7077", host="sql",
+                            work_dir="/work/sql", worker_memory="1g", worker_cores=1, port=10001,
+                            auth_jar="/opt/auth.jar",
+                            python=PY, extra_conf={"spark.sql.shuffle.partitions": "4"})
+    argv = cmd.argv
+    assert argv[0] == f"{SPARK_HOME}/bin/spark-submit"
+    assert argv[argv.index("--class") + 1] == roles.THRIFT_SERVER_CLASS
+    assert argv[argv.index("--driver-class-path") + 1] == "/opt/auth.jar"
+    assert argv.index("spark-internal") < argv.index("--hiveconf")
+    hive = _hiveconf(argv)
+    assert hive["hive.server2.thrift.port"] == "10001"
+    assert hive["hive.server2.thrift.bind.host"] == "0.0.0.0"
+    assert hive["hive.server2.authentication"] == "CUSTOM"
+    assert hive["hive.server2.custom.authentication.class"] == roles.AUTH_CLASS
+    assert "/work/sql/metastore_db" in hive["javax.jdo.option.ConnectionURL"]
+    conf = _conf(argv)
+    assert conf["spark.sql.warehouse.dir"] == "/work/sql/warehouse"
+    assert conf["spark.dynamicAllocation.enabled"] == "true"
+    assert conf["spark.sql.shuffle.partitions"] == "4"
+    assert cmd.cwd == "/work/sql"
+    assert cmd.env["SPARK_DAEMON_MEMORY"] == roles.daemon_memory("sql")
+    assert not any("PASSWORD" in a.upper() for a in argv)
+
+
+def test_sql_command_without_auth() -> None:
+    cmd = roles.sql_command(spark_home=SPARK_HOME, master_url="spark://m:7077", host="127.0.0.1",
+                            work_dir="/w", worker_memory="1g", worker_cores=1, bind_host="127.0.0.1")
+    assert "--driver-class-path" not in cmd.argv
+    assert _hiveconf(cmd.argv)["hive.server2.authentication"] == "NONE"
+    assert cmd.env["SPARK_LOCAL_IP"] == "127.0.0.1"
+
+
+def test_lab_command_keeps_token_off_the_command_line(tmp_path: Path) -> None:
+    cmd = roles.lab_command(python=PY, master_url="spark://m:7077", host="lab", root_dir="/nb",
+                            ipython_dir=str(tmp_path / "ipy"), worker_memory="1g", worker_cores=1,
+                            port=9999, token="s3cret-token")
+    assert cmd.argv[:3] == [PY, "-m", "jupyterlab"]
+    assert "--no-browser" in cmd.argv and "--allow-root" in cmd.argv
+    assert "--ServerApp.port=9999" in cmd.argv
+    assert "--ServerApp.root_dir=/nb" in cmd.argv
+    assert not any("s3cret-token" in a for a in cmd.argv)
+    assert cmd.env["JUPYTER_TOKEN"] == "s3cret-token"
+    assert cmd.env["SPARK_MASTER_URL"] == "spark://m:7077"
+    conf = json.loads(cmd.env["SPARKDOCK_SPARK_CONF"])
+    assert conf["spark.dynamicAllocation.enabled"] == "true"
+    assert conf["spark.driver.host"] == "lab"
+    path = Path(roles.write_lab_startup(cmd.env["IPYTHONDIR"]))
+    assert path.parent == tmp_path / "ipy" / "profile_default" / "startup"
+    compile(path.read_text(), str(path), "exec")
+
+
+def test_lab_startup_is_lazy() -> None:
+    """Running the startup file defines ``spark`` without importing pyspark or starting a JVM."""
+    check = "\nimport sys\nassert 'pyspark' not in sys.modules\nprint(repr(spark))\n"
+    code = roles.lab_startup_source() + check
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "SPARK_MASTER_URL": "spark://x:1"})
+    assert out.returncode == 0, out.stderr
+    assert "not started yet" in out.stdout
+
+
+def test_driver_command() -> None:
+    py = roles.driver_command(spark_home=SPARK_HOME, python=PY, master_url="spark://m:7077", host="d",
+                              app_file="/app/job.py", args=["a", "b"], worker_memory="1g", worker_cores=1,
+                              extra_conf={"spark.driver.memory": "1g", "spark.executor.memory": "600m"})
+    assert py.argv[-3:] == ["/app/job.py", "a", "b"]
+    assert py.argv[py.argv.index("--driver-memory") + 1] == "1g"
+    assert _conf(py.argv)["spark.executor.memory"] == "600m"  # user conf wins
+    assert "spark.driver.memory" not in _conf(py.argv)
+    sql = roles.driver_command(spark_home=SPARK_HOME, python=PY, master_url="spark://m:7077", host="d",
+                               app_file="/app/q.sql", app_type="sql", worker_memory="1g", worker_cores=1)
+    assert sql.argv[-2:] == [roles.sql_runner_path(), "/app/q.sql"]
+    assert Path(roles.sql_runner_path()).is_file()
+    with pytest.raises(ValueError):
+        roles.driver_command(spark_home=SPARK_HOME, python=PY, master_url="m", host="d", app_file="x",
+                             app_type="scala", worker_memory="1g", worker_cores=1)
+
+
+def test_entrypoint_builds_roles_from_env(tmp_path: Path) -> None:
+    env = {
+        "SPARK_HOME": SPARK_HOME, "SPARKDOCK_HOST": "sparkdock-x-worker-1",
+        "SPARK_MASTER_URL": "spark://mm:7077",
+        "SPARKDOCK_WORKER_CORES": "2", "SPARKDOCK_WORKER_MEMORY": "2g", "SPARKDOCK_WORK_DIR": str(tmp_path),
+        "SPARKDOCK_SQL_PASSWORD": "pw", "SPARKDOCK_AUTH_JAR": str(JAVA_SRC), "SPARKDOCK_PYTHON": PY,
+        "SPARKDOCK_SPARK_CONF": '{"spark.sql.shuffle.partitions": 3}',
+    }
+    worker = entrypoint.build_command("worker", ["--port", "7078"], env)
+    assert worker.argv[worker.argv.index("--cores") + 1] == "2"
+    assert worker.argv[-2:] == ["--port", "7078"]
+    assert worker.argv[worker.argv.index("--work-dir") + 1] == str(tmp_path / "worker")
+    sql = entrypoint.build_command("sql", [], env)
+    assert _hiveconf(sql.argv)["hive.server2.authentication"] == "CUSTOM"
+    assert _conf(sql.argv)["spark.sql.shuffle.partitions"] == "3"
+    assert _conf(sql.argv)["spark.executor.memory"] == "1g"
+    assert not any(a == "pw" or "=pw" in a for a in sql.argv)
+    no_auth = entrypoint.build_command("sql", [], {**env, "SPARKDOCK_SQL_AUTH": "none"})
+    assert _hiveconf(no_auth.argv)["hive.server2.authentication"] == "NONE"
+    drv = entrypoint.build_command("driver", ["/x/q.sql"], env)
+    assert drv.argv[-2:] == [roles.sql_runner_path(), "/x/q.sql"]
+    with pytest.raises(SystemExit):
+        entrypoint.build_command("driver", [], env)
+    with pytest.raises(SystemExit):
+        entrypoint.build_command("sql", [], {**env, "SPARKDOCK_AUTH_JAR": "/nonexistent.jar"})
+    with pytest.raises(SystemExit):
+        entrypoint.build_command("worker", [], {**env, "SPARKDOCK_WORKER_CORES": "two"})
+
+
+def test_entrypoint_cli_dry_run_and_passthrough() -> None:
+    env = {**os.environ, "SPARK_HOME": SPARK_HOME, "SPARKDOCK_LAB_TOKEN": "tok123", "SPARKDOCK_HOST": "h"}
+    src = str(REPO / "src")
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    out = subprocess.run([sys.executable, "-m", "sparkdock.spark.entrypoint", "--dry-run", "lab"],
+                         capture_output=True, text=True, env=env, timeout=60, check=True)
+    shown = json.loads(out.stdout)
+    assert shown["argv"][1:3] == ["-m", "jupyterlab"]
+    assert "tok123" not in out.stdout
+    ran = subprocess.run([sys.executable, "-m", "sparkdock.spark.entrypoint", "echo", "hello", "there"],
+                         capture_output=True, text=True, env=env, timeout=60, check=True)
+    assert ran.stdout.strip() == "hello there"
+    helped = subprocess.run([sys.executable, "-m", "sparkdock.spark.entrypoint", "--help"],
+                            capture_output=True, text=True, env=env, timeout=60, check=True)
+    assert "SPARKDOCK_SQL_PASSWORD" in helped.stdout
+
+
+def test_split_statements() -> None:
+    script = """
+    -- a comment; with a semicolon
+    CREATE TABLE t (s STRING);  /* block; comment */
+    INSERT INTO t VALUES ('a;b'), ("c;d"), ('it\\'s');
+    SELECT `weird;name` FROM t;
+    ;  -- only a comment
+    """
+    stmts = split_statements(script)
+    assert len(stmts) == 3
+    assert stmts[0].endswith("CREATE TABLE t (s STRING)")
+    assert "'a;b'" in stmts[1] and '"c;d"' in stmts[1] and "'it\\'s'" in stmts[1]
+    assert stmts[1].startswith("/* block; comment */")
+    assert stmts[2] == "SELECT `weird;name` FROM t"
+    assert split_statements("SELECT 1") == ["SELECT 1"]
+    assert split_statements("  -- nothing\n ; ") == []
+
+
+def test_alive_workers() -> None:
+    status = {"workers": [{"state": "ALIVE"}, {"state": "DEAD"}, {"state": "alive"}]}
+    assert probes.alive_workers(status) == 2
+    assert probes.alive_workers({}) == 0
+
+
+def test_probes_fail_fast_on_closed_ports() -> None:
+    port = _free_port()
+    with pytest.raises(probes.ProbeError):
+        probes.probe_lab(f"http://127.0.0.1:{port}", "t", timeout=2)
+    with pytest.raises(probes.ProbeError):
+        probes.master_status(f"http://127.0.0.1:{port}", timeout=2)
+    with pytest.raises(probes.ProbeError):
+        probes.probe_sql("127.0.0.1", port, "u", "p", timeout=2)
+    with pytest.raises(probes.ProbeError, match="not ready after"):
+        probes.wait_until(lambda: probes.master_status(f"http://127.0.0.1:{port}", 1), timeout=1,
+                          interval=0.2, what="master")
+
+
+# ---------------------------------------------------------------------------------------------
+# a real local cluster
+# ---------------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _spark_home() -> str:
+    home = roles.default_spark_home()
+    if not home:
+        pytest.fail("pyspark is not installed in the test environment (pip install -e '.[test]')")
+    return home
+
+
+@dataclass
+class LocalCluster:
+    """Processes of a cluster started from roles.py on 127.0.0.1."""
+
+    work: Path
+    spark_home: str
+    master_url: str = ""
+    ui_url: str = ""
+    sql_port: int = 0
+    password: str = "correct horse battery staple"
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, cmd: roles.RoleCommand, name: str, extra_env: dict[str, str] | None = None) -> None:
+        log = open(self.work / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        if cmd.cwd:
+            Path(cmd.cwd).mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **cmd.env}
+        env.pop("SPARKDOCK_SQL_PASSWORD", None)
+        env.update(extra_env or {})
+        self.procs[name] = subprocess.Popen(cmd.argv, env=env, cwd=cmd.cwd, stdout=log,
+                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            start_new_session=True)
+        log.close()
+
+    def log(self, name: str) -> str:
+        return (self.work / f"{name}.log").read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            _killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for proc in self.procs.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            _killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of a process group, from /proc."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2:].split()
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(stat.parent.name))
+    return members
+
+
+def _group_alive(pgid: int, wait: float = 15.0) -> bool:
+    deadline = time.monotonic() + wait
+    while _group_members(pgid):
+        if time.monotonic() > deadline:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _build_auth_jar(out_dir: Path, spark_home: str) -> Path:
+    javac, jar = shutil.which("javac"), shutil.which("jar")
+    if not javac or not jar:
+        pytest.fail("javac/jar (a JDK) are needed to build the SQL authenticator")
+    classes = out_dir / "classes"
+    classes.mkdir(parents=True)
+    subprocess.run([javac, "-d", str(classes), "-cp", f"{spark_home}/jars/*", str(JAVA_SRC)], check=True,
+                   timeout=120)
+    path = out_dir / "sparkdock-auth.jar"
+    subprocess.run([jar, "cf", str(path), "-C", str(classes), "."], check=True, timeout=60)
+    return path
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """Master + 1 worker (2 cores, 1g) + Thrift Server with the password authenticator."""
+    spark_home = _spark_home()
+    work = tmp_path_factory.mktemp("cluster")
+    c = LocalCluster(work=work, spark_home=spark_home)
+    jar = _build_auth_jar(work / "auth", spark_home)
+    master_port, ui_port = _free_port(), _free_port()
+    c.master_url = f"spark://127.0.0.1:{master_port}"
+    c.ui_url = f"http://127.0.0.1:{ui_port}"
+    c.sql_port = _free_port()
+    try:
+        c.start(roles.master_command(spark_home=spark_home, host="127.0.0.1", port=master_port,
+                                     webui_port=ui_port), "master")
+        probes.wait_until(lambda: probes.master_status(c.ui_url, 2), timeout=90, what="master")
+        c.start(roles.worker_command(spark_home=spark_home, master_url=c.master_url, host="127.0.0.1",
+                                     cores=2, memory="1g", work_dir=str(work / "worker"), webui_port=0),
+                "worker")
+
+        def one_worker() -> None:
+            if probes.alive_workers(probes.master_status(c.ui_url, 2)) < 1:
+                raise probes.ProbeError("no alive worker yet")
+
+        probes.wait_until(one_worker, timeout=90, what="worker registration")
+        sql = roles.sql_command(spark_home=spark_home, master_url=c.master_url, host="127.0.0.1",
+                                work_dir=str(work / "sql"), worker_memory="1g", worker_cores=2,
+                                port=c.sql_port, bind_host="127.0.0.1", ui_port=_free_port(),
+                                auth_jar=str(jar), python=sys.executable)
+        c.start(sql, "sql", extra_env={"SPARKDOCK_SQL_PASSWORD": c.password})
+        assert c.password not in " ".join(sql.argv)
+        probes.wait_until(lambda: probes.probe_sql("127.0.0.1", c.sql_port, "alice", c.password, timeout=20),
+                          timeout=180, interval=1, what="SQL endpoint")
+        yield c
+    except Exception:
+        for name in c.procs:
+            print(f"----- {name} log -----\n{c.log(name)}")
+        raise
+    finally:
+        c.stop()
+        leftovers = [name for name, p in c.procs.items() if _group_alive(p.pid)]
+        assert not leftovers, f"processes left running: {leftovers}"
+
+
+def _sql(c: LocalCluster, statement: str, fetch: bool = True) -> list[tuple[object, ...]]:
+    """Run one statement; ``fetch=False`` for DDL/DML (impyla 0.24 fails fetching their empty result)."""
+    from impala.dbapi import connect
+
+    conn = connect(host="127.0.0.1", port=c.sql_port, auth_mechanism="PLAIN", user="alice",
+                   password=c.password, timeout=120)
+    try:
+        cur = conn.cursor()
+        cur.execute(statement)
+        return list(cur.fetchall()) if fetch else []
+    finally:
+        conn.close()
+
+
+def _sql_app(status: dict[str, object]) -> dict[str, object]:
+    apps = [a for a in status.get("activeapps", []) if a.get("name") == "sparkdock-sql"]  # type: ignore[union-attr]
+    assert len(apps) == 1, status.get("activeapps")
+    return apps[0]  # type: ignore[no-any-return]
+
+
+@pytest.mark.spark
+def test_local_cluster_sql_endpoint(cluster: LocalCluster) -> None:
+    status = probes.master_status(cluster.ui_url)
+    assert status["status"] == "ALIVE"
+    assert probes.alive_workers(status) == 1
+    assert _sql_app(status)["state"] == "RUNNING"
+    assert _sql(cluster, "SELECT sum(id) FROM range(1000000)") == [(499999500000,)]
+    _sql(cluster, "CREATE TABLE IF NOT EXISTS t_roles (x INT) USING parquet", fetch=False)
+    _sql(cluster, "INSERT INTO t_roles VALUES (1), (2), (3)", fetch=False)
+    assert _sql(cluster, "SELECT count(*), sum(x) FROM t_roles") == [(3, 6)]
+    assert (cluster.work / "sql" / "warehouse" / "t_roles").is_dir()
+    assert (cluster.work / "sql" / "metastore_db").is_dir()
+
+
+@pytest.mark.spark
+def test_local_cluster_refuses_wrong_password(cluster: LocalCluster) -> None:
+    with pytest.raises(probes.SQLAuthError):
+        probes.probe_sql("127.0.0.1", cluster.sql_port, "alice", "wrong password", timeout=20)
+    with pytest.raises(probes.SQLAuthError):
+        probes.probe_sql("127.0.0.1", cluster.sql_port, "alice", None, timeout=20)
+    probes.probe_sql("127.0.0.1", cluster.sql_port, "bob", cluster.password, timeout=20)
+
+
+@pytest.mark.spark
+def test_second_application_gets_executors(cluster: LocalCluster, tmp_path: Path) -> None:
+    """After a query, the Thrift Server gives its executors back; a batch driver then runs."""
+    assert _sql(cluster, "SELECT count(*) FROM range(100000)") == [(100000,)]
+
+    def sql_idle() -> None:
+        cores = _sql_app(probes.master_status(cluster.ui_url, 2))["cores"]
+        if cores:
+            raise probes.ProbeError(f"the SQL endpoint still holds {cores} cores")
+
+    probes.wait_until(sql_idle, timeout=120, interval=2, what="executor release")
+
+    app = tmp_path / "job.py"
+    out = tmp_path / "out.json"
+    app.write_text(
+        "import json, sys\n"
+        "from pyspark.sql import SparkSession\n"
+        "spark = SparkSession.builder.getOrCreate()\n"
+        "n = spark.range(0, 1000, numPartitions=4).selectExpr('sum(id) AS s').collect()[0].s\n"
+        "squares = spark.sparkContext.parallelize(range(10), 2).map(lambda x: x * x).sum()\n"
+        "json.dump({'n': n, 'squares': squares}, open(sys.argv[1], 'w'))\n"
+        "spark.stop()\n"
+    )
+    cmd = roles.driver_command(spark_home=cluster.spark_home, python=sys.executable,
+                               master_url=cluster.master_url, host="127.0.0.1", bind_host="127.0.0.1",
+                               app_file=str(app), args=[str(out)], worker_memory="1g", worker_cores=2,
+                               ui_port=_free_port(), name="sparkdock-test-driver")
+    done = subprocess.run(cmd.argv, env={**os.environ, **cmd.env}, capture_output=True, text=True,
+                          timeout=240, start_new_session=True)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert json.loads(out.read_text()) == {"n": 499500, "squares": 285}
+
+
+@pytest.mark.spark
+def test_sql_script_driver(cluster: LocalCluster, tmp_path: Path) -> None:
+    script = tmp_path / "q.sql"
+    script.write_text("-- demo\nCREATE TEMPORARY VIEW v AS SELECT id FROM range(10);\n"
+                      "SELECT sum(id) AS total FROM v;\nSELECT 'a;b' AS s;\n")
+    cmd = roles.driver_command(spark_home=cluster.spark_home, python=sys.executable,
+                               master_url=cluster.master_url, host="127.0.0.1", bind_host="127.0.0.1",
+                               app_file=str(script), app_type="sql", worker_memory="1g", worker_cores=2,
+                               ui_port=_free_port())
+    done = subprocess.run(cmd.argv, env={**os.environ, **cmd.env}, capture_output=True, text=True,
+                          timeout=240, start_new_session=True)
+    assert done.returncode == 0, done.stderr[-4000:]
+    lines = done.stdout.splitlines()
+    assert "total" in lines and "45" in lines and "a;b" in lines
+
+    bad = tmp_path / "bad.sql"
+    bad.write_text("SELECT 1;\nSELECT * FROM no_such_table;\nSELECT 2;\n")
+    cmd = roles.driver_command(spark_home=cluster.spark_home, python=sys.executable,
+                               master_url=cluster.master_url, host="127.0.0.1", bind_host="127.0.0.1",
+                               app_file=str(bad), app_type="sql", worker_memory="1g", worker_cores=2,
+                               ui_port=_free_port())
+    failed = subprocess.run(cmd.argv, env={**os.environ, **cmd.env}, capture_output=True, text=True,
+                            timeout=240, start_new_session=True)
+    (tmp_path / "bad.stderr").write_text(failed.stderr)
+    runner_errors = [line for line in failed.stderr.splitlines() if "sql_runner:" in line]
+    assert failed.returncode == 1, runner_errors
+    assert any("TABLE_OR_VIEW_NOT_FOUND" in line for line in runner_errors), runner_errors
+    assert "[3/3]" not in failed.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# classification of a driver's end (pure function)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("returncode", "output", "exit_code", "kernel"),
+    [
+        (0, "ERROR something scary", None, None),
+        (1, "Traceback ...\nAssertionError: expected 3 rows", 14, 1),
+        (1, "java.lang.IllegalArgumentException: requirement failed", 14, 1),
+        (1, "pyspark.errors.exceptions.captured.AnalysisException: [PATH_NOT_FOUND] Path does not exist: "
+            "file:/data/x.parquet.", 14, 3),
+        (1, "[TABLE_OR_VIEW_NOT_FOUND] The table or view `nope` cannot be found.", 14, 3),
+        (1, "java.io.FileNotFoundException: /x (No such file or directory)", 14, 3),
+        (1, "IntegrityError: integrity check failed: 3 duplicate keys", 14, 4),
+        (1, "sparkdock: declared output missing: /out/result.parquet", 14, 5),
+        (1, "java.lang.ClassNotFoundException: com.example.Missing", 14, 6),
+        (1, "ModuleNotFoundError: No module named 'foo'", 14, 6),
+        (1, "RuntimeError: boom", 14, 7),
+        (1, "", 14, 2),
+        (2, "spark-submit: bad option", 14, 2),
+        (134, "# A fatal error has been detected by the Java Runtime Environment", 29, None),
+        (-9, "", 29, None),
+        (137, "java.lang.OutOfMemoryError: Java heap space", 16, None),
+        (1, "Exception in thread \"main\" java.lang.OutOfMemoryError: GC overhead limit exceeded", 16, None),
+        (1, "WARN TaskSchedulerImpl: Initial job has not accepted any resources; check your cluster UI", 15,
+         None),
+    ],
+)
+def test_classify_driver(returncode: int, output: str, exit_code: int | None, kernel: int | None) -> None:
+    from sparkdock.spark.classify import classify_driver
+
+    outcome = classify_driver(returncode, output)
+    assert (outcome.exit_code, outcome.kernel_exit_code) == (exit_code, kernel), outcome
+    assert outcome.reason
+
+
+def test_classify_prefers_specific_causes() -> None:
+    from sparkdock.spark.classify import classify_driver
+
+    # a missing table raised through an AssertionError wrapper is still a missing dataset
+    out = "AssertionError\n[TABLE_OR_VIEW_NOT_FOUND] `t` cannot be found"
+    assert classify_driver(1, out).kernel_exit_code == 3
+    assert classify_driver(None, "").exit_code == 14
