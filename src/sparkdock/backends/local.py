@@ -1,0 +1,1057 @@
+"""The local-process backend: a cluster made of processes of the installed pyspark, on 127.0.0.1.
+
+For users without Docker. Every role of a cluster (Spark standalone master, N workers, the Spark Thrift
+Server as SQL endpoint, JupyterLab as lab endpoint) and every automated job's driver is a local process
+started from the command lines of :mod:`sparkdock.spark.roles`, with the same phases, readiness probes
+(:mod:`sparkdock.spark.probes`) and exit codes as the Docker backend.
+
+Layout of a job's folder (``<data_dir>/jobs/<job_id>/``)::
+
+    logs/<component>.log     stdout+stderr of master, worker-1..N, sql, lab, driver (kept after stop)
+    work/                    removed on stop: worker-<i>/ (executors), sql/ (warehouse, metastore_db),
+                             lab/ (notebooks, ipython, runtime), driver/, tmp/ (SPARK_LOCAL_DIRS)
+
+Processes:
+
+* every process is started in its own session (``start_new_session``), so it survives a restart of the
+  Jupyter server and its whole process group can be signalled;
+* every process gets ``SPARKDOCK_JOB=<job_id>`` and ``SPARKDOCK_INSTANCE=<instance>`` in its environment.
+  Children (executors, kernels, Python workers) inherit them, so the processes of a job are found through
+  ``/proc/<pid>/environ`` even without the recorded state, and two installations (different instances)
+  never touch each other's processes;
+* the recorded pids come with their start time (field 22 of ``/proc/<pid>/stat``), so a reused pid is
+  never mistaken for (or signalled as) a process of the cluster;
+* everything binds to 127.0.0.1 and every port comes from the OS (no fixed 7077/8080/10000).
+
+Secrets (the SQL password, the lab token) go through the environment only, never on a command line.
+
+Exit codes: Java or pyspark missing or broken, and a master or worker that exits or never registers, are
+51 (phase ``ContainerCannotRun``: the process could not run); the SQL or lab endpoint not ready in time, or
+its process exiting, is 50 (``EndpointTimeout``/``EndpointFailed``, with the component and its last log
+lines); the launcher itself unable to work (data folder not writable, no free port, fork failure) is 52.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import inspect
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..spark import probes, roles
+from ..specs import ClusterSpec
+from .base import AppResult, Backend, BackendError, ClusterInfo, HealthCallback, Reporter, StagedApp
+
+__all__ = ["LocalBackend", "local_available"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Environment markers put in every process of a job.
+JOB_ENV = "SPARKDOCK_JOB"
+INSTANCE_ENV = "SPARKDOCK_INSTANCE"
+#: Address every process binds and advertises.
+LOOPBACK = "127.0.0.1"
+#: Lines of a component's log attached to a BackendError.
+ERROR_LOG_LINES = 40
+#: Lines of the driver's output returned in AppResult.output_tail.
+DRIVER_TAIL_LINES = 60
+#: Oldest Java major version Spark 4 runs on.
+MIN_JAVA = 17
+
+_AUTH_SOURCE = Path(roles.__file__).with_name("java") / "SparkdockPasswdAuthenticator.java"
+_WORKER_RE = re.compile(r"^worker-[1-9][0-9]*$")
+_FIXED_COMPONENTS = ("master", "sql", "lab", "driver")
+# Variables of the server's environment that must not leak into a cluster's processes.
+_SCRUB_ENV = (
+    "JUPYTER_TOKEN", "JPY_PARENT_PID", "JUPYTER_RUNTIME_DIR", "PYSPARK_SUBMIT_ARGS",
+    "PYSPARK_DRIVER_PYTHON_OPTS", "SPARK_MASTER_URL", "SPARK_LOCAL_IP", "SPARK_HOME",
+)
+
+_jar_lock = threading.Lock()
+_ports_lock = threading.Lock()
+_recent_ports: dict[int, float] = {}
+_PORT_HOLD_S = 120.0
+
+
+# ---------------------------------------------------------------------------------------------
+# /proc helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _proc_stat(pid: int) -> tuple[str, int, int] | None:
+    """``(state, pgid, start_time)`` of a process from ``/proc/<pid>/stat``, or ``None`` if it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    # comm (field 2) may hold spaces and parentheses: split after the last ')'.
+    rest = raw[raw.rfind(")") + 2:].split()
+    try:
+        return rest[0], int(rest[2]), int(rest[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def proc_start_time(pid: int) -> int | None:
+    """Start time of a process (clock ticks since boot, field 22 of ``/proc/<pid>/stat``)."""
+    stat = _proc_stat(pid)
+    return stat[2] if stat else None
+
+
+def pid_alive(pid: int, start_time: int | None = None) -> bool:
+    """Whether ``pid`` is a live (not zombie) process, and the same one if ``start_time`` is given."""
+    stat = _proc_stat(pid)
+    if stat is None or stat[0] in ("Z", "X"):
+        return False
+    return start_time is None or stat[2] == start_time
+
+
+def _proc_env(pid: int) -> dict[str, str]:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    env: dict[str, str] = {}
+    for item in raw.split(b"\0"):
+        key, sep, value = item.partition(b"=")
+        if sep and key in (JOB_ENV.encode(), INSTANCE_ENV.encode()):
+            env[key.decode()] = value.decode(errors="replace")
+    return env
+
+
+def _marked_processes(instance: str, job_id: str | None = None) -> dict[int, tuple[str, int]]:
+    """Live processes carrying this instance's marker: ``pid -> (job_id, start_time)``."""
+    found: dict[int, tuple[str, int]] = {}
+    me = os.getpid()
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return found
+    for entry in entries:
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        pid = int(entry)
+        env = _proc_env(pid)
+        if env.get(INSTANCE_ENV) != instance or JOB_ENV not in env:
+            continue
+        if job_id is not None and env[JOB_ENV] != job_id:
+            continue
+        stat = _proc_stat(pid)
+        if stat is None or stat[0] in ("Z", "X"):
+            continue
+        found[pid] = (env[JOB_ENV], stat[2])
+    return found
+
+
+def _signal(pid: int, sig: int, group: bool) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if group:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+
+
+# ---------------------------------------------------------------------------------------------
+# small helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _pick_ports(count: int) -> list[int]:
+    """``count`` distinct free ports of 127.0.0.1, chosen by the OS (and not handed out recently)."""
+    socks: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        with _ports_lock:
+            now = time.monotonic()
+            for port, at in list(_recent_ports.items()):
+                if now - at > _PORT_HOLD_S:
+                    del _recent_ports[port]
+            attempts = 0
+            while len(ports) < count:
+                attempts += 1
+                if attempts > count * 20:
+                    raise OSError("could not find enough free ports on 127.0.0.1")
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(s)
+                s.bind((LOOPBACK, 0))
+                port = int(s.getsockname()[1])
+                if port in _recent_ports or port in ports:
+                    continue
+                ports.append(port)
+            for port in ports:
+                _recent_ports[port] = now
+    finally:
+        for s in socks:
+            s.close()
+    return ports
+
+
+def tail_lines(path: Path, lines: int | None) -> str:
+    """The last ``lines`` lines of a text file (all of it for ``None``); ``""`` if it does not exist."""
+    try:
+        with open(path, "rb") as fh:
+            if lines is None:
+                return fh.read().decode(errors="replace")
+            if lines <= 0:
+                return ""
+            fh.seek(0, os.SEEK_END)
+            end = pos = fh.tell()
+            data = b""
+            while pos > 0 and data.count(b"\n") <= lines:
+                step = min(65536, pos)
+                pos -= step
+                fh.seek(pos)
+                data = fh.read(step) + data
+            del end
+    except FileNotFoundError:
+        return ""
+    text = data.decode(errors="replace")
+    parts = text.splitlines(keepends=True)
+    return "".join(parts[-lines:])
+
+
+def _java_major(version_output: str) -> int | None:
+    m = re.search(r'version "(\d+)(?:\.(\d+))?', version_output)
+    if not m:
+        return None
+    major = int(m.group(1))
+    if major == 1 and m.group(2):  # "1.8.0_392"
+        major = int(m.group(2))
+    return major
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class _Runtime:
+    """What the runtime check found."""
+
+    java: str
+    java_version: str
+    javac: str | None
+    spark_home: str
+    pyspark_version: str
+    python: str
+
+
+def _check_runtime(env: Mapping[str, str], python: str, spark_home: str | None) -> _Runtime:
+    """Check Java and pyspark as the cluster's processes will see them.
+
+    Raises:
+        BackendError: code 51, phase ``ContainerCannotRun``, with a message saying what to fix.
+    """
+
+    def fail(detail: str) -> BackendError:
+        return BackendError(51, detail, phase="ContainerCannotRun")
+
+    # pyspark: the Spark installation and an importable package for the lab and drivers.
+    if not spark_home:
+        raise fail("pyspark is not installed (pip install 'pyspark==4.3.0'), and SPARK_HOME is not set")
+    home = Path(spark_home)
+    if not (home / "bin" / "spark-class").is_file() or not (home / "jars").is_dir():
+        raise fail(f"{spark_home} is not a Spark installation (no bin/spark-class or jars/); "
+                   "reinstall pyspark or fix SPARK_HOME")
+
+    # Java: what spark-class runs ($JAVA_HOME/bin/java, else java on PATH).
+    java_home = env.get("JAVA_HOME", "")
+    if java_home:
+        java = str(Path(java_home) / "bin" / "java")
+        if not os.access(java, os.X_OK):
+            raise fail(f"JAVA_HOME is set to {java_home!r}, but {java} does not exist or is not executable; "
+                       "point JAVA_HOME at a Java 17+ installation or unset it")
+        javac: str | None = str(Path(java_home) / "bin" / "javac")
+        if not os.access(javac, os.X_OK):
+            javac = None
+    else:
+        found = shutil.which("java", path=env.get("PATH"))
+        if not found:
+            raise fail("no 'java' on PATH and JAVA_HOME is not set; install a Java 17+ runtime "
+                       "(e.g. openjdk-17-jdk-headless) or set JAVA_HOME")
+        java = found
+        javac = shutil.which("javac", path=env.get("PATH"))
+    try:
+        out = subprocess.run([java, "-version"], env=dict(env), capture_output=True, text=True, timeout=60,
+                             stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise fail(f"cannot run {java} -version: {exc}") from exc
+    version = (out.stderr or out.stdout).strip()
+    if out.returncode != 0:
+        raise fail(f"{java} -version failed with exit status {out.returncode}: {version[-500:]}")
+    major = _java_major(version)
+    if major is not None and major < MIN_JAVA:
+        raise fail(f"Spark 4 needs Java {MIN_JAVA} or newer, but {java} is Java {major}; "
+                   "set JAVA_HOME to a newer Java")
+
+    # The Python of the lab and drivers must import pyspark (and jupyterlab for the lab).
+    probe = "import pyspark, sys; print(pyspark.__version__); import jupyterlab"
+    try:
+        out = subprocess.run([python, "-c", probe], env=dict(env), capture_output=True, text=True,
+                             timeout=120, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise fail(f"cannot run {python}: {exc}") from exc
+    if out.returncode != 0:
+        err = (out.stderr or out.stdout).strip().splitlines()
+        raise fail(f"{python} cannot import pyspark and jupyterlab: {err[-1] if err else out.returncode}; "
+                   "install them (pip install 'sparkdock[spark,lab]')")
+    first = version.splitlines()[0] if version else "java"
+    return _Runtime(java=java, java_version=first, javac=javac, spark_home=str(home),
+                    pyspark_version=out.stdout.strip().splitlines()[0] if out.stdout.strip() else "?",
+                    python=python)
+
+
+def _base_env(python: str, spark_home: str | None, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a cluster's processes: the server's, scrubbed of secrets and markers."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPARKDOCK_") and k not in _SCRUB_ENV}
+    bindir = str(Path(python).parent)
+    path = env.get("PATH", os.defpath)
+    if bindir not in path.split(os.pathsep):
+        env["PATH"] = bindir + os.pathsep + path
+    if spark_home:
+        env["SPARK_HOME"] = spark_home
+    env.update(extra or {})
+    return env
+
+
+def local_available(python: str | None = None, spark_home: str | None = None) -> tuple[bool, str]:
+    """Whether Java and pyspark are usable for the local backend, and why not.
+
+    Runs ``java -version`` and imports pyspark with the environment the processes would get (blocking,
+    about a second).
+
+    Returns:
+        ``(True, "java ..., pyspark X at PATH")`` or ``(False, reason)``.
+    """
+    py = python or sys.executable
+    home = spark_home or roles.default_spark_home()
+    try:
+        rt = _check_runtime(_base_env(py, home), py, home)
+    except BackendError as exc:
+        return False, exc.detail
+    return True, f"{rt.java_version}; pyspark {rt.pyspark_version} at {rt.spark_home}"
+
+
+# ---------------------------------------------------------------------------------------------
+# the backend
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Proc:
+    """A process of a job: its pid and start time, and the Popen when this process started it."""
+
+    component: str
+    pid: int
+    start_time: int | None
+    popen: subprocess.Popen[bytes] | None = None
+
+    def alive(self) -> bool:
+        if self.popen is not None:
+            return self.popen.poll() is None
+        return pid_alive(self.pid, self.start_time)
+
+    def exit_status(self) -> int | None:
+        return self.popen.poll() if self.popen is not None else None
+
+    def as_state(self) -> dict[str, Any]:
+        return {"pid": self.pid, "start_time": self.start_time}
+
+
+@dataclass
+class _Cluster:
+    job_id: str
+    state: dict[str, Any]
+    procs: dict[str, _Proc] = field(default_factory=dict)
+    ready: bool = False
+    reported: set[str] = field(default_factory=set)
+
+
+class LocalBackend(Backend):
+    """Clusters and drivers as local processes of the installed pyspark (see the module docstring).
+
+    Args:
+        data_dir: sparkdock's data folder; each job gets ``jobs/<job_id>/`` and the compiled SQL
+            authenticator is cached in ``cache/``.
+        instance: the installation's marker; processes of other instances are never touched.
+        python: Python of the lab, drivers and PySpark workers (default: this interpreter).
+        spark_home: the Spark installation (default: ``SPARK_HOME`` or pyspark's package folder).
+        sql_auth: ``"auto"`` (password when a JDK's ``javac`` is available, else no authentication on
+            loopback, with a warning), ``"password"`` (51 when it cannot be built) or ``"none"``.
+        master_timeout: seconds for the master to answer on its web UI.
+        worker_timeout: seconds for all workers to register.
+        sql_timeout: seconds for the SQL endpoint to answer ``SELECT 1``.
+        lab_timeout: seconds for the lab to answer ``/api/status``.
+        stop_timeout: seconds between SIGTERM and SIGKILL on stop.
+        adopt_timeout: seconds the SQL endpoint gets to answer when adopting a cluster.
+        watch_interval: seconds between two health checks of :meth:`watch`.
+        progress_interval: seconds between two polls of a driver's UI for progress.
+        extra_env: more environment variables for every process.
+    """
+
+    name = "local"
+
+    def __init__(
+        self,
+        data_dir: Path | str,
+        instance: str,
+        *,
+        python: str | None = None,
+        spark_home: str | None = None,
+        sql_auth: str = "auto",
+        master_timeout: float = 90.0,
+        worker_timeout: float = 120.0,
+        sql_timeout: float = 180.0,
+        lab_timeout: float = 120.0,
+        stop_timeout: float = 10.0,
+        adopt_timeout: float = 30.0,
+        watch_interval: float = 2.0,
+        progress_interval: float = 1.5,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(data_dir, instance)
+        if sql_auth not in ("auto", "password", "none"):
+            raise ValueError(f"sql_auth must be 'auto', 'password' or 'none', not {sql_auth!r}")
+        self.python = python or sys.executable
+        self._spark_home = spark_home
+        self.sql_auth = sql_auth
+        self.master_timeout = master_timeout
+        self.worker_timeout = worker_timeout
+        self.sql_timeout = sql_timeout
+        self.lab_timeout = lab_timeout
+        self.stop_timeout = stop_timeout
+        self.adopt_timeout = adopt_timeout
+        self.watch_interval = watch_interval
+        self.progress_interval = progress_interval
+        self.extra_env = dict(extra_env or {})
+        self._clusters: dict[str, _Cluster] = {}
+        self._drivers: dict[str, _Proc] = {}
+        self._runtime_cache: dict[tuple[str, ...], _Runtime] = {}
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    @property
+    def spark_home(self) -> str | None:
+        """The Spark installation the processes run (resolved at each use)."""
+        return self._spark_home or roles.default_spark_home()
+
+    def _env(self) -> dict[str, str]:
+        return _base_env(self.python, self.spark_home, self.extra_env)
+
+    def _markers(self, job_id: str) -> dict[str, str]:
+        return {JOB_ENV: job_id, INSTANCE_ENV: self.instance}
+
+    async def _runtime(self, env: Mapping[str, str]) -> _Runtime:
+        key = (env.get("JAVA_HOME", ""), env.get("PATH", ""), self.python, self.spark_home or "")
+        cached = self._runtime_cache.get(key)
+        if cached is not None and os.access(cached.java, os.X_OK):
+            return cached
+        rt = await asyncio.to_thread(_check_runtime, env, self.python, self.spark_home)
+        self._runtime_cache[key] = rt
+        return rt
+
+    def _auth_jar(self, rt: _Runtime, env: Mapping[str, str]) -> str | None:
+        """Build (once, cached by content) the SQL authenticator jar; ``None`` when it cannot be built."""
+        if self.sql_auth == "none":
+            return None
+        src = _AUTH_SOURCE.read_bytes()
+        jars = sorted(p.name for p in (Path(rt.spark_home) / "jars").glob("*.jar"))
+        digest = hashlib.sha256(src + "\n".join(jars).encode()).hexdigest()[:16]
+        cache = self.data_dir / "cache"
+        jar = cache / f"sparkdock-auth-{digest}.jar"
+        if jar.is_file():
+            return str(jar)
+        if rt.javac is None:
+            msg = ("no javac (a JDK) is available to build the SQL password authenticator; the SQL endpoint "
+                   "accepts any login (it listens on 127.0.0.1 only)")
+            if self.sql_auth == "password":
+                raise BackendError(51, msg, phase="ContainerCannotRun", component="sql")
+            log.warning("sparkdock local backend: %s", msg)
+            return None
+        with _jar_lock:
+            if jar.is_file():
+                return str(jar)
+            cache.mkdir(parents=True, exist_ok=True)
+            build = cache / f"build-{digest}-{os.getpid()}-{secrets.token_hex(4)}"
+            try:
+                classes = build / "classes"
+                classes.mkdir(parents=True)
+                out = subprocess.run(
+                    [rt.javac, "--release", str(MIN_JAVA), "-d", str(classes),
+                     "-cp", str(Path(rt.spark_home) / "jars" / "*"), str(_AUTH_SOURCE)],
+                    env=dict(env), capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL,
+                )
+                if out.returncode != 0:
+                    msg = f"javac failed to build the SQL authenticator: {(out.stderr or out.stdout)[-800:]}"
+                    if self.sql_auth == "password":
+                        raise BackendError(51, msg, phase="ContainerCannotRun", component="sql")
+                    log.warning("sparkdock local backend: %s; the SQL endpoint accepts any login", msg)
+                    return None
+                tmp = build / "auth.jar"
+                with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+                    zf.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\nCreated-By: sparkdock\n\n")
+                    for path in sorted(classes.rglob("*.class")):
+                        zf.write(path, path.relative_to(classes).as_posix())
+                os.replace(tmp, jar)
+            except subprocess.TimeoutExpired as exc:
+                raise BackendError(52, f"javac timed out: {exc}", phase="CheckingRuntime") from exc
+            finally:
+                shutil.rmtree(build, ignore_errors=True)
+        return str(jar)
+
+    def _spawn(self, job_id: str, component: str, cmd: roles.RoleCommand, env: Mapping[str, str],
+               log_dir: Path, extra_env: Mapping[str, str] | None = None,
+               cwd: str | None = None) -> _Proc:
+        """Start one process in its own session, its output appended to ``logs/<component>.log``."""
+        workdir = cwd or cmd.cwd
+        full_env = {**env, **cmd.env, **(extra_env or {}), **self._markers(job_id)}
+        try:
+            if workdir:
+                Path(workdir).mkdir(parents=True, exist_ok=True)
+            log_dir.mkdir(parents=True, exist_ok=True)
+            with open(log_dir / f"{component}.log", "ab") as fh:
+                fh.write(f"----- sparkdock: starting {component} at {_now()} -----\n".encode())
+                fh.flush()
+                popen = subprocess.Popen(
+                    cmd.argv, env=full_env, cwd=workdir, stdin=subprocess.DEVNULL, stdout=fh,
+                    stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+                )
+        except (FileNotFoundError, PermissionError) as exc:
+            if exc.filename and str(exc.filename) == cmd.argv[0]:
+                raise BackendError(51, f"cannot run {component} ({cmd.argv[0]}): {exc}",
+                                   phase="ContainerCannotRun", component=component) from exc
+            raise BackendError(52, f"cannot start {component}: {exc}", phase="ContainerCannotRun",
+                               component=component) from exc
+        except OSError as exc:  # fork failure, out of memory, too many processes...
+            raise BackendError(52, f"the local launcher cannot start {component}: {exc}",
+                               phase="ContainerCannotRun", component=component) from exc
+        return _Proc(component, popen.pid, proc_start_time(popen.pid), popen)
+
+    def _log_tail(self, job_id: str, component: str, lines: int = ERROR_LOG_LINES) -> str:
+        return tail_lines(self.job_dir(job_id) / "logs" / f"{component}.log", lines)
+
+    def _endpoints(self, state: Mapping[str, Any]) -> dict[str, Any]:
+        ports = state["ports"]
+        return {
+            "sql": {"host": LOOPBACK, "port": ports["sql"],
+                    "jdbc_url": f"jdbc:hive2://{LOOPBACK}:{ports['sql']}/default"},
+            "lab": {"url": f"http://{LOOPBACK}:{ports['lab']}/lab"},
+            "spark_ui": {"url": f"http://{LOOPBACK}:{ports['master_ui']}"},
+        }
+
+    async def _wait(
+        self,
+        job_id: str,
+        what: str,
+        check: Callable[[float], T],
+        *,
+        timeout: float,
+        watch: Iterable[_Proc],
+        code: int,
+        component: str,
+        interval: float = 0.5,
+        on_error: Callable[[BaseException], None] | None = None,
+    ) -> T:
+        """Run the blocking ``check(remaining)`` in a thread until it returns without ProbeError.
+
+        A process of ``watch`` that exits, or the timeout, raises BackendError(code) with ``component``'s log.
+        """
+        watched = list(watch)
+        deadline = time.monotonic() + timeout
+        last: BaseException | None = None
+        endpoint = code == 50
+        while True:
+            for proc in watched:
+                if not proc.alive():
+                    status = proc.exit_status()
+                    detail = f"the {proc.component} process exited"
+                    detail += f" with status {status}" if status is not None else ""
+                    detail += f" before {what} was ready"
+                    phase = "EndpointFailed" if endpoint else "ContainerCannotRun"
+                    raise BackendError(code, detail, phase=phase, component=proc.component,
+                                       logs=self._log_tail(job_id, proc.component))
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise BackendError(
+                    code, f"{what} was not ready after {timeout:.0f}s: {last}",
+                    phase="EndpointTimeout" if endpoint else "ContainerCannotRun",
+                    component=component, logs=self._log_tail(job_id, component),
+                )
+            try:
+                return await asyncio.to_thread(check, remaining)
+            except probes.ProbeError as exc:
+                if on_error is not None:
+                    on_error(exc)
+                last = exc
+            await asyncio.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+
+    @staticmethod
+    def _report(report: Reporter, phase: str, activity: str, progress: dict[str, Any] | None = None) -> None:
+        try:
+            if progress is None:
+                report(phase, activity)
+            else:
+                report(phase, activity, progress=progress)
+        except Exception:  # a broken reporter must not break the cluster
+            log.exception("sparkdock local backend: reporter failed for phase %s", phase)
+
+    # -- Backend API --------------------------------------------------------------------------
+
+    async def check(self) -> None:
+        """Raise BackendError(52) if processes cannot be launched or the data folder is not writable."""
+
+        def probe() -> None:
+            if sys.platform != "linux" or not Path("/proc/self/stat").exists():
+                raise BackendError(52, "the local backend needs Linux (/proc)", phase="CheckingRuntime")
+            jobs = self.data_dir / "jobs"
+            try:
+                jobs.mkdir(parents=True, exist_ok=True)
+                probe_file = jobs / f".write-test-{os.getpid()}-{secrets.token_hex(4)}"
+                probe_file.write_bytes(b"ok")
+                probe_file.unlink()
+            except OSError as exc:
+                raise BackendError(52, f"the data folder {jobs} is not writable: {exc}",
+                                   phase="CheckingRuntime") from exc
+
+        await asyncio.to_thread(probe)
+
+    async def start_cluster(self, job_id: str, spec: ClusterSpec, report: Reporter) -> ClusterInfo:
+        """Start master, workers, SQL endpoint and lab as local processes; wait until all are ready.
+
+        Phases: ``CheckingRuntime``, ``StartingMaster``, ``WaitingForWorkers k/N``, ``StartingSQLEndpoint``,
+        ``StartingLab``. On any failure or cancellation every process of the job is stopped and its work
+        folder removed (logs are kept) before the error propagates.
+        """
+        if job_id in self._clusters:
+            raise BackendError(52, f"a cluster for job {job_id} is already managed by this backend")
+        self._report(report, "CheckingRuntime", "checking Java and pyspark")
+        await self.check()
+        env = self._env()
+        rt = await self._runtime(env)
+
+        job_dir = self.job_dir(job_id)
+        work = job_dir / "work"
+        logs = job_dir / "logs"
+        n = spec.workers
+        cluster = _Cluster(job_id, state={})
+        self._clusters[job_id] = cluster
+        try:
+            try:
+                ports_list = await asyncio.to_thread(_pick_ports, 6)
+                for sub in ("tmp", "sql", "lab/notebooks", "lab/ipython", "lab/runtime"):
+                    (work / sub).mkdir(parents=True, exist_ok=True)
+                logs.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise BackendError(52, f"the local launcher cannot prepare job {job_id}: {exc}",
+                                   phase="CreatingContainers") from exc
+            ports = dict(zip(("master", "master_ui", "sql", "sql_ui", "lab", "driver_ui"), ports_list,
+                             strict=True))
+            del ports["driver_ui"]
+            jar = await asyncio.to_thread(self._auth_jar, rt, env)
+            master_url = f"spark://{LOOPBACK}:{ports['master']}"
+            ui_url = f"http://{LOOPBACK}:{ports['master_ui']}"
+            password = secrets.token_urlsafe(24)
+            token = secrets.token_urlsafe(32)
+            cluster.state = {
+                "backend": self.name,
+                "instance": self.instance,
+                "job_dir": str(job_dir),
+                "work_dir": str(work),
+                "spark_home": rt.spark_home,
+                "python": self.python,
+                "master_url": master_url,
+                "ports": ports,
+                "processes": {},
+                "sql_user": "sparkdock",
+                "sql_password": password,
+                "sql_auth": "CUSTOM" if jar else "NONE",
+                "lab_token": token,
+                "workers": n,
+                "worker_cores": spec.worker_cores,
+                "worker_memory": spec.worker_memory,
+            }
+            env["SPARK_LOCAL_DIRS"] = str(work / "tmp")
+
+            async def spawn(component: str, cmd: roles.RoleCommand, **kw: Any) -> _Proc:
+                proc = await asyncio.to_thread(self._spawn, job_id, component, cmd, env, logs, **kw)
+                cluster.procs[component] = proc
+                cluster.state["processes"][component] = proc.as_state()
+                return proc
+
+            # master
+            self._report(report, "StartingMaster", f"starting the Spark master on {master_url}")
+            master = await spawn("master", roles.master_command(
+                spark_home=rt.spark_home, host=LOOPBACK, port=ports["master"], webui_port=ports["master_ui"]))
+            await self._wait(job_id, "the Spark master", lambda r: probes.master_status(ui_url, min(r, 5)),
+                             timeout=self.master_timeout, watch=[master], code=51, component="master")
+
+            # workers, then SQL endpoint and lab, all at once: none of them waits for another
+            workers = []
+            for i in range(1, n + 1):
+                workers.append(await spawn(f"worker-{i}", roles.worker_command(
+                    spark_home=rt.spark_home, master_url=master_url, host=LOOPBACK, cores=spec.worker_cores,
+                    memory=spec.worker_memory, work_dir=str(work / f"worker-{i}"), webui_port=0)))
+            sql_cmd = roles.sql_command(
+                spark_home=rt.spark_home, master_url=master_url, host=LOOPBACK, work_dir=str(work / "sql"),
+                worker_memory=spec.worker_memory, worker_cores=spec.worker_cores, port=ports["sql"],
+                bind_host=LOOPBACK, ui_port=ports["sql_ui"], auth_jar=jar, python=self.python)
+            sql = await spawn("sql", sql_cmd, extra_env={"SPARKDOCK_SQL_PASSWORD": password} if jar else None)
+            ipython_dir = str(work / "lab" / "ipython")
+            await asyncio.to_thread(roles.write_lab_startup, ipython_dir)
+            lab_cmd = roles.lab_command(
+                python=self.python, master_url=master_url, host=LOOPBACK,
+                root_dir=str(work / "lab" / "notebooks"), ipython_dir=ipython_dir,
+                worker_memory=spec.worker_memory, worker_cores=spec.worker_cores,
+                port=ports["lab"], bind_host=LOOPBACK, token=token, extra_conf={"spark.ui.port": "0"})
+            # The lab must not load sparkdock itself (it would manage this installation's jobs too).
+            lab_argv = [*lab_cmd.argv, "--ServerApp.jpserver_extensions=sparkdock=False"]
+            lab_cmd = roles.RoleCommand(lab_cmd.role, lab_argv, lab_cmd.env, lab_cmd.cwd)
+            lab_env = {"JUPYTER_RUNTIME_DIR": str(work / "lab" / "runtime")}
+            lab = await spawn("lab", lab_cmd, extra_env=lab_env)
+
+            # workers registered
+            seen = [-1]
+
+            def count_workers(remaining: float) -> int:
+                alive = probes.alive_workers(probes.master_status(ui_url, min(remaining, 5)))
+                if alive != seen[0]:
+                    seen[0] = alive
+                    self._report(report, f"WaitingForWorkers {min(alive, n)}/{n}",
+                                 f"{min(alive, n)} of {n} Spark workers registered with the master")
+                if alive < n:
+                    raise probes.ProbeError(f"{alive} of {n} workers registered")
+                return alive
+
+            await self._wait(job_id, f"{n} Spark worker(s)", count_workers, timeout=self.worker_timeout,
+                             watch=[master, *workers], code=51, component=workers[0].component)
+
+            # SQL endpoint and lab, in parallel
+            self._report(report, "StartingSQLEndpoint",
+                         f"waiting for the SQL endpoint (Spark Thrift Server) on {LOOPBACK}:{ports['sql']}")
+            self._report(report, "StartingLab", f"waiting for JupyterLab on {LOOPBACK}:{ports['lab']}")
+
+            def sql_ready(remaining: float) -> None:
+                try:
+                    probes.probe_sql(LOOPBACK, ports["sql"], "sparkdock", password,
+                                     timeout=min(remaining, 20))
+                except probes.SQLAuthError as exc:
+                    raise BackendError(50, f"the SQL endpoint refused its own password: {exc}",
+                                       phase="EndpointFailed", component="sql",
+                                       logs=self._log_tail(job_id, "sql")) from exc
+
+            lab_url = f"http://{LOOPBACK}:{ports['lab']}/"
+            await _first_failure(
+                self._wait(job_id, "the SQL endpoint", sql_ready, timeout=self.sql_timeout,
+                           watch=[sql, master], code=50, component="sql", interval=1.0),
+                self._wait(job_id, "the lab", lambda r: probes.probe_lab(lab_url, token, min(r, 5)),
+                           timeout=self.lab_timeout, watch=[lab], code=50, component="lab"),
+            )
+        except BaseException as exc:
+            await self._stop_shielded(job_id, cluster.state)
+            if isinstance(exc, Exception) and not isinstance(exc, BackendError):
+                raise BackendError(52, f"the local launcher failed: {type(exc).__name__}: {exc}") from exc
+            raise
+        cluster.ready = True
+        return ClusterInfo(job_id=job_id, endpoints=self._endpoints(cluster.state), state=cluster.state)
+
+    async def _stop_shielded(self, job_id: str, state: dict[str, Any] | None) -> None:
+        """Stop a job even if the caller is being cancelled (a second cancel does not interrupt it)."""
+        task = asyncio.ensure_future(self.stop_cluster(job_id, state))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await asyncio.wait({task})
+            raise
+        except Exception:
+            log.exception("sparkdock local backend: cleanup of job %s failed", job_id)
+
+    async def stop_cluster(self, job_id: str, state: dict[str, Any] | None = None) -> None:
+        """Stop every process of the job (SIGTERM to the process groups, SIGKILL after ``stop_timeout``)
+        and remove its work folder; ``logs/`` is kept. Idempotent; finds processes by their marker when
+        ``state`` is ``None``."""
+        cluster = self._clusters.pop(job_id, None)
+        driver = self._drivers.pop(job_id, None)
+        known: list[_Proc] = []
+        if cluster is not None:
+            known += cluster.procs.values()
+        if driver is not None:
+            known.append(driver)
+        for component, rec in ((state or {}).get("processes") or {}).items():
+            try:
+                known.append(_Proc(component, int(rec["pid"]), rec.get("start_time")))
+            except (KeyError, TypeError, ValueError):
+                continue
+        await asyncio.to_thread(self._stop_sync, job_id, known, state)
+
+    def _stop_sync(self, job_id: str, known: list[_Proc], state: Mapping[str, Any] | None) -> None:
+        # The recorded processes that are still the same processes (pid and start time): their process
+        # groups are signalled. Every other process carrying the job's marker is signalled by pid.
+        leaders: dict[int, _Proc] = {}
+        for proc in known:
+            if proc.popen is not None or (proc.pid not in leaders and pid_alive(proc.pid, proc.start_time)):
+                leaders[proc.pid] = proc
+
+        def is_leader(pid: int) -> bool:
+            stat = _proc_stat(pid)
+            return bool(stat and stat[1] == pid)
+
+        def kill_all(sig: int) -> None:
+            for pid, proc in leaders.items():
+                if proc.alive():
+                    _signal(pid, sig, group=is_leader(pid))
+            for pid, (_, start) in _marked_processes(self.instance, job_id).items():
+                if pid not in leaders and pid_alive(pid, start):
+                    _signal(pid, sig, group=False)
+
+        def remaining() -> list[int]:
+            alive = [pid for pid, p in leaders.items() if p.alive()]
+            alive += [pid for pid in _marked_processes(self.instance, job_id) if pid not in leaders]
+            return alive
+
+        kill_all(signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_timeout
+        left = remaining()
+        while left and time.monotonic() < deadline:
+            time.sleep(0.2)
+            left = remaining()
+        for _ in range(10):
+            if not left:
+                break
+            kill_all(signal.SIGKILL)
+            time.sleep(0.3)
+            left = remaining()
+        if left:
+            log.warning("sparkdock local backend: processes of job %s survived SIGKILL: %s", job_id, left)
+        for pid, proc in leaders.items():
+            _signal(pid, signal.SIGKILL, group=is_leader(pid))  # stragglers of the groups (no marker)
+            if proc.popen is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.popen.wait(timeout=5)
+        work = Path(state["work_dir"]) if state and state.get("work_dir") else self.job_dir(job_id) / "work"
+        shutil.rmtree(work, ignore_errors=True)
+
+    async def adopt_cluster(self, job_id: str, state: dict[str, Any]) -> ClusterInfo | None:
+        """Take over a cluster started before a restart: every recorded process must be alive (same start
+        time) and the SQL endpoint must answer; no process is started."""
+        if job_id in self._clusters and self._clusters[job_id].ready:
+            cluster = self._clusters[job_id]
+            return ClusterInfo(job_id=job_id, endpoints=self._endpoints(cluster.state), state=cluster.state)
+        try:
+            records = state["processes"]
+            ports = state["ports"]
+            procs = {c: _Proc(c, int(r["pid"]), r.get("start_time")) for c, r in records.items()}
+            sql_port = int(ports["sql"])
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return None
+        if state.get("instance") not in (None, self.instance):
+            return None
+        if not procs or not all(p.alive() for p in procs.values()):
+            return None
+        if not {"master", "sql", "lab"} <= procs.keys():
+            return None
+        user = str(state.get("sql_user", "sparkdock"))
+        password = state.get("sql_password")
+        try:
+            await asyncio.to_thread(
+                probes.wait_until,
+                lambda: probes.probe_sql(LOOPBACK, sql_port, user, password, timeout=10),
+                self.adopt_timeout, 1.0, "the SQL endpoint",
+            )
+        except probes.ProbeError as exc:
+            log.warning("sparkdock local backend: cannot adopt job %s: %s", job_id, exc)
+            return None
+        self._clusters[job_id] = _Cluster(job_id, state=state, procs=procs, ready=True)
+        return ClusterInfo(job_id=job_id, endpoints=self._endpoints(state), state=state)
+
+    async def list_job_ids(self) -> set[str]:
+        """Jobs with live processes carrying this instance's marker, or with a work folder left."""
+
+        def scan() -> set[str]:
+            ids = {job for job, _ in _marked_processes(self.instance).values()}
+            jobs = self.data_dir / "jobs"
+            with contextlib.suppress(OSError):
+                ids |= {p.name for p in jobs.iterdir() if (p / "work").is_dir()}
+            return ids
+
+        return await asyncio.to_thread(scan)
+
+    async def logs(self, job_id: str, component: str, tail: int | None = None) -> str:
+        """Logs of ``master``, ``worker-N``, ``sql``, ``lab`` or ``driver`` from ``logs/<component>.log``
+        (kept after the cluster stops). ``KeyError`` for an unknown component."""
+        path = self.job_dir(job_id) / "logs" / f"{component}.log"
+        if component not in _FIXED_COMPONENTS and not (_WORKER_RE.match(component) and path.is_file()):
+            raise KeyError(component)
+        return await asyncio.to_thread(tail_lines, path, tail)
+
+    async def watch(self, on_health: HealthCallback) -> None:
+        """Every ``watch_interval`` seconds, report once each process of a ready cluster that died."""
+        while True:
+            for job_id, cluster in list(self._clusters.items()):
+                if not cluster.ready:
+                    continue
+                for component, proc in list(cluster.procs.items()):
+                    if component in cluster.reported or proc.alive():
+                        continue
+                    if self._clusters.get(job_id) is not cluster:  # stopped meanwhile
+                        break
+                    cluster.reported.add(component)
+                    status = proc.exit_status()
+                    last = self._log_tail(job_id, component, 1).strip()
+                    message = f"the {component} process (pid {proc.pid}) exited"
+                    message += f" with status {status}" if status is not None else ""
+                    message += f": {last}" if last else ""
+                    try:
+                        result = on_health(job_id, component, False, message)
+                        if inspect.isawaitable(result):
+                            await result
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:
+                        log.exception("sparkdock local backend: health callback failed")
+            await asyncio.sleep(self.watch_interval)
+
+    async def run_application(
+        self, job_id: str, cluster: ClusterInfo, app: StagedApp, report: Reporter
+    ) -> AppResult:
+        """Run ``spark-submit`` (client mode) of ``app`` against the cluster's master; output in
+        ``logs/driver.log``. Progress comes from the driver's UI REST API. Cancellation kills the
+        driver's process group and propagates."""
+        state = cluster.state
+        env = self._env()
+        await self._runtime(env)
+        job_dir = self.job_dir(job_id)
+        logs_dir = job_dir / "logs"
+        log_path = logs_dir / "driver.log"
+        workdir = job_dir / "work" / "driver"
+        try:
+            (ui_port,) = await asyncio.to_thread(_pick_ports, 1)
+            workdir.mkdir(parents=True, exist_ok=True)
+            (workdir / "tmp").mkdir(exist_ok=True)
+            logs_dir.mkdir(parents=True, exist_ok=True)
+            start_offset = log_path.stat().st_size if log_path.exists() else 0
+        except OSError as exc:
+            raise BackendError(52, f"the local launcher cannot prepare the driver of {job_id}: {exc}",
+                               component="driver") from exc
+        env["SPARK_LOCAL_DIRS"] = str(workdir / "tmp")
+        cmd = roles.driver_command(
+            spark_home=self.spark_home or str(state.get("spark_home")), python=self.python,
+            master_url=str(state["master_url"]), host=LOOPBACK, app_file=str(app.file),
+            worker_memory=state.get("worker_memory", "1g"), worker_cores=int(state.get("worker_cores", 1)),
+            app_type=app.type, args=app.args, name=f"sparkdock-{job_id}", bind_host=LOOPBACK,
+            ui_port=ui_port, extra_conf=app.conf,
+        )
+        self._report(report, "StartingDriver", f"spark-submit of {app.file.name} on {state['master_url']}")
+        proc = await asyncio.to_thread(self._spawn, job_id, "driver", cmd, env, logs_dir, None, str(workdir))
+        self._drivers[job_id] = proc
+        assert proc.popen is not None
+        ui = f"http://{LOOPBACK}:{ui_port}"
+        last_progress: dict[str, int] | None = None
+        next_poll = time.monotonic() + self.progress_interval
+        try:
+            while proc.popen.poll() is None:
+                await asyncio.sleep(0.25)
+                if time.monotonic() < next_poll:
+                    continue
+                next_poll = time.monotonic() + self.progress_interval
+                progress = await asyncio.to_thread(_driver_progress, ui)
+                if progress is not None and progress != last_progress:
+                    last_progress = progress
+                    self._report(
+                        report, "Running",
+                        f"jobs {progress['jobs_done']}/{progress['jobs_total']}, "
+                        f"tasks {progress['tasks_done']}/{progress['tasks_total']}",
+                        progress=dict(progress),
+                    )
+        except BaseException:
+            await asyncio.shield(asyncio.to_thread(self._kill_driver, proc))
+            self._drivers.pop(job_id, None)
+            raise
+        self._drivers.pop(job_id, None)
+        status = proc.popen.returncode
+        if status < 0:  # killed by a signal: report it the shell's way
+            status = 128 - status
+        output = await asyncio.to_thread(_read_from, log_path, start_offset, DRIVER_TAIL_LINES)
+        return AppResult(exit_status=status, output_tail=output, log_path=log_path)
+
+    def _kill_driver(self, proc: _Proc) -> None:
+        _signal(proc.pid, signal.SIGTERM, group=True)
+        assert proc.popen is not None
+        try:
+            proc.popen.wait(timeout=self.stop_timeout)
+        except subprocess.TimeoutExpired:
+            _signal(proc.pid, signal.SIGKILL, group=True)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.popen.wait(timeout=5)
+        _signal(proc.pid, signal.SIGKILL, group=True)  # leftovers of the group (Python workers)
+
+    async def close(self) -> None:
+        """Forget the clusters (they keep running and can be adopted by the next backend)."""
+        self._clusters.clear()
+
+
+def _read_from(path: Path, offset: int, lines: int) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read()
+    except FileNotFoundError:
+        return ""
+    return "".join(data.decode(errors="replace").splitlines(keepends=True)[-lines:])
+
+
+def _get_json(url: str, timeout: float = 2.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return json.loads(resp.read())
+
+
+def _driver_progress(ui: str) -> dict[str, int] | None:
+    """Jobs and tasks of the driver's application from its UI REST API, or ``None`` if it has no UI yet."""
+    try:
+        apps = _get_json(f"{ui}/api/v1/applications")
+        if not apps:
+            return None
+        jobs = _get_json(f"{ui}/api/v1/applications/{apps[0]['id']}/jobs")
+    except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
+    done = sum(1 for j in jobs if j.get("status") in ("SUCCEEDED", "FAILED"))
+    tasks_total = sum(int(j.get("numTasks", 0)) for j in jobs)
+    tasks_done = sum(int(j.get("numCompletedTasks", 0)) + int(j.get("numSkippedTasks", 0)) for j in jobs)
+    return {"jobs_done": done, "jobs_total": len(jobs), "tasks_done": tasks_done, "tasks_total": tasks_total}
+
+
+async def _first_failure(*aws: Awaitable[Any]) -> list[Any]:
+    """Await all; on the first failure cancel the others and raise it (no ExceptionGroup)."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            if task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        return [t.result() for t in tasks]
+    finally:
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
