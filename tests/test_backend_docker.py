@@ -337,6 +337,37 @@ def test_run_application(cluster: Any, backend: DockerBackend, tmp_path: Path, r
     assert "going down" in result.output_tail
 
 
+def test_run_application_progress_and_cancel(cluster: Any, backend: DockerBackend, tmp_path: Path, run: Any,
+                                            dclient: Any) -> None:
+    info, _, _ = cluster
+    app_file = tmp_path / "slow.py"
+    app_file.write_text(
+        "import time\n"
+        "from pyspark.sql import SparkSession\n"
+        "spark = SparkSession.builder.getOrCreate()\n"
+        "print('SLOW-STARTED', flush=True)\n"
+        "spark.sparkContext.parallelize(range(2), 2).foreach(lambda _: time.sleep(120))\n"
+    )
+    phases = Phases()
+
+    async def scenario() -> None:
+        task = asyncio.ensure_future(backend.run_application("slow1", info, StagedApp("pyspark", app_file),
+                                                             phases))
+        for _ in range(1200):
+            if phases.progress and phases.progress[-1]["jobs_running"] >= 1:
+                break
+            await asyncio.sleep(0.1)
+        assert phases.progress, phases.phases
+        assert labelled(dclient, "slow1")[0] != []
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run(scenario())
+    assert labelled(dclient, "slow1")[0] == []
+    assert "SLOW-STARTED" in (backend.job_dir("slow1") / "logs" / "driver.log").read_text()
+
+
 def test_watch_reports_death_then_terminate_leaves_nothing(
     cluster: Any, backend: DockerBackend, dclient: docker.DockerClient, run: Any
 ) -> None:

@@ -189,10 +189,12 @@ class DockerBackend(Backend):
     # executor and client helpers
     # ------------------------------------------------------------------------------------------
 
-    def _new_client(self) -> docker.DockerClient:
+    def _new_client(self, timeout: float | None = -1) -> docker.DockerClient:
+        """A new client; ``timeout=None`` for calls that last as long as a container (wait, follow)."""
+        t = int(self.api_timeout) if timeout == -1 else timeout
         if self.docker_host:
-            return docker.DockerClient(base_url=self.docker_host, timeout=int(self.api_timeout))
-        return docker.from_env(timeout=int(self.api_timeout))
+            return docker.DockerClient(base_url=self.docker_host, timeout=t)
+        return docker.from_env(timeout=t)
 
     def _docker(self) -> docker.DockerClient:
         """The shared client, created on first use (in an executor thread: it talks to the engine)."""
@@ -794,10 +796,14 @@ class DockerBackend(Backend):
             if f"{ui_port}/tcp" in ports:
                 progress_task = asyncio.ensure_future(
                     self._follow_progress(f"http://{self.public_host}:{ports[f'{ui_port}/tcp']}", report))
+            # Waiting and following the output last as long as the driver: a client without timeout.
+            long_client = await self._run(self._new_client, None)
             try:
-                await self._run(self._b_stream_logs, container, log_path)
-                result = await self._run(container.wait)
+                following = await self._run(long_client.containers.get, container.id)
+                await self._run(self._b_stream_logs, following, log_path)
+                result = await self._run(following.wait)
             finally:
+                await self._run(long_client.close)
                 if progress_task is not None:
                     progress_task.cancel()
                     await asyncio.gather(progress_task, return_exceptions=True)
