@@ -168,7 +168,10 @@ def main() -> int:
         "bare_median_s": round(bare, 2),
         "ratio_sparkdock_over_bare": round(sd / bare, 3),
         "notes": "sparkdock waits for master, every worker, SQL (SELECT 1) and lab readiness before it "
-                 "returns; bare starts all containers at once and only polls the query.",
+                 "returns; bare starts all containers at once and only polls the query. Bare being slower is "
+                 "likely its SQL container racing the master: a standalone app that fails to register "
+                 "retries only after 20 s; sparkdock starts sql/lab/workers once the master answers. "
+                 "Numbers are from a shared 2-CPU machine (see load_avg_1m_at_end).",
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
