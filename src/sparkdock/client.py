@@ -1,0 +1,841 @@
+"""The Python client of the sparkdock REST API and its event stream.
+
+Inside a notebook kernel started by a Jupyter server, :func:`connect` finds that server by itself::
+
+    import sparkdock
+    client = sparkdock.connect()
+    cluster = client.launch_cluster(workers=1, worker_memory="512m")
+    cluster.wait()                      # follows the event stream; raises JobFailed on a failure
+    cluster.sql("SELECT 1 AS one")      # a pandas DataFrame, run by the server
+    cluster.terminate().wait()
+
+Every call is blocking. Waiting follows ``WS sparkdock/api/events`` (one JSON message per job change) in a
+background thread (:class:`EventStream`), and falls back to polling with exponential backoff only when the
+stream cannot be opened. HTTP errors become typed exceptions carrying the server's message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import requests
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "AuthError",
+    "AutomatedJob",
+    "Client",
+    "Conflict",
+    "EventStream",
+    "InteractiveJob",
+    "InvalidSpec",
+    "Job",
+    "JobFailed",
+    "NotFound",
+    "QuotaExceeded",
+    "SparkdockError",
+    "WaitTimeout",
+    "connect",
+]
+
+FAILURE_STATES: frozenset[str] = frozenset({"SYSTEM_ERROR", "EXECUTOR_ERROR", "CANCELED"})
+TERMINAL_STATES: dict[str, frozenset[str]] = {
+    "interactive": frozenset({"COMPLETE", "SYSTEM_ERROR"}),
+    "automated": frozenset({"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}),
+}
+
+
+# ---- errors ------------------------------------------------------------------------------------------
+class SparkdockError(Exception):
+    """Base of every sparkdock client error. ``status`` is the HTTP status (``None`` when not HTTP)."""
+
+    def __init__(self, message: str, status: int | None = None, body: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.body = body
+
+
+class NotFound(SparkdockError):
+    """404: no such job (or log component)."""
+
+
+class Conflict(SparkdockError):
+    """409: the job is not in a state that allows the request (e.g. SQL on a cluster that is not RUNNING)."""
+
+
+class InvalidSpec(SparkdockError):
+    """400/422: the request cannot run. ``errors`` lists ``{"field", "message"}`` naming each bad field."""
+
+    def __init__(
+        self,
+        message: str,
+        status: int | None = None,
+        body: Any = None,
+        errors: list[dict[str, str]] | None = None,
+    ) -> None:
+        super().__init__(message, status, body)
+        self.errors: list[dict[str, str]] = list(errors or [])
+
+    @property
+    def fields(self) -> dict[str, str]:
+        """Field name → message (the empty name holds errors not tied to a field)."""
+        out: dict[str, str] = {}
+        for e in self.errors:
+            key = e.get("field") or ""
+            out[key] = f"{out[key]}; {e.get('message', '')}" if key in out else e.get("message", "")
+        return out
+
+
+class AuthError(SparkdockError):
+    """401/403: the token is missing, wrong, or not allowed."""
+
+
+class QuotaExceeded(SparkdockError):
+    """429: the queue is full."""
+
+
+class WaitTimeout(SparkdockError, TimeoutError):
+    """:meth:`Job.wait` timed out; ``state`` is the job's last known state."""
+
+    def __init__(self, message: str, job_id: str, state: str | None) -> None:
+        super().__init__(message)
+        self.job_id, self.state = job_id, state
+
+
+class JobFailed(SparkdockError):
+    """The job ended in a failure state while it was waited for.
+
+    Carries ``state``, ``exit_code``, ``exit_message`` and, from the exit-code catalog, ``description`` and
+    ``action`` (what to do about it).
+    """
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.job_id = job.id
+        self.state = job.state
+        self.exit_code = job.exit_code
+        self.exit_message = job.exit_message
+        entry = job.exit_info() or {}
+        self.description: str | None = entry.get("description")
+        self.action: str | None = entry.get("action")
+        msg = f"job {job.id} ended {self.state}"
+        if self.exit_code is not None:
+            msg += f" with exit code {self.exit_code}"
+        if self.exit_message:
+            msg += f": {self.exit_message}"
+        if self.action:
+            msg += f" (action: {self.action})"
+        super().__init__(msg)
+
+
+def _error_for(status: int, body: Any, fallback: str) -> SparkdockError:
+    message = body.get("message") if isinstance(body, dict) else None
+    message = message or fallback or f"HTTP {status}"
+    if status == 404:
+        return NotFound(message, status, body)
+    if status == 409:
+        return Conflict(message, status, body)
+    if status in (400, 422):
+        errors = body.get("errors") if isinstance(body, dict) else None
+        return InvalidSpec(message, status, body, errors=errors if isinstance(errors, list) else None)
+    if status in (401, 403):
+        return AuthError(message, status, body)
+    if status == 429:
+        return QuotaExceeded(message, status, body)
+    return SparkdockError(message, status, body)
+
+
+# ---- server discovery --------------------------------------------------------------------------------
+def _discover() -> tuple[str, str]:
+    url, token = os.environ.get("SPARKDOCK_URL"), os.environ.get("SPARKDOCK_TOKEN")
+    if url:
+        return url, token or ""
+    ppid = os.environ.get("JPY_PARENT_PID")
+    if ppid:
+        try:
+            from jupyter_server.serverapp import list_running_servers
+
+            for info in list_running_servers():
+                if str(info.get("pid")) == str(ppid):
+                    return str(info["url"]), str(info.get("token") or "")
+        except Exception as e:  # a broken runtime dir must not hide the clear error below
+            log.debug("list_running_servers failed: %s", e)
+    raise SparkdockError(
+        "cannot find the sparkdock server: pass connect(url=..., token=...), set SPARKDOCK_URL and "
+        "SPARKDOCK_TOKEN, or run inside a kernel started by a Jupyter server with the sparkdock extension "
+        f"(JPY_PARENT_PID={ppid or 'unset'} matches no running server)"
+    )
+
+
+def connect(url: str | None = None, token: str | None = None) -> Client:
+    """Connect to the sparkdock server extension.
+
+    The server is found from, in order: the explicit ``url``/``token``; the ``SPARKDOCK_URL`` and
+    ``SPARKDOCK_TOKEN`` environment variables; the running Jupyter server whose pid is ``JPY_PARENT_PID``
+    (set in kernels started by a Jupyter server). Otherwise :class:`SparkdockError` explains what to do.
+    """
+    if url is None:
+        url, found_token = _discover()
+        token = token if token is not None else found_token
+    elif token is None:
+        token = os.environ.get("SPARKDOCK_TOKEN", "")
+    return Client(url, token or "")
+
+
+# ---- event stream ------------------------------------------------------------------------------------
+Listener = Callable[[dict[str, Any]], None]
+
+
+class EventStream:
+    """Follows ``WS sparkdock/api/events`` in a daemon thread and calls listeners with each job JSON.
+
+    Reconnects with backoff when the connection drops. Listeners run in the stream's thread: they must be
+    quick and must not raise (an exception is logged and ignored). ``connected`` is set while the socket is
+    open; ``failed`` is set when the stream could not be opened at all (callers then fall back to polling).
+    """
+
+    def __init__(self, ws_url: str, token: str) -> None:
+        self.ws_url = ws_url
+        self.token = token
+        self.connected = threading.Event()
+        self.failed = threading.Event()
+        self._listeners: dict[int, Listener] = {}
+        self._on_connect: dict[int, Callable[[], None]] = {}
+        self._next = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._ws: Any = None
+
+    def start(self) -> EventStream:
+        """Start the thread (idempotent)."""
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive() or self._stop.is_set():
+                self._stop = threading.Event()  # a thread still closing keeps its own, set, event
+                self._thread = threading.Thread(
+                    target=self._run, args=(self._stop,), name="sparkdock-events", daemon=True
+                )
+                self._thread.start()
+        return self
+
+    def add_listener(self, fn: Listener, on_connect: Callable[[], None] | None = None) -> Callable[[], None]:
+        """Call ``fn(job_json)`` for each job change (and ``on_connect()`` after each (re)connection, to
+        catch up on what was missed); returns a function that removes them."""
+        with self._lock:
+            key = self._next
+            self._next += 1
+            self._listeners[key] = fn
+            if on_connect is not None:
+                self._on_connect[key] = on_connect
+
+        def remove() -> None:
+            with self._lock:
+                self._listeners.pop(key, None)
+                self._on_connect.pop(key, None)
+
+        return remove
+
+    def wait_connected(self, timeout: float) -> bool:
+        """Wait until the socket is open; False if it failed or timed out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.connected.wait(0.05):
+                return True
+            if self.failed.is_set():
+                return False
+        return self.connected.is_set()
+
+    def close(self) -> None:
+        """Stop the thread and close the socket."""
+        self._stop.set()
+        ws = self._ws
+        if ws is not None:
+            # No closing handshake (the server may not be serving while we close); shutting the socket down
+            # wakes the thread blocked in recv().
+            with contextlib.suppress(Exception):
+                ws.sock.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(Exception):
+                ws.shutdown()
+        t = self._thread
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout=3)
+
+    def _run(self, stop: threading.Event) -> None:
+        import websocket
+
+        backoff = 0.2
+        attempts = 0
+        while not stop.is_set():
+            try:
+                ws = websocket.create_connection(
+                    self.ws_url,
+                    timeout=10,
+                    header=[f"Authorization: token {self.token}"] if self.token else [],
+                    enable_multithread=True,
+                )
+            except Exception as e:
+                attempts += 1
+                log.debug("event stream: cannot connect to %s: %s", self.ws_url, e)
+                if attempts >= 2:
+                    self.failed.set()
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if stop.is_set():
+                with contextlib.suppress(Exception):
+                    ws.close(timeout=0.1)
+                break
+            self._ws, attempts, backoff = ws, 0, 0.2
+            self.failed.clear()
+            self.connected.set()
+            with self._lock:
+                hooks = list(self._on_connect.values())
+            for hook in hooks:
+                self._call(hook)
+            try:
+                ws.settimeout(15)
+                while not stop.is_set():
+                    try:
+                        raw = ws.recv()
+                    except websocket.WebSocketTimeoutException:
+                        ws.send("ping")  # keep the socket alive through idle periods
+                        continue
+                    if not raw:
+                        break
+                    try:
+                        msg = json.loads(raw)
+                    except ValueError:
+                        continue
+                    if (
+                        isinstance(msg, dict)
+                        and msg.get("type") == "job"
+                        and isinstance(msg.get("job"), dict)
+                    ):
+                        with self._lock:
+                            listeners = list(self._listeners.values())
+                        for fn in listeners:
+                            self._call(fn, msg["job"])
+            except Exception as e:
+                if not stop.is_set():
+                    log.debug("event stream dropped: %s", e)
+            finally:
+                self.connected.clear()
+                self._ws = None
+                with contextlib.suppress(Exception):
+                    ws.close()
+            stop.wait(backoff)
+
+    @staticmethod
+    def _call(fn: Callable[..., None], *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception:
+            log.exception("sparkdock event listener failed")
+
+
+# ---- the client --------------------------------------------------------------------------------------
+class Client:
+    """A connection to the sparkdock server extension (REST + event stream)."""
+
+    def __init__(self, url: str, token: str = "", *, timeout: float = 60.0) -> None:
+        if not url.endswith("/"):
+            url += "/"
+        self.url = url
+        self.token = token
+        self.timeout = timeout
+        self.session = requests.Session()
+        if token:
+            self.session.headers["Authorization"] = f"token {token}"
+        self._stream: EventStream | None = None
+        self._catalog: dict[int, dict[str, Any]] | None = None
+        self._lock = threading.Lock()
+        self._handles: weakref.WeakValueDictionary[str, Job] = weakref.WeakValueDictionary()
+
+    def __repr__(self) -> str:
+        return f"<sparkdock.Client {self.url}>"
+
+    # -- plumbing
+    @property
+    def api_url(self) -> str:
+        """Base URL of the REST API."""
+        return self.url + "sparkdock/api/"
+
+    @property
+    def events_url(self) -> str:
+        """URL of the event WebSocket."""
+        parts = urlsplit(self.api_url + "events")
+        scheme = "wss" if parts.scheme == "https" else "ws"
+        return urlunsplit((scheme, parts.netloc, parts.path, "", ""))
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """One REST call; returns the decoded JSON or raises a typed :class:`SparkdockError`."""
+        try:
+            r = self.session.request(
+                method,
+                self.api_url + path,
+                json=json_body,
+                params={k: v for k, v in (params or {}).items() if v is not None} or None,
+                timeout=timeout or self.timeout,
+            )
+        except requests.RequestException as e:
+            raise SparkdockError(f"cannot reach the sparkdock server at {self.url}: {e}") from None
+        try:
+            body = r.json() if r.content else None
+        except ValueError:
+            body = None
+        if r.status_code >= 400:
+            raise _error_for(r.status_code, body, (r.text or r.reason or "")[:500])
+        return body
+
+    def events(self) -> EventStream:
+        """The shared event stream of this client (started on first use)."""
+        with self._lock:
+            if self._stream is None:
+                self._stream = EventStream(self.events_url, self.token)
+            return self._stream.start()
+
+    def close(self) -> None:
+        """Close the event stream and the HTTP session."""
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+        self.session.close()
+
+    def _handle(self, data: dict[str, Any]) -> Job:
+        h = self._handles.get(data["id"])
+        if h is None:
+            cls = InteractiveJob if data.get("kind") == "interactive" else AutomatedJob
+            h = cls(self, data)
+            self._handles[data["id"]] = h
+        else:
+            h._update(data)
+        return h
+
+    # -- jobs
+    def launch_cluster(
+        self,
+        name: str = "",
+        workers: int = 1,
+        worker_cores: int = 1,
+        worker_memory: str = "1g",
+        idle_timeout: float | None = None,
+        max_lifetime: float | None = None,
+        image: str | None = None,
+    ) -> InteractiveJob:
+        """Launch an interactive cluster (an interactive job); returns at once, in state QUEUED.
+
+        Call :meth:`Job.wait` to wait until it is RUNNING.
+        """
+        cluster: dict[str, Any] = {
+            "workers": workers,
+            "worker_cores": worker_cores,
+            "worker_memory": worker_memory,
+        }
+        for key, val in (("idle_timeout", idle_timeout), ("max_lifetime", max_lifetime), ("image", image)):
+            if val is not None:
+                cluster[key] = val
+        body = {"kind": "interactive", "name": name, "cluster": cluster}
+        job = self._handle(self.request("POST", "jobs", json_body=body))
+        assert isinstance(job, InteractiveJob)
+        return job
+
+    def submit(
+        self,
+        code: str | None = None,
+        path: str | None = None,
+        type: str = "pyspark",
+        name: str = "",
+        args: Sequence[str] = (),
+        conf: Mapping[str, Any] | None = None,
+        cluster: Mapping[str, Any] | None = None,
+        cluster_job: Job | str | None = None,
+        policy: Mapping[str, Any] | None = None,
+    ) -> AutomatedJob:
+        """Submit an automated job (a batch Spark application): PySpark ``code``/``path`` or a SQL script.
+
+        It runs on ``cluster_job`` (a RUNNING interactive job, handle or id) or on an ephemeral cluster of its
+        own shaped by ``cluster`` (``workers``, ``worker_cores``, ``worker_memory``, ``image``). ``policy``
+        takes ``max_runtime``, ``min_runtime``, ``overrun_action``, ``retries``, ``rerun_on_exit_codes``.
+        Bad input raises :class:`InvalidSpec` whose ``errors`` name each field.
+        """
+        app: dict[str, Any] = {"type": type, "args": [str(a) for a in args], "conf": dict(conf or {})}
+        if code is not None:
+            app["code"] = code
+        if path is not None:
+            app["path"] = path
+        body: dict[str, Any] = {"kind": "automated", "name": name, "application": app}
+        if cluster_job is not None:
+            body["cluster_job"] = cluster_job.id if isinstance(cluster_job, Job) else str(cluster_job)
+        if cluster is not None:
+            body["cluster"] = dict(cluster)
+        if policy is not None:
+            body["policy"] = dict(policy)
+        job = self._handle(self.request("POST", "jobs", json_body=body))
+        assert isinstance(job, AutomatedJob)
+        return job
+
+    def jobs(
+        self, kind: str | None = None, state: str | Iterable[str] | None = None, limit: int = 1000
+    ) -> list[Job]:
+        """Jobs, newest first, optionally filtered by ``kind`` and ``state`` (a name or several)."""
+        if state is not None and not isinstance(state, str):
+            state = ",".join(state)
+        body = self.request("GET", "jobs", params={"kind": kind, "state": state, "limit": limit})
+        return [self._handle(j) for j in body["jobs"]]
+
+    def job(self, job_id: str) -> Job:
+        """One job by id (raises :class:`NotFound`)."""
+        return self._handle(self.request("GET", f"jobs/{quote(job_id, safe='')}"))
+
+    def exit_codes(self) -> dict[str, Any]:
+        """The exit-code catalog: ``{"exit_codes": [...], "kernel_exit_codes": [...]}``."""
+        return self.request("GET", "exit-codes")
+
+    def exit_code_info(self, code: int | None) -> dict[str, Any] | None:
+        """The catalog entry of ``code`` (description, action, message...), cached; None if unknown."""
+        if code is None:
+            return None
+        if self._catalog is None:
+            try:
+                self._catalog = {e["code"]: e for e in self.exit_codes()["exit_codes"]}
+            except SparkdockError:
+                return None
+        return self._catalog.get(int(code))
+
+    def info(self) -> dict[str, Any]:
+        """Server information: version, backend in use and why, capacity, state colours."""
+        return self.request("GET", "info")
+
+    def running_clusters(self) -> list[InteractiveJob]:
+        """The RUNNING interactive jobs."""
+        return [j for j in self.jobs(kind="interactive", state="RUNNING") if isinstance(j, InteractiveJob)]
+
+
+class Job:
+    """A handle on one job. ``data`` is the last job JSON seen (from REST or the event stream)."""
+
+    kind = ""
+
+    def __init__(self, client: Client, data: dict[str, Any]) -> None:
+        self.client = client
+        self.data: dict[str, Any] = data
+        self._cond = threading.Condition()
+        self._card: Any = None
+
+    # -- fields
+    @property
+    def id(self) -> str:
+        """The job id."""
+        return self.data["id"]
+
+    @property
+    def name(self) -> str:
+        """The job name."""
+        return self.data.get("name") or ""
+
+    @property
+    def state(self) -> str:
+        """The state (seed 000 names), as last seen."""
+        return self.data["state"]
+
+    @property
+    def phase(self) -> str | None:
+        """The phase: a finer reason under the state."""
+        return self.data.get("phase")
+
+    @property
+    def exit_code(self) -> int | None:
+        """The exit code (only on CANCELED, EXECUTOR_ERROR, SYSTEM_ERROR)."""
+        return self.data.get("exit_code")
+
+    @property
+    def exit_message(self) -> str | None:
+        """The exit message."""
+        return self.data.get("exit_message")
+
+    @property
+    def runtime_status(self) -> dict[str, str | None]:
+        """``{"activity", "warning", "error"}``."""
+        return self.data.get("runtime_status") or {"activity": None, "warning": None, "error": None}
+
+    @property
+    def endpoints(self) -> dict[str, Any] | None:
+        """The endpoints (interactive and RUNNING), else None."""
+        return self.data.get("endpoints")
+
+    @property
+    def terminal(self) -> bool:
+        """True when the job will never change again."""
+        return self.state in TERMINAL_STATES.get(self.data.get("kind", self.kind), frozenset())
+
+    @property
+    def failed(self) -> bool:
+        """True when the job ended in a failure state."""
+        return self.state in FAILURE_STATES
+
+    def exit_info(self) -> dict[str, Any] | None:
+        """The catalog entry (description, action, ...) of the exit code, if any."""
+        return self.client.exit_code_info(self.exit_code)
+
+    def _update(self, data: dict[str, Any]) -> bool:
+        """Take a newer job JSON (older ones, by ``seq``, are ignored). Returns True if taken."""
+        with self._cond:
+            if (
+                data.get("seq") is not None
+                and self.data.get("seq") is not None
+                and data["seq"] < self.data["seq"]
+            ):
+                return False
+            self.data = data
+            self._cond.notify_all()
+        card = self._card
+        if card is not None:
+            card.update(data)
+        return True
+
+    # -- calls
+    def refresh(self) -> Job:
+        """Re-read the job from the server."""
+        self._update(self.client.request("GET", f"jobs/{self.id}"))
+        return self
+
+    def history(self) -> list[dict[str, Any]]:
+        """The history: ``{id, time, event, state, phase, description, attempt, progress?}`` events."""
+        return self.client.request("GET", f"jobs/{self.id}/history")["events"]
+
+    def logs(self, component: str | None = None, tail: int | None = None) -> str:
+        """Logs of one component (``master``, ``worker-N``, ``sql``, ``lab``, ``driver``; default: the
+        driver of an automated job, the master of a cluster)."""
+        return self.client.request(
+            "GET", f"jobs/{self.id}/logs", params={"component": component, "tail": tail}
+        )["logs"]
+
+    def terminate(self) -> Job:
+        """Terminate (interactive) or cancel (automated) the job; it goes CANCELING. Repeating is harmless."""
+        self._update(self.client.request("DELETE", f"jobs/{self.id}"))
+        return self
+
+    def cancel(self) -> Job:
+        """Same as :meth:`terminate`."""
+        return self.terminate()
+
+    def _default_states(self) -> frozenset[str]:
+        return TERMINAL_STATES[self.kind]
+
+    def wait(
+        self,
+        states: str | Iterable[str] | None = None,
+        timeout: float | None = None,
+        raise_on_failure: bool | None = None,
+    ) -> Job:
+        """Wait until the job is in one of ``states``, following the event stream.
+
+        Default: an interactive job until RUNNING (or terminal), an automated job until terminal. When the job
+        ends in a failure state (SYSTEM_ERROR, EXECUTOR_ERROR, CANCELED) that was not asked for while
+        waiting for something else, :class:`JobFailed` is raised with the exit code and the catalog's
+        description and action; ``raise_on_failure=True`` also raises for an automated job waited to its end.
+        Raises :class:`WaitTimeout` after ``timeout`` seconds.
+        """
+        if states is None:
+            target = self._default_states()
+            raise_fail = raise_on_failure if raise_on_failure is not None else self.kind == "interactive"
+        else:
+            target = frozenset([states] if isinstance(states, str) else states)
+            raise_fail = raise_on_failure if raise_on_failure is not None else True
+        terminal = TERMINAL_STATES[self.kind]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        stream = self.client.events()
+
+        def on_event(job: dict[str, Any]) -> None:
+            if job.get("id") == self.id:
+                self._update(job)
+
+        def on_connect() -> None:
+            with contextlib.suppress(SparkdockError):
+                self.refresh()
+
+        remove = stream.add_listener(on_event, on_connect)
+        try:
+            use_stream = stream.wait_connected(min(5.0, timeout) if timeout else 5.0)
+            self.refresh()  # after subscribing: nothing can be missed in between
+            poll = 0.1
+            while True:
+                st = self.state
+                if st in target:
+                    if states is None and raise_fail and st in FAILURE_STATES:
+                        raise JobFailed(self)
+                    return self
+                if st in terminal:
+                    if raise_fail and st in FAILURE_STATES:
+                        raise JobFailed(self)
+                    raise SparkdockError(
+                        f"job {self.id} ended {st} and will never reach {', '.join(sorted(target))}"
+                    )
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise WaitTimeout(
+                        f"job {self.id} is still {st} (phase {self.phase}) after {timeout} s; "
+                        f"waited for {', '.join(sorted(target))}",
+                        self.id,
+                        st,
+                    )
+                if use_stream and stream.connected.is_set():
+                    # Events wake us up; a slow periodic re-read is only a safety net.
+                    step = 10.0 if remaining is None else min(10.0, remaining)
+                    with self._cond:
+                        woke = self.state != st or self._cond.wait(step)
+                    if not woke and stream.connected.is_set() and step >= 10.0:
+                        self.refresh()
+                else:
+                    use_stream = False
+                    step = poll if remaining is None else min(poll, remaining)
+                    time.sleep(max(step, 0))
+                    poll = min(poll * 2, 5.0)
+                    self.refresh()
+                    if stream.connected.is_set():
+                        use_stream = True
+        finally:
+            remove()
+
+    # -- display
+    def summary(self) -> str:
+        """A one-paragraph, plain-text summary."""
+        lines = [
+            f"{self.kind} job {self.id} {self.name!r}: {self.state}"
+            + (f" ({self.phase})" if self.phase else "")
+        ]
+        rs = self.runtime_status
+        for key in ("error", "warning", "activity"):
+            if rs.get(key):
+                lines.append(f"  {key}: {rs[key]}")
+        if self.exit_code is not None:
+            lines.append(f"  exit code {self.exit_code}: {self.exit_message or ''}")
+            info = self.exit_info()
+            if info:
+                lines.append(f"  {info.get('description', '')}")
+                lines.append(f"  action: {info.get('action', '')}")
+        eps = self.endpoints or {}
+        if eps.get("sql"):
+            lines.append(f"  JDBC: {eps['sql'].get('jdbc_url')}")
+        if eps.get("lab"):
+            lines.append(f"  lab: {eps['lab'].get('url')}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.id} {self.state}" + (f" {self.phase}>" if self.phase else ">")
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def _repr_html_(self) -> str:
+        from .widgets.render import job_html
+
+        return job_html(self.data, self.exit_info())
+
+    def widget(self) -> Any:
+        """The live status card (an ipywidgets widget), updated from the event stream."""
+        if self._card is None:
+            from .widgets.card import JobCard
+
+            self._card = JobCard(self.client, self.data, handle=self)
+            self._card.follow()
+        return self._card
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        bundle: dict[str, Any] = {"text/plain": self.summary(), "text/html": self._repr_html_()}
+        if _widgets_available():
+            try:
+                wb = self.widget()._repr_mimebundle_(include=include, exclude=exclude) or {}
+                bundle.update({k: v for k, v in wb.items() if k != "text/plain"})
+            except Exception as e:  # no widget frontend: the HTML summary is enough
+                log.debug("no widget view: %s", e)
+        return bundle
+
+
+def _widgets_available() -> bool:
+    try:
+        from IPython import get_ipython
+
+        ip = get_ipython()
+    except Exception:
+        return False
+    return ip is not None and getattr(ip, "kernel", None) is not None
+
+
+class InteractiveJob(Job):
+    """A handle on an interactive job: a Spark cluster with a SQL endpoint and a lab endpoint."""
+
+    kind = "interactive"
+
+    @property
+    def jdbc_url(self) -> str | None:
+        """The JDBC URL of the SQL endpoint (RUNNING only)."""
+        return ((self.endpoints or {}).get("sql") or {}).get("jdbc_url")
+
+    @property
+    def lab_url(self) -> str | None:
+        """The URL of the cluster's JupyterLab (RUNNING only)."""
+        return ((self.endpoints or {}).get("lab") or {}).get("url")
+
+    @property
+    def spark_ui_url(self) -> str | None:
+        """The URL of the Spark master UI (RUNNING only)."""
+        return ((self.endpoints or {}).get("spark_ui") or {}).get("url")
+
+    def _default_states(self) -> frozenset[str]:
+        return frozenset({"RUNNING"}) | TERMINAL_STATES["interactive"]
+
+    def sql_result(self, statement: str, limit: int | None = None) -> dict[str, Any]:
+        """Run ``statement`` on the SQL endpoint (through the server).
+
+        Returns the raw reply ``{columns, rows, row_count, truncated, limit}``.
+        """
+        body: dict[str, Any] = {"statement": statement}
+        if limit is not None:
+            body["limit"] = int(limit)
+        return self.client.request(
+            "POST", f"jobs/{self.id}/sql", json_body=body, timeout=max(self.client.timeout, 330)
+        )
+
+    def sql(self, statement: str, limit: int | None = None) -> Any:
+        """Run ``statement`` on the cluster's SQL endpoint and return a pandas DataFrame.
+
+        The statement goes through the server (``POST sparkdock/api/jobs/{id}/sql``): the cluster's SQL
+        credentials stay on the server and never reach the kernel. At most ``limit`` rows come back (the
+        server
+        caps it too); ``df.attrs["truncated"]`` says whether rows were left out. Raises :class:`Conflict` when
+        the cluster is not RUNNING and :class:`InvalidSpec` for a SQL error.
+        """
+        import pandas as pd
+
+        res = self.sql_result(statement, limit)
+        df = pd.DataFrame(res.get("rows") or [], columns=res.get("columns") or [])
+        df.attrs["truncated"] = bool(res.get("truncated"))
+        df.attrs["limit"] = res.get("limit")
+        return df
+
+
+class AutomatedJob(Job):
+    """A handle on an automated job: a batch Spark application."""
+
+    kind = "automated"

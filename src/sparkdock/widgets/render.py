@@ -1,0 +1,208 @@
+"""Pure HTML/text rendering of jobs, shared by the widgets and the handles' ``_repr_html_``."""
+
+from __future__ import annotations
+
+import html
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from ..lifecycle import STYLES, State
+
+#: Start-up steps of an interactive cluster, in order (phase prefix → step number).
+STARTUP_STEPS: list[tuple[str, str]] = [
+    ("Queued", "queued"),
+    ("CheckingImage", "checking the image / runtime"),
+    ("CreatingContainers", "creating containers / processes"),
+    ("StartingMaster", "starting the master"),
+    ("WaitingForWorkers", "waiting for workers"),
+    ("StartingSQLEndpoint", "starting the SQL endpoint"),
+    ("StartingLab", "starting the lab"),
+    ("Running", "running"),
+]
+_STEP_OF = {
+    "CheckingImage": 1,
+    "CheckingRuntime": 1,
+    "PullingImage": 1,
+    "BuildingImage": 1,
+    "CreatingContainers": 2,
+    "StartingProcesses": 2,
+    "StartingMaster": 3,
+    "WaitingForWorkers": 4,
+    "StartingSQLEndpoint": 5,
+    "StartingLab": 6,
+}
+STARTUP_TOTAL = len(STARTUP_STEPS) - 1
+_WORKERS_RE = re.compile(r"WaitingForWorkers\s+(\d+)\s*/\s*(\d+)")
+
+
+def esc(value: Any) -> str:
+    """HTML-escape anything."""
+    return html.escape("" if value is None else str(value))
+
+
+def state_hex(state: str) -> str:
+    """The colour of ``state`` (lifecycle.STYLES)."""
+    try:
+        return STYLES[State(state)].hex
+    except (ValueError, KeyError):
+        return "#9e9e9e"
+
+
+def badge(state: str) -> str:
+    """A coloured state badge."""
+    return (
+        f'<span class="sparkdock-badge" style="background:{state_hex(state)};color:white;'
+        f'padding:1px 8px;border-radius:10px;font-weight:600;font-size:90%">{esc(state)}</span>'
+    )
+
+
+def startup_progress(job: dict[str, Any]) -> tuple[float, str]:
+    """How far an interactive job is through its start-up steps: ``(0..STARTUP_TOTAL, label)``."""
+    state, phase = job.get("state"), job.get("phase") or ""
+    if state == "RUNNING":
+        return float(STARTUP_TOTAL), "ready"
+    if state in ("UNKNOWN", "QUEUED"):
+        return 0.0, phase or "queued"
+    if state != "INITIALIZING":
+        return 0.0, phase or str(state)
+    m = _WORKERS_RE.search(phase)
+    if m:
+        k, n = int(m.group(1)), max(int(m.group(2)), 1)
+        return 3 + k / n, phase
+    step = _STEP_OF.get(phase.split()[0] if phase else "", 0)
+    return float(step), phase or "initializing"
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """``1h02m``, ``3m05s``, ``12s``."""
+    if seconds is None:
+        return ""
+    s = int(max(seconds, 0))
+    if s >= 3600:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s}s"
+
+
+def _t(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def runtime_seconds(job: dict[str, Any]) -> float | None:
+    """Seconds between start (or creation) and end (or now)."""
+    start = _t(job.get("started_at")) or None
+    if start is None:
+        return None
+    end = _t(job.get("ended_at")) or datetime.now(UTC)
+    return (end - start).total_seconds()
+
+
+def runtime_status_html(job: dict[str, Any]) -> str:
+    """The runtime status, error and warning first and prominent."""
+    rs = job.get("runtime_status") or {}
+    parts = []
+    if rs.get("error"):
+        parts.append(f'<div style="color:#b71c1c;font-weight:700">&#9888; error: {esc(rs["error"])}</div>')
+    if rs.get("warning"):
+        parts.append(
+            f'<div style="color:#e65100;font-weight:600">&#9888; warning: {esc(rs["warning"])}</div>'
+        )
+    if rs.get("activity"):
+        parts.append(f'<div style="color:#455a64">&#8635; {esc(rs["activity"])}</div>')
+    return "".join(parts)
+
+
+def flags(job: dict[str, Any]) -> str:
+    """Short runtime-status flags for tables: ``E`` error, ``W`` warning, ``A`` activity."""
+    rs = job.get("runtime_status") or {}
+    return "".join(f for f, k in (("E", "error"), ("W", "warning"), ("A", "activity")) if rs.get(k))
+
+
+def failure_html(job: dict[str, Any], info: dict[str, Any] | None) -> str:
+    """Exit code, message, and the catalog's description and action."""
+    if job.get("exit_code") is None:
+        return ""
+    out = (
+        f'<div style="border-left:4px solid {state_hex(job.get("state", ""))};padding-left:6px">'
+        f"<b>Exit code {esc(job['exit_code'])}</b>: {esc(job.get('exit_message'))}"
+    )
+    if info:
+        out += f"<br><i>{esc(info.get('description'))}</i><br><b>Action:</b> {esc(info.get('action'))}"
+    return out + "</div>"
+
+
+def endpoints_html(job: dict[str, Any]) -> str:
+    """JDBC URL and lab/Spark UI links."""
+    eps = job.get("endpoints") or {}
+    parts = []
+    if eps.get("sql"):
+        parts.append(f"JDBC: <code>{esc(eps['sql'].get('jdbc_url'))}</code>")
+    if eps.get("lab"):
+        u = esc(eps["lab"].get("url"))
+        parts.append(f'Lab: <a href="{u}" target="_blank">{u}</a>')
+    if eps.get("spark_ui"):
+        u = esc(eps["spark_ui"].get("url"))
+        parts.append(f'Spark UI: <a href="{u}" target="_blank">{u}</a>')
+    return "<br>".join(parts)
+
+
+def job_html(job: dict[str, Any], info: dict[str, Any] | None = None) -> str:
+    """A static HTML card of a job (for frontends without widgets)."""
+    head = (
+        f"{badge(job.get('state', ''))} <b>{esc(job.get('kind'))} job {esc(job.get('id'))}</b> "
+        f"{esc(job.get('name'))}" + (f" &middot; {esc(job.get('phase'))}" if job.get("phase") else "")
+    )
+    body = [head, runtime_status_html(job), endpoints_html(job), failure_html(job, info)]
+    return '<div class="sparkdock-job">' + "".join(f"<div>{b}</div>" for b in body if b) + "</div>"
+
+
+def history_html(events: list[dict[str, Any]]) -> str:
+    """A job's history as a vertical timeline."""
+    rows = []
+    for ev in events:
+        colour = state_hex(ev.get("state", ""))
+        prog = ev.get("progress")
+        extra = f" <small>{esc(prog)}</small>" if prog else ""
+        rows.append(
+            f'<div style="border-left:3px solid {colour};margin-left:4px;padding:1px 8px">'
+            f"<small>{esc((ev.get('time') or '')[11:23])}</small> <b>{esc(ev.get('event'))}</b> "
+            f"{badge(ev.get('state', ''))} {esc(ev.get('phase') or '')} "
+            f'<span style="white-space:pre-wrap">{esc(ev.get("description") or "")}</span>{extra}</div>'
+        )
+    return "".join(rows) or "<i>no events</i>"
+
+
+def jobs_table_html(jobs: list[dict[str, Any]], selected: str | None = None) -> str:
+    """A table of jobs: id, kind, name, state badge, phase, exit code, runtime, flags."""
+    head = "".join(
+        f"<th style='text-align:left;padding:2px 6px'>{h}</th>"
+        for h in ("id", "kind", "name", "state", "phase", "exit", "runtime", "flags")
+    )
+    rows = []
+    for j in jobs:
+        bg = "background:#e3f2fd;" if j.get("id") == selected else ""
+        fl = flags(j)
+        fl_html = f'<span style="color:#b71c1c;font-weight:700">{esc(fl)}</span>' if "E" in fl else esc(fl)
+        cells = [
+            esc(j.get("id")),
+            esc(j.get("kind")),
+            esc(j.get("name")),
+            badge(j.get("state", "")),
+            esc(j.get("phase") or ""),
+            esc("" if j.get("exit_code") is None else j["exit_code"]),
+            esc(fmt_duration(runtime_seconds(j))),
+            fl_html,
+        ]
+        rows.append(
+            f"<tr style='{bg}'>" + "".join(f"<td style='padding:2px 6px'>{c}</td>" for c in cells) + "</tr>"
+        )
+    return (
+        f"<table class='sparkdock-jobs'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
