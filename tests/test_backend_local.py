@@ -130,7 +130,8 @@ def cluster(data_dir: Path, instance: str) -> Iterator[Started]:
     backend = _backend(data_dir, instance)
     rec = Recorder()
     t0 = time.monotonic()
-    spec = ClusterSpec(workers=1, worker_cores=1, worker_memory="1g")
+    # 2 cores: an executor kept by the SQL endpoint (shuffle tracking) leaves one for the drivers
+    spec = ClusterSpec(workers=1, worker_cores=2, worker_memory="1g")
     info = asyncio.run(backend.start_cluster("c1", spec, rec))
     started = Started(backend, "c1", info, rec, time.monotonic() - t0)
     print(f"cluster c1 ready in {started.seconds:.1f}s")
@@ -198,6 +199,10 @@ def test_phases_endpoints_and_state(cluster: Started) -> None:
     assert cluster.info.sql_password not in text and cluster.info.lab_token not in text
     assert set(cluster.info.state["processes"]) == {"master", "worker-1", "sql", "lab"}
     assert cluster.info.state["sql_auth"] == "CUSTOM"
+    # The recorded pids are the JVMs (spark-class execs java) and the lab's Python, not shell wrappers.
+    for component, (pid, _) in _pids(cluster.info).items():
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        assert comm.startswith("python") if component == "lab" else comm == "java", (component, comm)
     # Secrets are never on a command line; everything binds to loopback.
     for pid, _ in _pids(cluster.info).values():
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
@@ -257,6 +262,8 @@ def test_run_application(cluster: Started, tmp_path: Path) -> None:
     assert result.exit_status == 0, result.output_tail
     assert "COUNT=100" in log.read_text() and "COUNT=100" in result.output_tail
     assert result.log_path == log
+    assert not (cluster.backend.job_dir("a1") / "work").exists()
+    assert "a1" not in asyncio.run(cluster.backend.list_job_ids())
     running = [c for c in rec.calls if c[0] == "Running"]
     assert running and running[-1][2] is not None and running[-1][2]["jobs_total"] >= 1, rec.calls
 
@@ -269,6 +276,29 @@ def test_run_application(cluster: Started, tmp_path: Path) -> None:
     asyncio.run(cluster.backend.stop_cluster("a1"))
     asyncio.run(cluster.backend.stop_cluster("a2"))
     assert not _marked_processes(cluster.backend.instance, "a1")
+
+
+@pytest.mark.spark
+def test_run_application_cancel_kills_driver(cluster: Started, tmp_path: Path) -> None:
+    slow = tmp_path / "slow.py"
+    slow.write_text("import time\nprint('SLOW STARTED', flush=True)\ntime.sleep(120)\n")
+    backend = cluster.backend
+
+    async def run_and_cancel() -> None:
+        task = asyncio.create_task(backend.run_application("a3", cluster.info, StagedApp("pyspark", slow),
+                                                           Recorder()))
+        log = backend.job_dir("a3") / "logs" / "driver.log"
+        deadline = time.monotonic() + 60
+        while "SLOW STARTED" not in tail_lines(log, 5) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        assert _marked_processes(backend.instance, "a3")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(run_and_cancel())
+    assert not _marked_processes(backend.instance, "a3")
+    asyncio.run(backend.stop_cluster("a3"))
 
 
 @pytest.mark.spark

@@ -9,7 +9,8 @@ Layout of a job's folder (``<data_dir>/jobs/<job_id>/``)::
 
     logs/<component>.log     stdout+stderr of master, worker-1..N, sql, lab, driver (kept after stop)
     work/                    removed on stop: worker-<i>/ (executors), sql/ (warehouse, metastore_db),
-                             lab/ (notebooks, ipython, runtime), driver/, tmp/ (SPARK_LOCAL_DIRS)
+                             lab/ (notebooks, ipython, runtime), tmp/ (SPARK_LOCAL_DIRS),
+                             driver/ (a driver's working folder, removed when the driver ends)
 
 Processes:
 
@@ -90,6 +91,29 @@ _SCRUB_ENV = (
 )
 
 _jar_lock = threading.Lock()
+_probe_state = threading.local()
+
+
+class _QuietProbes(logging.Filter):
+    """Drops the connection errors thrift logs while a readiness probe polls an endpoint that is starting."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(_probe_state, "quiet", False)
+
+
+_QUIET_FILTER = _QuietProbes()
+for _name in ("thrift.transport.TSocket", "impala.hiveserver2"):
+    if _QUIET_FILTER not in logging.getLogger(_name).filters:
+        logging.getLogger(_name).addFilter(_QUIET_FILTER)
+
+
+def _quiet_probe_sql(host: str, port: int, user: str, password: str | None, timeout: float) -> None:
+    """:func:`probes.probe_sql` without thrift's "Could not connect" error logs (expected while starting)."""
+    _probe_state.quiet = True
+    try:
+        probes.probe_sql(host, port, user, password, timeout=timeout)
+    finally:
+        _probe_state.quiet = False
 _ports_lock = threading.Lock()
 _recent_ports: dict[int, float] = {}
 _PORT_HOLD_S = 120.0
@@ -754,8 +778,7 @@ class LocalBackend(Backend):
 
             def sql_ready(remaining: float) -> None:
                 try:
-                    probes.probe_sql(LOOPBACK, ports["sql"], "sparkdock", password,
-                                     timeout=min(remaining, 20))
+                    _quiet_probe_sql(LOOPBACK, ports["sql"], "sparkdock", password, min(remaining, 20))
                 except probes.SQLAuthError as exc:
                     raise BackendError(50, f"the SQL endpoint refused its own password: {exc}",
                                        phase="EndpointFailed", component="sql",
@@ -876,7 +899,7 @@ class LocalBackend(Backend):
         try:
             await asyncio.to_thread(
                 probes.wait_until,
-                lambda: probes.probe_sql(LOOPBACK, sql_port, user, password, timeout=10),
+                lambda: _quiet_probe_sql(LOOPBACK, sql_port, user, password, timeout=10),
                 self.adopt_timeout, 1.0, "the SQL endpoint",
             )
         except probes.ProbeError as exc:
@@ -985,17 +1008,18 @@ class LocalBackend(Backend):
                         progress=dict(progress),
                     )
         except BaseException:
-            await asyncio.shield(asyncio.to_thread(self._kill_driver, proc))
+            await asyncio.shield(asyncio.to_thread(self._kill_driver, proc, workdir))
             self._drivers.pop(job_id, None)
             raise
         self._drivers.pop(job_id, None)
+        await asyncio.to_thread(_remove_workdir, workdir)
         status = proc.popen.returncode
         if status < 0:  # killed by a signal: report it the shell's way
             status = 128 - status
         output = await asyncio.to_thread(_read_from, log_path, start_offset, DRIVER_TAIL_LINES)
         return AppResult(exit_status=status, output_tail=output, log_path=log_path)
 
-    def _kill_driver(self, proc: _Proc) -> None:
+    def _kill_driver(self, proc: _Proc, workdir: Path) -> None:
         _signal(proc.pid, signal.SIGTERM, group=True)
         assert proc.popen is not None
         try:
@@ -1005,10 +1029,18 @@ class LocalBackend(Backend):
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.popen.wait(timeout=5)
         _signal(proc.pid, signal.SIGKILL, group=True)  # leftovers of the group (Python workers)
+        _remove_workdir(workdir)
 
     async def close(self) -> None:
         """Forget the clusters (they keep running and can be adopted by the next backend)."""
         self._clusters.clear()
+
+
+def _remove_workdir(workdir: Path) -> None:
+    """Remove a driver's work folder, and the job's ``work/`` when nothing else is left in it."""
+    shutil.rmtree(workdir, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        workdir.parent.rmdir()
 
 
 def _read_from(path: Path, offset: int, lines: int) -> str:
