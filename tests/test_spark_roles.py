@@ -528,8 +528,9 @@ def test_sql_script_driver(cluster: LocalCluster, tmp_path: Path) -> None:
                                ui_port=_free_port())
     failed = subprocess.run(cmd.argv, env={**os.environ, **cmd.env}, capture_output=True, text=True,
                             timeout=240, start_new_session=True)
-    (tmp_path / "bad.stderr").write_text(failed.stderr)
-    runner_errors = [line for line in failed.stderr.splitlines() if "sql_runner:" in line]
+    # spark-submit's PythonRunner may merge the Python driver's stderr into stdout: look at both.
+    output = failed.stdout + failed.stderr
+    runner_errors = [line for line in output.splitlines() if "sql_runner:" in line]
     assert failed.returncode == 1, runner_errors
     assert any("TABLE_OR_VIEW_NOT_FOUND" in line for line in runner_errors), runner_errors
     assert "[3/3]" not in failed.stdout
@@ -544,19 +545,19 @@ def test_sql_script_driver(cluster: LocalCluster, tmp_path: Path) -> None:
     ("returncode", "output", "exit_code", "kernel"),
     [
         (0, "ERROR something scary", None, None),
-        (1, "Traceback ...\nAssertionError: expected 3 rows", 14, 1),
-        (1, "java.lang.IllegalArgumentException: requirement failed", 14, 1),
+        (1, "Traceback ...\nAssertionError: expected 3 rows", 18, 1),
+        (1, "java.lang.IllegalArgumentException: requirement failed", 18, 1),
         (1, "pyspark.errors.exceptions.captured.AnalysisException: [PATH_NOT_FOUND] Path does not exist: "
-            "file:/data/x.parquet.", 14, 3),
-        (1, "[TABLE_OR_VIEW_NOT_FOUND] The table or view `nope` cannot be found.", 14, 3),
-        (1, "java.io.FileNotFoundException: /x (No such file or directory)", 14, 3),
-        (1, "IntegrityError: integrity check failed: 3 duplicate keys", 14, 4),
-        (1, "sparkdock: declared output missing: /out/result.parquet", 14, 5),
-        (1, "java.lang.ClassNotFoundException: com.example.Missing", 14, 6),
-        (1, "ModuleNotFoundError: No module named 'foo'", 14, 6),
-        (1, "RuntimeError: boom", 14, 7),
-        (1, "", 14, 2),
-        (2, "spark-submit: bad option", 14, 2),
+            "file:/data/x.parquet.", 18, 3),
+        (1, "[TABLE_OR_VIEW_NOT_FOUND] The table or view `nope` cannot be found.", 18, 3),
+        (1, "java.io.FileNotFoundException: /x (No such file or directory)", 18, 3),
+        (1, "IntegrityError: integrity check failed: 3 duplicate keys", 18, 4),
+        (1, "sparkdock: declared output missing: /out/result.parquet", 18, 5),
+        (1, "java.lang.ClassNotFoundException: com.example.Missing", 18, 6),
+        (1, "ModuleNotFoundError: No module named 'foo'", 18, 6),
+        (1, "RuntimeError: boom", 18, 7),
+        (1, "", 18, 2),
+        (2, "spark-submit: bad option", 18, 2),
         (134, "# A fatal error has been detected by the Java Runtime Environment", 29, None),
         (-9, "", 29, None),
         (137, "java.lang.OutOfMemoryError: Java heap space", 16, None),
@@ -579,4 +580,4 @@ def test_classify_prefers_specific_causes() -> None:
     # a missing table raised through an AssertionError wrapper is still a missing dataset
     out = "AssertionError\n[TABLE_OR_VIEW_NOT_FOUND] `t` cannot be found"
     assert classify_driver(1, out).kernel_exit_code == 3
-    assert classify_driver(None, "").exit_code == 14
+    assert classify_driver(None, "").exit_code == 18

@@ -21,7 +21,7 @@ kernel  meaning (first match wins, in this order of precedence: 6, 3, 5, 4, 1, t
 Job exit codes (the catalog's, see ``sparkdock.exit_codes``):
 
 - ``0``: success (``exit_code`` is ``None``);
-- ``14``: the application failed (executor error) with a kernel exit code;
+- ``18``: the application failed (executor error) with a kernel exit code;
 - ``15``: the application never got resources ("Initial job has not accepted any resources");
 - ``16``: the driver ran out of memory (``java.lang.OutOfMemoryError``, or killed with 137 and an OOM
   message);
@@ -49,7 +49,7 @@ __all__ = [
     "classify_driver",
 ]
 
-EXIT_APPLICATION_FAILED = 14
+EXIT_APPLICATION_FAILED = 18
 EXIT_NO_RESOURCES = 15
 EXIT_OUT_OF_MEMORY = 16
 EXIT_JVM_ABNORMAL = 29
@@ -69,7 +69,7 @@ class DriverOutcome:
 
     Attributes:
         exit_code: the job exit code (``None`` on success).
-        kernel_exit_code: 1-7 for application failures (``exit_code`` 14), else ``None``.
+        kernel_exit_code: 1-7 for application failures (``exit_code`` 18), else ``None``.
         reason: a short human-readable reason, quoting the matched error when there is one.
     """
 

@@ -63,7 +63,8 @@ def probe_sql(host: str, port: int, user: str, password: str | None, timeout: fl
     try:
         from impala.dbapi import connect
     except ImportError as exc:  # pragma: no cover - depends on the installation
-        raise ProbeError("probe_sql needs the 'impyla' package (pip install impyla)") from exc
+        # not a ProbeError: retrying cannot help
+        raise RuntimeError("probe_sql needs the 'impyla' package (pip install impyla)") from exc
 
     conn = None
     try:
