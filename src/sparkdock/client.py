@@ -822,9 +822,8 @@ class InteractiveJob(Job):
 
         The statement goes through the server (``POST sparkdock/api/jobs/{id}/sql``): the cluster's SQL
         credentials stay on the server and never reach the kernel. At most ``limit`` rows come back (the
-        server
-        caps it too); ``df.attrs["truncated"]`` says whether rows were left out. Raises :class:`Conflict` when
-        the cluster is not RUNNING and :class:`InvalidSpec` for a SQL error.
+        server caps it too); ``df.attrs["truncated"]`` says whether rows were left out. Raises
+        :class:`Conflict` when the cluster is not RUNNING and :class:`InvalidSpec` for a SQL error.
         """
         import pandas as pd
 
