@@ -244,7 +244,7 @@ class AutomatedRun:
         if outcome.exit_code in (16, 29):
             code = outcome.exit_code
             phase = "OOMKilled" if code == 16 else "DriverCrashed"
-            self._fail(code, outcome.reason, phase=phase, code=result.exit_status)
+            self._fail(code, outcome.reason, phase=phase)
             return
         kernel = outcome.kernel_exit_code or 7
         reruns = [int(c) for c in self.policy.get("rerun_on_exit_codes") or []]

@@ -243,7 +243,7 @@ _ENTRIES: list[ExitCode] = [
         29, (A,), State.SYSTEM_ERROR, "system",
         "The driver JVM ended with an abnormal exit code (a crash of the Java runtime, a signal).",
         "Read the driver log; a JVM crash (134) often means native memory trouble.",
-        "The driver terminated with exit code {code}.",
+        "The driver terminated abnormally: {detail}",
         "WE2 is terminated with exit code 134.",
     ),
     # ---- interactive: SYSTEM_ERROR -------------------------------------------------------------------

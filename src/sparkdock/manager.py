@@ -106,6 +106,7 @@ class JobManager:
             if self._started:
                 return
             self.bus.bind(asyncio.get_running_loop())
+            self._stopping = False
             self._wake = asyncio.Event()
             await self.reconcile()
             self._spawn(self._scheduler_loop(), "scheduler")
@@ -127,7 +128,9 @@ class JobManager:
         for t in tasks:
             t.cancel()
         if tasks:
-            await asyncio.wait(tasks, timeout=60)
+            _done, pending = await asyncio.wait(tasks, timeout=60)
+            for t in pending:
+                log.warning("sparkdock task %s did not stop in time", t.get_name())
         with contextlib.suppress(Exception):
             await self.backend.close()
         self._started = False
@@ -270,7 +273,7 @@ class JobManager:
         }.get(reason, reason)
         job = self.store.transition(job_id, State.CANCELING, phase=phase, description=desc)
         task = rt.task
-        if task is not None and not task.done():
+        if task is not None and not task.done() and task is not asyncio.current_task():
             task.cancel()  # the job's task finishes the cancellation (it owns the resources)
             if wait:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -353,7 +356,7 @@ class JobManager:
     # ---- scheduler ------------------------------------------------------------------------------
     async def _scheduler_loop(self) -> None:
         assert self._wake is not None
-        while True:
+        while not self._stopping:  # (a cancel racing wait_for's wake-up can be swallowed)
             self._wake.clear()
             try:
                 self._schedule()
@@ -449,7 +452,7 @@ class JobManager:
 
     # ---- watchdogs ------------------------------------------------------------------------------
     async def _watchdog_loop(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self.config.watchdog_interval)
             try:
                 await self._check_schedules()

@@ -1,0 +1,336 @@
+"""Lifecycle logic of the JobManager, through the backend interface's test double (no Spark here).
+
+Real clusters run through the same manager in test_rest_local.py and the backend tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+from fake_backend import FakeBackend
+
+from sparkdock.lifecycle import State
+from sparkdock.manager import JobConflict, JobManager, ManagerConfig, QuotaExceeded
+from sparkdock.store import JobStore
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = JobStore(tmp_path / "jobs.db")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def make_manager(tmp_path, store):
+    managers: list[JobManager] = []
+    FakeBackend.reset()
+
+    async def make(**cfg) -> JobManager:
+        cfg.setdefault("retry_backoff", 0.05)
+        cfg.setdefault("watchdog_interval", 0.1)
+        m = JobManager(store, FakeBackend(tmp_path / "data", "test"), config=ManagerConfig(**cfg))
+        await m.ensure_started()
+        managers.append(m)
+        return m
+
+    return make
+
+
+async def wait_for(m: JobManager, job_id: str, states, timeout: float = 10.0):
+    states = {State(s) for s in ([states] if isinstance(states, str) else states)}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = m.get(job_id)
+        if job.state in states:
+            return job
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{job_id} is {m.get(job_id).state} (phase {m.get(job_id).phase}), wanted {states}")
+
+
+def interactive(image="fake/ok", **cluster):
+    return {"kind": "interactive", "cluster": {"image": image, **cluster}}
+
+
+def automated(fake: dict | None = None, code: str = "print(1)", policy=None, image="fake/ok", **kw):
+    if fake is not None:
+        code = f"# fake: {json.dumps(fake)}\n{code}"
+    body = {"kind": "automated", "application": {"type": "pyspark", "code": code},
+            "policy": policy or {}, **kw}
+    if "cluster_job" not in kw:
+        body["cluster"] = {"image": image}
+    return body
+
+
+def events(m: JobManager, job_id: str, kind: str | None = None):
+    return [e for e in m.history(job_id) if kind is None or e["event"] == kind]
+
+
+async def test_capacity_queues_in_order(make_manager):
+    m = await make_manager(max_running_clusters=1)
+    a = m.submit(interactive())
+    await wait_for(m, a.id, "RUNNING")
+    b = m.submit(interactive())
+    c = m.submit(interactive())
+    await asyncio.sleep(0.3)
+    assert m.get(b.id).state == State.QUEUED and m.get(b.id).phase == "WaitingForCapacity 1/1"
+    assert m.get(c.id).state == State.QUEUED
+    await m.cancel(a.id)
+    await wait_for(m, b.id, "RUNNING")
+    assert m.get(c.id).state == State.QUEUED  # in order: b first, c still waits
+    await m.cancel(b.id)
+    await wait_for(m, c.id, "RUNNING")
+    await m.cancel(c.id, wait=True)
+    assert not FakeBackend.live
+    await m.stop()
+
+
+async def test_automated_on_a_cluster_job_needs_no_capacity(make_manager):
+    m = await make_manager(max_running_clusters=1)
+    cl = m.submit(interactive())
+    await wait_for(m, cl.id, "RUNNING")
+    job = m.submit(automated({"exit_status": 0}, cluster_job=cl.id))
+    await wait_for(m, job.id, "COMPLETE")
+    assert m.get(cl.id).state == State.RUNNING  # the interactive cluster is left running
+    assert job.id not in FakeBackend.started
+    await m.cancel(cl.id, wait=True)
+    await m.stop()
+
+
+@pytest.mark.parametrize("where", ["QUEUED", "INITIALIZING", "RUNNING"])
+async def test_cancel_interactive_in_every_state(make_manager, where):
+    m = await make_manager(max_running_clusters=1)
+    blocker = m.submit(interactive()) if where == "QUEUED" else None
+    if blocker:
+        await wait_for(m, blocker.id, "RUNNING")
+    job = m.submit(interactive("fake/slow" if where == "INITIALIZING" else "fake/ok"))
+    await wait_for(m, job.id, where)
+    await m.cancel(job.id)
+    again = await m.cancel(job.id)  # repeating it is harmless
+    assert again.state in (State.CANCELING, State.COMPLETE)
+    done = await wait_for(m, job.id, "COMPLETE")
+    assert done.exit_code is None
+    assert job.id not in FakeBackend.live
+    states = [e["state"] for e in events(m, job.id, "STATE")]
+    assert states[-2:] == ["CANCELING", "COMPLETE"]
+    if blocker:
+        await m.cancel(blocker.id, wait=True)
+    await m.stop()
+
+
+@pytest.mark.parametrize("where", ["QUEUED", "INITIALIZING", "RUNNING"])
+async def test_cancel_automated_in_every_state_is_14(make_manager, where):
+    m = await make_manager(max_running_clusters=1)
+    blocker = m.submit(interactive()) if where == "QUEUED" else None
+    if blocker:
+        await wait_for(m, blocker.id, "RUNNING")
+    job = m.submit(automated({"run_delay": 30}, image="fake/slow" if where == "INITIALIZING" else "fake/ok"))
+    await wait_for(m, job.id, where)
+    await m.cancel(job.id)
+    done = await wait_for(m, job.id, "CANCELED")
+    assert done.exit_code == 14 and done.exit_message == "Job has been aborted by user."
+    assert job.id not in FakeBackend.live
+    if blocker:
+        await m.cancel(blocker.id, wait=True)
+    await m.stop()
+
+
+async def test_interactive_failures_carry_codes_and_clean_up(make_manager):
+    m = await make_manager()
+    j51 = m.submit(interactive("fake/fail51"))
+    j50 = m.submit(interactive("fake/fail50"))
+    for jid, code in ((j51.id, 51), (j50.id, 50)):
+        job = await wait_for(m, jid, "SYSTEM_ERROR")
+        assert job.exit_code == code and job.id not in FakeBackend.live
+        assert any("fake log line 2" in (e["description"] or "") for e in events(m, jid, "LOGS"))
+    assert "sql" in m.get(j50.id).exit_message
+    FakeBackend.engine_down = True
+    j52 = m.submit(interactive())
+    job = await wait_for(m, j52.id, "SYSTEM_ERROR")
+    assert job.exit_code == 52 and "fake engine" in job.exit_message
+    await m.stop()
+
+
+async def test_start_retries_then_success_and_history_attempts(make_manager):
+    m = await make_manager()
+    job = m.submit(automated({"exit_status": 0}, image="fake/flaky", policy={"retries": 2}))
+    done = await wait_for(m, job.id, "COMPLETE")
+    assert done.attempt == 2
+    starts = [e for e in events(m, job.id, "STATE") if e["phase"] == "StartFailed"]
+    assert len(starts) == 1 and "attempt 1 of 3" in starts[0]["description"]
+    assert starts[0]["state"] == "QUEUED"
+    await m.stop()
+
+
+async def test_retries_exhausted_is_24_and_no_retry_is_20_or_21(make_manager):
+    m = await make_manager()
+    j24 = m.submit(automated(image="fake/fail51", policy={"retries": 2}))
+    j20 = m.submit(automated(image="fake/fail50"))
+    j21 = m.submit(automated(image="fake/failmaster"))
+    job = await wait_for(m, j24.id, "SYSTEM_ERROR")
+    assert job.exit_code == 24 and job.attempt == 3 and "3 attempts" in job.exit_message
+    attempts = {e["attempt"] for e in events(m, j24.id)}
+    assert attempts == {1, 2, 3}
+    assert (await wait_for(m, j20.id, "SYSTEM_ERROR")).exit_code == 20
+    assert (await wait_for(m, j21.id, "SYSTEM_ERROR")).exit_code == 21
+    await m.stop()
+
+
+@pytest.mark.parametrize(
+    ("fake", "state", "code", "kernel"),
+    [
+        ({"exit_status": 1, "output": "AssertionError: expected 3 rows"}, "EXECUTOR_ERROR", 18, 1),
+        ({"exit_status": 3, "output": "nothing useful"}, "EXECUTOR_ERROR", 18, 2),
+        ({"exit_status": 1, "output": "[PATH_NOT_FOUND] Path does not exist: file:/nope"}, "EXECUTOR_ERROR", 18, 3),
+        ({"exit_status": 1, "output": "IntegrityError: integrity check failed"}, "EXECUTOR_ERROR", 18, 4),
+        ({"exit_status": 1, "output": "sparkdock: declared output missing: /out"}, "EXECUTOR_ERROR", 18, 5),
+        ({"exit_status": 1, "output": "java.lang.ClassNotFoundException: x.Y"}, "EXECUTOR_ERROR", 18, 6),
+        ({"exit_status": 1, "output": "RuntimeError: boom"}, "EXECUTOR_ERROR", 18, 7),
+        ({"exit_status": 1, "output": "java.lang.OutOfMemoryError: Java heap space"}, "SYSTEM_ERROR", 16, None),
+        ({"exit_status": 134, "output": "# A fatal error has been detected by the JRE"}, "SYSTEM_ERROR", 29, None),
+        ({"exit_status": 1, "output": "Error: Unrecognized option: --bogus"}, "SYSTEM_ERROR", 17, None),
+        ({"exit_status": 1, "output": "WARN Initial job has not accepted any resources"}, "CANCELED", 15, None),
+    ],
+)
+async def test_driver_outcomes_map_to_codes(make_manager, fake, state, code, kernel):
+    m = await make_manager()
+    job = m.submit(automated(fake))
+    done = await wait_for(m, job.id, state)
+    assert done.exit_code == code
+    if kernel:
+        assert done.exit_message == f"Task fails with kernel exit code: {kernel}"
+    if code == 15:
+        assert "enlarge the cluster" in done.exit_message
+    await m.stop()
+
+
+async def test_staging_errors_are_11_and_12(make_manager):
+    m = await make_manager()
+    j11 = m.submit({"kind": "automated", "application": {"type": "pyspark", "path": "/no/such/file.py"},
+                    "cluster": {"image": "fake/ok"}})
+    j12 = m.submit(automated(code="def broken(:\n"))
+    j12b = m.submit({"kind": "automated", "application": {"type": "sql", "code": "-- only a comment"}})
+    assert (await wait_for(m, j11.id, "SYSTEM_ERROR")).exit_code == 11
+    done = await wait_for(m, j12.id, "SYSTEM_ERROR")
+    assert done.exit_code == 12 and "syntax error at line 1" in done.exit_message
+    assert (await wait_for(m, j12b.id, "SYSTEM_ERROR")).exit_code == 12
+    assert not FakeBackend.live  # nothing was provisioned for an application that cannot run
+    await m.stop()
+
+
+async def test_rerun_on_listed_kernel_exit_code(make_manager):
+    m = await make_manager()
+    job = m.submit(automated({"exit_status": 1, "output": "FileNotFoundException: /in"},
+                             policy={"rerun_on_exit_codes": [3], "retries": 2}))
+    done = await wait_for(m, job.id, "EXECUTOR_ERROR")
+    assert done.attempt == 3 and done.exit_code == 18
+    reruns = [e for e in events(m, job.id, "STATE") if e["phase"] == "Rerun"]
+    assert [e["attempt"] for e in reruns] == [2, 3]
+    other = m.submit(automated({"exit_status": 1, "output": "RuntimeError: x"}, policy={"rerun_on_exit_codes": [3]}))
+    assert (await wait_for(m, other.id, "EXECUTOR_ERROR")).attempt == 1  # kernel code 7 is not listed
+    await m.stop()
+
+
+async def test_overrun_warn_cancel_and_underrun(make_manager):
+    m = await make_manager()
+    warn = m.submit(automated({"run_delay": 1.0}, policy={"max_runtime": 0.3}))
+    cancel = m.submit(automated({"run_delay": 30}, policy={"max_runtime": 0.3, "overrun_action": "cancel"}))
+    under = m.submit(automated({"run_delay": 0.05}, policy={"min_runtime": 60}))
+    done = await wait_for(m, warn.id, "COMPLETE")
+    assert "Overrun" in done.runtime_status["warning"]
+    assert any(e["event"] == "OVERRUN" for e in events(m, warn.id))
+    done = await wait_for(m, cancel.id, "CANCELED")
+    assert done.exit_code == 15 and "max_runtime" in done.exit_message
+    done = await wait_for(m, under.id, "COMPLETE")
+    assert "Underrun" in done.runtime_status["warning"]
+    await m.stop()
+
+
+async def test_idle_timeout_and_max_lifetime_are_schedule_cancels(make_manager):
+    m = await make_manager()
+    idle = m.submit(interactive(idle_timeout=0.5))
+    life = m.submit(interactive(max_lifetime=1.0))
+    for jid, word in ((idle.id, "idle"), (life.id, "max_lifetime")):
+        done = await wait_for(m, jid, "COMPLETE", timeout=15)
+        canceling = [e for e in events(m, jid, "STATE") if e["state"] == "CANCELING"][0]
+        assert canceling["phase"] == "TimedOut" and word in canceling["description"]
+        assert done.exit_code is None
+    await m.stop()
+
+
+async def test_health_errors_flag_the_job_and_block_reuse(make_manager):
+    m = await make_manager()
+    cl = m.submit(interactive())
+    await wait_for(m, cl.id, "RUNNING")
+    await FakeBackend.health_cb(cl.id, "worker-1", False, "exited with 137")
+    assert "worker-1" in m.get(cl.id).runtime_status["warning"] and not m.get(cl.id).flagged
+    await FakeBackend.health_cb(cl.id, "master", False, "exited with 1")
+    job = m.get(cl.id)
+    assert job.flagged and "master" in job.runtime_status["error"]
+    with pytest.raises(JobConflict, match="not reused"):
+        m.submit(automated(cluster_job=cl.id))
+    await m.cancel(cl.id, wait=True)
+    await m.stop()
+
+
+async def test_queue_quota(make_manager):
+    m = await make_manager(max_running_clusters=1, max_queued_jobs=2)
+    first = m.submit(interactive("fake/slow"))
+    await wait_for(m, first.id, "INITIALIZING")
+    m.submit(interactive())
+    m.submit(interactive())
+    with pytest.raises(QuotaExceeded):
+        m.submit(interactive())
+    over = m.submit(automated())
+    assert over.state == State.SYSTEM_ERROR and over.exit_code == 23
+    for j in m.list(limit=100)[0]:
+        await m.cancel(j.id, wait=True)
+    await m.stop()
+
+
+async def test_restart_adopts_running_requeues_initializing_and_removes_orphans(tmp_path, store):
+    FakeBackend.reset()
+    cfg = ManagerConfig(retry_backoff=0.05, watchdog_interval=0.1)
+    m1 = JobManager(store, FakeBackend(tmp_path / "d", "t"), config=cfg)
+    await m1.ensure_started()
+    running = m1.submit(interactive())
+    await wait_for(m1, running.id, "RUNNING")
+    init = m1.submit(interactive("fake/slow"))
+    await wait_for(m1, init.id, "INITIALIZING")
+    await m1.stop()  # the server stops; clusters are the user's and keep running
+    assert running.id in FakeBackend.live
+    assert m1.get(init.id).state == State.INITIALIZING
+    FakeBackend.live["orphan12345"] = {}  # resources without a job
+    m2 = JobManager(store, FakeBackend(tmp_path / "d", "t"), config=cfg)
+    await m2.ensure_started()
+    assert m2.get(running.id).state == State.RUNNING
+    assert any(e["event"] == "ADOPTED" for e in events(m2, running.id))
+    assert FakeBackend.started.count(running.id) == 1  # adopted, not started again
+    hist = [e for e in events(m2, init.id, "STATE") if e["phase"] == "Requeued"]
+    assert hist and "restarted" in hist[0]["description"]
+    await wait_for(m2, init.id, "RUNNING")  # resumed
+    assert "orphan12345" not in FakeBackend.live
+    for jid in (running.id, init.id):
+        await m2.cancel(jid, wait=True)
+    assert not FakeBackend.live
+    await m2.stop()
+
+
+async def test_restart_fails_a_running_cluster_that_is_gone(tmp_path, store):
+    FakeBackend.reset()
+    cfg = ManagerConfig(retry_backoff=0.05, watchdog_interval=0.1)
+    m1 = JobManager(store, FakeBackend(tmp_path / "d", "t"), config=cfg)
+    await m1.ensure_started()
+    job = m1.submit(interactive())
+    await wait_for(m1, job.id, "RUNNING")
+    await m1.stop()
+    FakeBackend.live.clear()  # the containers went away while the server was down
+    m2 = JobManager(store, FakeBackend(tmp_path / "d", "t"), config=cfg)
+    await m2.ensure_started()
+    done = m2.get(job.id)
+    assert done.state == State.SYSTEM_ERROR and done.exit_code == 50
+    assert "none of its resources were found" in done.exit_message
+    await m2.stop()
