@@ -10,8 +10,8 @@ import json
 import time
 
 import pytest
-from fake_backend import FakeBackend
 
+from fake_backend import FakeBackend
 from sparkdock.lifecycle import State
 from sparkdock.manager import JobConflict, JobManager, ManagerConfig, QuotaExceeded
 from sparkdock.store import JobStore
@@ -255,7 +255,7 @@ async def test_idle_timeout_and_max_lifetime_are_schedule_cancels(make_manager):
     life = m.submit(interactive(max_lifetime=1.0))
     for jid, word in ((idle.id, "idle"), (life.id, "max_lifetime")):
         done = await wait_for(m, jid, "COMPLETE", timeout=15)
-        canceling = [e for e in events(m, jid, "STATE") if e["state"] == "CANCELING"][0]
+        canceling = next(e for e in events(m, jid, "STATE") if e["state"] == "CANCELING")
         assert canceling["phase"] == "TimedOut" and word in canceling["description"]
         assert done.exit_code is None
     await m.stop()

@@ -8,6 +8,7 @@ import json
 
 import pytest
 import tornado.httpclient
+
 from fake_backend import FakeBackend
 
 H = {"Content-Type": "application/json"}

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from sparkdock.specs import AutomatedJobRequest, InteractiveJobRequest, SpecError, parse_job_request, parse_size
+from sparkdock.specs import (
+    AutomatedJobRequest,
+    InteractiveJobRequest,
+    SpecError,
+    parse_job_request,
+    parse_size,
+)
 
 
 def _fields(body) -> dict[str, str]:

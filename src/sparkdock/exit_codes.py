@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 from .lifecycle import Kind, State
 
-A, I = Kind.AUTOMATED, Kind.INTERACTIVE
+A, INT = Kind.AUTOMATED, Kind.INTERACTIVE
 
 
 @dataclass(frozen=True)
@@ -248,7 +248,7 @@ _ENTRIES: list[ExitCode] = [
     ),
     # ---- interactive: SYSTEM_ERROR -------------------------------------------------------------------
     ExitCode(
-        50, (I,), State.SYSTEM_ERROR, "system",
+        50, (INT,), State.SYSTEM_ERROR, "system",
         "The SQL endpoint (Spark Thrift Server) or the lab endpoint (JupyterLab) did not start: it was "
         "not ready within its timeout, or its container or process exited.",
         "Read the sql or lab log in the history; raise the start-up timeout on a slow machine.",
@@ -256,7 +256,7 @@ _ENTRIES: list[ExitCode] = [
         "Unable to initiate lab and sql endpoint.",
     ),
     ExitCode(
-        51, (I,), State.SYSTEM_ERROR, "system",
+        51, (INT,), State.SYSTEM_ERROR, "system",
         "The image or a container could not be provisioned: the image is missing or cannot be built, a "
         "container cannot be created or started, or (local backend) Java or pyspark is missing or broken.",
         "Check the image name (or build it with scripts/build-image.sh), or JAVA_HOME and pyspark.",
@@ -264,7 +264,7 @@ _ENTRIES: list[ExitCode] = [
         "Unable to provision clusters.",
     ),
     ExitCode(
-        52, (I,), State.SYSTEM_ERROR, "system",
+        52, (INT,), State.SYSTEM_ERROR, "system",
         "The backend itself could not provision: the Docker engine is unreachable or refusing (socket "
         "missing, daemon down, out of disk), or the local launcher cannot start processes.",
         "Start the Docker engine (scripts/docker-engine.sh) or free the resource named in the message.",

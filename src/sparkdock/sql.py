@@ -6,6 +6,7 @@ Users can bring PyHive, beeline or any JDBC/ODBC tool as well: the endpoint is a
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import decimal
 from dataclasses import dataclass
@@ -109,7 +110,5 @@ def run_statement(
 
 
 def _quiet(fn: Any) -> None:
-    try:
+    with contextlib.suppress(Exception):  # closing a broken connection must not hide the real error
         fn()
-    except Exception:  # closing a broken connection must not hide the real error
-        pass
