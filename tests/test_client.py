@@ -142,3 +142,23 @@ async def test_discovery_from_env(server_url, server_token, monkeypatch):  # noq
     with pytest.raises(SparkdockError, match="cannot find the sparkdock server"):
         sparkdock.connect()
     assert FakeBackend is not None
+
+
+async def test_cli(server_url, server_token, monkeypatch, capsys):  # noqa: F811
+    from sparkdock.cli import main
+
+    monkeypatch.setenv("SPARKDOCK_URL", server_url)
+    monkeypatch.setenv("SPARKDOCK_TOKEN", server_token)
+    assert await run(main, ["launch", "--name", "cli", "--worker-memory", "512m", "--wait", "--timeout", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "launched" in out and "RUNNING" in out
+    assert await run(main, ["jobs", "--state", "RUNNING"]) == 0
+    out = capsys.readouterr().out
+    jid = out.splitlines()[1].split()[0]
+    assert "cli" in out and "RUNNING" in out
+    assert await run(main, ["terminate", jid, "--wait"]) == 0
+    assert "COMPLETE" in capsys.readouterr().out
+    assert await run(main, ["exit-codes"]) == 0
+    assert "51" in capsys.readouterr().out
+    assert await run(main, ["terminate", "nope"]) == 2
+    assert "nope" in capsys.readouterr().err

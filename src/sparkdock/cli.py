@@ -1,0 +1,136 @@
+"""The ``sparkdock`` command line: a small front end of :mod:`sparkdock.client`.
+
+::
+
+    sparkdock jobs [--kind interactive|automated] [--state RUNNING]
+    sparkdock launch [--name N] [--workers 1] [--worker-cores 1] [--worker-memory 1g] [--wait]
+    sparkdock terminate ID [--wait]
+    sparkdock exit-codes
+    sparkdock info
+
+The server comes from ``--url``/``--token`` or ``SPARKDOCK_URL``/``SPARKDOCK_TOKEN``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .client import Client, JobFailed, SparkdockError, connect
+from .widgets.render import fmt_duration, runtime_seconds
+
+
+def _table(rows: list[list[str]], head: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [head, *rows]]
+    return "\n".join(lines)
+
+
+def _cmd_jobs(c: Client, a: argparse.Namespace) -> int:
+    jobs = c.jobs(kind=a.kind, state=a.state)
+    if a.json:
+        print(json.dumps([j.data for j in jobs], indent=2))
+        return 0
+    rows = []
+    for j in jobs:
+        d = j.data
+        rs = d.get("runtime_status") or {}
+        flag = "".join(f for f, k in (("E", "error"), ("W", "warning")) if rs.get(k))
+        rows.append([j.id, d["kind"], j.name, j.state, j.phase or "", "" if j.exit_code is None else str(j.exit_code),
+                     fmt_duration(runtime_seconds(d)), flag])
+    print(_table(rows, ["ID", "KIND", "NAME", "STATE", "PHASE", "EXIT", "RUNTIME", "FLAGS"]) if rows else "no jobs")
+    return 0
+
+
+def _cmd_launch(c: Client, a: argparse.Namespace) -> int:
+    job = c.launch_cluster(name=a.name, workers=a.workers, worker_cores=a.worker_cores,
+                           worker_memory=a.worker_memory, idle_timeout=a.idle_timeout, image=a.image)
+    print(f"launched {job.id} ({job.state})")
+    if a.wait:
+        job.wait(timeout=a.timeout)
+        print(job.summary())
+    return 0
+
+
+def _cmd_terminate(c: Client, a: argparse.Namespace) -> int:
+    job = c.job(a.id).terminate()
+    print(f"{job.id}: {job.state}")
+    if a.wait:
+        job.wait(timeout=a.timeout)
+        print(f"{job.id}: {job.state}")
+    return 0
+
+
+def _cmd_exit_codes(c: Client, a: argparse.Namespace) -> int:
+    cat = c.exit_codes()
+    if a.json:
+        print(json.dumps(cat, indent=2))
+        return 0
+    for e in cat["exit_codes"]:
+        produced = "" if e.get("produced", True) else "  (not produced by sparkdock)"
+        print(f"{e['code']:>3}  {e['state']:<15} {e['description']}{produced}\n     action: {e['action']}")
+    print("\nkernel exit codes (qualify 18):")
+    for k in cat.get("kernel_exit_codes", []):
+        print(f"{k['code']:>3}  {k['description']}  action: {k['action']}")
+    return 0
+
+
+def _cmd_info(c: Client, a: argparse.Namespace) -> int:
+    print(json.dumps(c.info(), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser."""
+    p = argparse.ArgumentParser(prog="sparkdock", description="Interactive Spark clusters and batch jobs.")
+    p.add_argument("--url", help="Jupyter server URL (default: SPARKDOCK_URL)")
+    p.add_argument("--token", help="Jupyter server token (default: SPARKDOCK_TOKEN)")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("jobs", help="list jobs")
+    s.add_argument("--kind", choices=["interactive", "automated"])
+    s.add_argument("--state", help="a state, or several separated by commas")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=_cmd_jobs)
+    s = sub.add_parser("launch", help="launch an interactive cluster")
+    s.add_argument("--name", default="")
+    s.add_argument("--workers", type=int, default=1)
+    s.add_argument("--worker-cores", type=int, default=1)
+    s.add_argument("--worker-memory", default="1g")
+    s.add_argument("--idle-timeout", type=float)
+    s.add_argument("--image")
+    s.add_argument("--wait", action="store_true", help="wait until RUNNING")
+    s.add_argument("--timeout", type=float, default=900)
+    s.set_defaults(fn=_cmd_launch)
+    s = sub.add_parser("terminate", help="terminate a cluster or cancel a job")
+    s.add_argument("id")
+    s.add_argument("--wait", action="store_true", help="wait until it has ended")
+    s.add_argument("--timeout", type=float, default=300)
+    s.set_defaults(fn=_cmd_terminate)
+    s = sub.add_parser("exit-codes", help="the exit-code catalog")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=_cmd_exit_codes)
+    s = sub.add_parser("info", help="server information")
+    s.set_defaults(fn=_cmd_info)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``sparkdock`` command."""
+    a = build_parser().parse_args(argv)
+    try:
+        c = connect(a.url, a.token)
+        try:
+            return int(a.fn(c, a))
+        finally:
+            c.close()
+    except JobFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    except SparkdockError as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
