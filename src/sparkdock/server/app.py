@@ -108,12 +108,16 @@ class SparkDockApp(ExtensionApp):
 
             be: Backend = DockerBackend(
                 data_dir, instance, image=self.image, bind_address=self.bind_address,
-                docker_host=self.docker_host or None,
+                docker_host=self.docker_host or None, start_timeout=self.start_timeout,
+                sql_timeout=self.endpoint_timeout, lab_timeout=self.endpoint_timeout,
             )
         else:
             from ..backends.local import LocalBackend
 
-            be = LocalBackend(data_dir, instance)
+            be = LocalBackend(
+                data_dir, instance, master_timeout=self.start_timeout, worker_timeout=self.start_timeout,
+                sql_timeout=self.endpoint_timeout, lab_timeout=self.endpoint_timeout,
+            )
         return be, reason
 
     def initialize_settings(self) -> None:

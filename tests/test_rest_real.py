@@ -1,0 +1,134 @@
+"""The full REST contract on real clusters: the local backend (processes), and one run on Docker.
+
+Launch, follow the events over the WebSocket until RUNNING, query through POST …/sql, read history and
+logs, adopt after a simulated server restart, terminate, and see COMPLETE with nothing left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+
+import pytest
+from docker_fixtures import docker_image  # noqa: F401
+
+from sparkdock.manager import JobManager
+
+H = {"Content-Type": "application/json"}
+
+
+async def _follow_until(ws, job_id: str, target: str, timeout: float) -> list[str]:
+    states: list[str] = []
+    deadline = time.monotonic() + timeout
+    while target not in states:
+        left = deadline - time.monotonic()
+        assert left > 0, f"{job_id} did not reach {target}; saw {states}"
+        msg = json.loads(await asyncio.wait_for(ws.read_message(), left))
+        if msg.get("type") == "job" and msg["job"]["id"] == job_id:
+            st = msg["job"]["state"]
+            if not states or states[-1] != st:
+                states.append(st)
+            assert st != "SYSTEM_ERROR", msg["job"]
+    return states
+
+
+async def _get(jp_fetch, *path, **params):
+    r = await jp_fetch("sparkdock", "api", *path, params=params or None, raise_error=False)
+    return r.code, json.loads(r.body)
+
+
+async def _launch_query_terminate(jp_fetch, jp_ws_fetch, cluster: dict, timeout: float) -> tuple[str, JobManager]:
+    ws = await jp_ws_fetch("sparkdock", "api", "events")
+    r = await jp_fetch("sparkdock", "api", "jobs", method="POST", headers=dict(H),
+                       body=json.dumps({"kind": "interactive", "name": "real", "cluster": cluster}))
+    assert r.code == 201
+    jid = json.loads(r.body)["id"]
+    states = await _follow_until(ws, jid, "RUNNING", timeout)
+    assert states == ["UNKNOWN", "QUEUED", "INITIALIZING", "RUNNING"][-len(states):]
+    code, job = await _get(jp_fetch, "jobs", jid)
+    ep = job["endpoints"]
+    assert ep["sql"]["jdbc_url"] == f"jdbc:hive2://{ep['sql']['host']}:{ep['sql']['port']}/default"
+    assert ep["lab"]["url"].startswith("http://") and ep["spark_ui"]["url"].startswith("http://")
+    r = await jp_fetch("sparkdock", "api", "jobs", jid, "sql", method="POST", headers=dict(H),
+                       body=json.dumps({"statement": "SELECT sum(id) AS total FROM range(1000000)"}))
+    res = json.loads(r.body)
+    assert res["columns"] == ["total"] and res["rows"] == [[499999500000]] and res["truncated"] is False
+    r = await jp_fetch("sparkdock", "api", "jobs", jid, "sql", method="POST", headers=dict(H),
+                       body=json.dumps({"statement": "SELECT id FROM range(5000)"}))
+    capped = json.loads(r.body)
+    assert capped["truncated"] is True and capped["row_count"] == capped["limit"] == 1000
+    r = await jp_fetch("sparkdock", "api", "jobs", jid, "sql", method="POST", headers=dict(H), raise_error=False,
+                       body=json.dumps({"statement": "SELECT * FROM no_such_table"}))
+    assert r.code == 400 and "no_such_table" in json.loads(r.body)["message"]
+    code, hist = await _get(jp_fetch, "jobs", jid, "history")
+    phases = [e["phase"] for e in hist["events"]]
+    for p in ("StartingMaster", "WaitingForWorkers 1/1", "StartingSQLEndpoint", "StartingLab"):
+        assert p in phases, phases
+    for comp in ("master", "worker-1", "sql", "lab"):
+        code, logs = await _get(jp_fetch, "jobs", jid, "logs", component=comp, tail="50")
+        assert code == 200, (comp, logs)
+    assert "Master" in (await _get(jp_fetch, "jobs", jid, "logs", component="master"))[1]["logs"]
+    body = json.dumps(job) + json.dumps(hist)
+    return jid, ws, body
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize("sparkdock_config", [{"backend_class": None, "backend": "local"}])
+async def test_rest_contract_on_a_local_cluster(jp_fetch, jp_ws_fetch, jp_serverapp):
+    manager: JobManager = jp_serverapp.web_app.settings["sparkdock_manager"]
+    jid, ws, body = await _launch_query_terminate(jp_fetch, jp_ws_fetch, {"workers": 1, "worker_cores": 2}, 300)
+    state = manager.get(jid).backend_state
+    assert state["sql_password"] not in body and state["lab_token"] not in body  # secrets never leave
+    # a server restart: the manager goes, a new one adopts the same cluster (same ports, no duplicates)
+    ports = manager.get(jid).endpoints
+    pids = sorted(rec["pid"] for rec in state["processes"].values())
+    await manager.stop()
+    from sparkdock.backends.local import LocalBackend
+
+    fresh = JobManager(manager.store, LocalBackend(manager.backend.data_dir, manager.backend.instance),
+                       manager.bus, manager.config)
+    jp_serverapp.web_app.settings["sparkdock_manager"] = fresh
+    await fresh.ensure_started()
+    adopted = fresh.get(jid)
+    assert adopted.state.value == "RUNNING" and adopted.endpoints == ports
+    assert any(e["event"] == "ADOPTED" for e in fresh.history(jid))
+    assert sorted(rec["pid"] for rec in adopted.backend_state["processes"].values()) == pids
+    r = await jp_fetch("sparkdock", "api", "jobs", jid, "sql", method="POST", headers=dict(H),
+                       body=json.dumps({"statement": "SELECT 1 AS one"}))
+    assert json.loads(r.body)["rows"] == [[1]]
+    r = await jp_fetch("sparkdock", "api", "jobs", jid, method="DELETE")
+    assert r.code == 202
+    ws2 = await jp_ws_fetch("sparkdock", "api", "events")
+    code, job = await _get(jp_fetch, "jobs", jid)
+    if job["state"] != "COMPLETE":
+        await _follow_until(ws2, jid, "COMPLETE", 120)
+    assert await fresh.backend.list_job_ids() == set()
+    for pid in pids:
+        assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+    ws.close()
+    ws2.close()
+    await fresh.stop()
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("sparkdock_config", [{"backend_class": None, "backend": "docker"}])
+async def test_rest_contract_on_a_docker_cluster(jp_fetch, jp_ws_fetch, jp_serverapp, docker_image):  # noqa: F811
+    import docker
+
+    manager: JobManager = jp_serverapp.web_app.settings["sparkdock_manager"]
+    assert manager.backend.name == "docker"
+    jid, ws, _ = await _launch_query_terminate(
+        jp_fetch, jp_ws_fetch, {"workers": 1, "worker_memory": "512m"}, 300)
+    r = await jp_fetch("sparkdock", "api", "jobs", jid, method="DELETE")
+    assert r.code == 202
+    await _follow_until(ws, jid, "COMPLETE", 120)
+    client = docker.from_env()
+    try:
+        left = client.containers.list(all=True, filters={"label": f"sparkdock.job={jid}"})
+        nets = client.networks.list(filters={"label": f"sparkdock.job={jid}"})
+        assert left == [] and nets == []
+    finally:
+        client.close()
+    ws.close()
