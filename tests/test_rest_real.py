@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
+from pathlib import Path
 
 import pytest
-from docker_fixtures import docker_image  # noqa: F401
 
+from docker_fixtures import docker_image  # noqa: F401
 from sparkdock.manager import JobManager
 
 H = {"Content-Type": "application/json"}
@@ -106,7 +106,8 @@ async def test_rest_contract_on_a_local_cluster(jp_fetch, jp_ws_fetch, jp_server
         await _follow_until(ws2, jid, "COMPLETE", 120)
     assert await fresh.backend.list_job_ids() == set()
     for pid in pids:
-        assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+        stat = Path(f"/proc/{pid}/stat")
+        assert not stat.exists() or stat.read_text().split()[2] == "Z"  # gone (or a zombie being reaped)
     ws.close()
     ws2.close()
     await fresh.stop()
