@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -32,6 +34,16 @@ async def _follow_until(ws, job_id: str, target: str, timeout: float) -> list[st
                 states.append(st)
             assert st != "SYSTEM_ERROR", msg["job"]
     return states
+
+
+async def _until_flagged(jp_fetch, job_id: str, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _, job = await _get(jp_fetch, "jobs", job_id)
+        if job["flagged"]:
+            return job
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"{job_id} was not flagged: {job['runtime_status']}")
 
 
 async def _get(jp_fetch, *path, **params):
@@ -98,6 +110,10 @@ async def test_rest_contract_on_a_local_cluster(jp_fetch, jp_ws_fetch, jp_server
     r = await jp_fetch("sparkdock", "api", "jobs", jid, "sql", method="POST", headers=dict(H),
                        body=json.dumps({"statement": "SELECT 1 AS one"}))
     assert json.loads(r.body)["rows"] == [[1]]
+    # the SQL endpoint dies while RUNNING: runtime_status.error is set and the job is flagged
+    os.kill(state["processes"]["sql"]["pid"], signal.SIGKILL)
+    job = await _until_flagged(jp_fetch, jid, 30)
+    assert "sql" in job["runtime_status"]["error"] and job["state"] == "RUNNING"
     r = await jp_fetch("sparkdock", "api", "jobs", jid, method="DELETE")
     assert r.code == 202
     ws2 = await jp_ws_fetch("sparkdock", "api", "events")
@@ -122,10 +138,16 @@ async def test_rest_contract_on_a_docker_cluster(jp_fetch, jp_ws_fetch, jp_serve
     assert manager.backend.name == "docker"
     jid, ws, _ = await _launch_query_terminate(
         jp_fetch, jp_ws_fetch, {"workers": 1, "worker_memory": "512m"}, 300)
+    client = docker.from_env()
+    # the master container dies while RUNNING: seen through the Docker events stream
+    master = client.containers.list(filters={"label": [f"sparkdock.job={jid}", "sparkdock.role=master"]})
+    assert len(master) == 1
+    master[0].kill()
+    job = await _until_flagged(jp_fetch, jid, 30)
+    assert "master" in job["runtime_status"]["error"]
     r = await jp_fetch("sparkdock", "api", "jobs", jid, method="DELETE")
     assert r.code == 202
     await _follow_until(ws, jid, "COMPLETE", 120)
-    client = docker.from_env()
     try:
         left = client.containers.list(all=True, filters={"label": f"sparkdock.job={jid}"})
         nets = client.networks.list(filters={"label": f"sparkdock.job={jid}"})
