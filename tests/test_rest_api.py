@@ -256,3 +256,16 @@ async def test_listener_of_a_closed_socket_is_removed(jp_fetch, jp_ws_fetch, jp_
             break
         await asyncio.sleep(0.02)
     assert manager.bus.subscriber_count == 0
+
+
+def test_every_route_is_authenticated_for_jupyter_server(jp_serverapp):
+    """jupyter_server's own check (the one behind JupyterServerAuthWarning) finds no undecorated method."""
+    from tornado.routing import PathMatches
+
+    from sparkdock.server.handlers import default_handlers
+
+    web_app = jp_serverapp.web_app
+    problems = []
+    for pattern, handler in default_handlers:
+        problems += web_app._check_handler_auth(PathMatches(pattern), handler)
+    assert problems == []
