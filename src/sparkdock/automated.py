@@ -24,7 +24,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from . import exit_codes
-from .backends.base import AppResult, BackendError, ClusterInfo
+from .backends.base import AppResult, BackendError, ClusterInfo, StagedApp
 from .lifecycle import State
 from .spark.classify import classify_driver
 from .specs import ClusterSpec
@@ -123,13 +123,55 @@ class AutomatedRun:
         self._start_watchdogs()
         if self.cluster_job:
             self.m.touch(self.cluster_job)
-        result = await self.backend.run_application(self.job_id, self.cluster, app, self.m._reporter(self.job_id))
+        result = await self._run_driver(app)
         for w in self.watchdogs:
             w.cancel()
         if self.cluster_job:
             self.m.touch(self.cluster_job)
+        if isinstance(result, str):  # the cluster went away under the driver (which is now stopped)
+            await self._teardown()
+            self._fail(27, result, phase="ClusterLost")
+            return
         elapsed = time.monotonic() - started
         await self._finish(result, elapsed)
+
+    async def _run_driver(self, app: StagedApp) -> AppResult | str:
+        """Run the driver while watching its cluster; the reason as a string when the cluster was lost.
+
+        A driver whose master goes away does not exit on its own: Spark waits for the master to come back
+        (and, once its executors are gone, for resources that never come). So the driver is stopped as soon
+        as the cluster it runs on leaves RUNNING (an interactive cluster terminated meanwhile) or loses its
+        master.
+        """
+        driver = asyncio.ensure_future(
+            self.backend.run_application(self.job_id, self.cluster, app, self.m._reporter(self.job_id)))
+        guard = asyncio.ensure_future(self._cluster_gone())
+        try:
+            await asyncio.wait({driver, guard}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            guard.cancel()
+            if not driver.done():
+                driver.cancel()  # the backend kills the driver before the cancellation propagates
+                await asyncio.wait({driver})
+        if driver.cancelled() and guard.done() and not guard.cancelled() and guard.exception() is None:
+            return guard.result()
+        return driver.result()
+
+    async def _cluster_gone(self, interval: float = 1.0) -> str:
+        """Return why, once the cluster the driver runs on is gone; runs until cancelled otherwise."""
+        watched = self.cluster_job or self.job_id
+        while True:
+            await asyncio.sleep(interval)
+            target = self.store.find(watched)
+            if target is None:
+                return f"interactive cluster {watched} is gone"
+            if self.cluster_job and target.state != State.RUNNING:
+                how = "was terminated" if target.state in (State.CANCELING, State.COMPLETE) else "ended"
+                return f"interactive cluster {watched} {how} ({target.state}) while the driver ran"
+            error = (target.runtime_status or {}).get("error") or ""
+            if error.startswith("master"):
+                where = f"interactive cluster {watched}" if self.cluster_job else "the ephemeral cluster"
+                return f"{where} lost its master while the driver ran: {error}"
 
     async def _provision(self) -> ClusterInfo | None:
         if self.cluster_job is not None:
@@ -190,10 +232,16 @@ class AutomatedRun:
 
     async def _resources(self) -> None:
         log = self.backend.job_dir(self.job_id) / "logs" / "driver.log"
+        try:  # only this attempt's output counts (the log is appended to by every attempt)
+            offset = log.stat().st_size
+        except OSError:
+            offset = 0
         while True:
             await asyncio.sleep(2)
             try:
-                text = log.read_text(errors="replace") if log.exists() else ""
+                with open(log, "rb") as fh:
+                    fh.seek(offset)
+                    text = fh.read().decode(errors="replace")
             except OSError:
                 continue
             if text.count(_NO_RESOURCES) >= 2:  # Spark repeats it every 15 s while it waits

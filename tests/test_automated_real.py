@@ -1,0 +1,220 @@
+"""Automated jobs on real Spark: a real :class:`JobManager` with a real :class:`LocalBackend` (issue #7).
+
+One interactive cluster (1 worker of 2 cores) runs almost every job through ``cluster_job``; one ephemeral
+cluster runs the parquet job on its own, at the same time. The jobs on the interactive cluster run
+concurrently, so the whole file takes about the time of the slowest job (the resource watchdog needs
+Spark's "Initial job has not accepted any resources" warning twice, 15 s apart):
+
+* COMPLETE: a PySpark job writing and reading a parquet table (interactive and ephemeral), a SQL script;
+* EXECUTOR_ERROR 18 with the kernel exit codes 1, 2, 3, 6 and 7 produced by real drivers;
+* CANCELED 15 (executors that can never start; an overrun with ``overrun_action=cancel``), CANCELED 14;
+* SYSTEM_ERROR 11 and 12 (staging);
+* SYSTEM_ERROR 27 when the interactive cluster is terminated under a running driver (the last step);
+* nothing left behind: no process of the instance, no work folder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sparkdock.backends.local import LocalBackend, pid_alive
+from sparkdock.lifecycle import State
+from sparkdock.manager import JobManager, ManagerConfig
+from sparkdock.store import Job, JobStore
+
+pytestmark = pytest.mark.spark
+
+SESSION = "from pyspark.sql import SparkSession\nspark = SparkSession.builder.getOrCreate()\n"
+
+PARQUET = SESSION + """\
+import sys
+path = sys.argv[1]
+spark.range(200).selectExpr("id", "id * 2 AS twice").write.mode("overwrite").parquet(path)
+back = spark.read.parquet(path)
+assert back.count() == 200, back.count()
+assert back.agg({"twice": "sum"}).collect()[0][0] == 2 * sum(range(200))
+print("PARQUET-OK", path)
+"""
+
+SQL_SCRIPT = """\
+-- a SQL script job
+CREATE TEMPORARY VIEW numbers AS SELECT id FROM range(10);
+SELECT sum(id) AS total FROM numbers;
+"""
+
+SLEEPER = SESSION + "import time\nprint('SLEEPING', flush=True)\ntime.sleep(600)\n"
+
+
+async def wait_for(m: JobManager, job_id: str, states: str | set[str], timeout: float) -> Job:
+    """Poll until the job is in one of ``states``."""
+    wanted = {State(s) for s in ([states] if isinstance(states, str) else states)}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = m.get(job_id)
+        if job.state in wanted:
+            return job
+        await asyncio.sleep(0.1)
+    job = m.get(job_id)
+    raise AssertionError(f"{job_id} ({job.name}) is {job.state} (phase {job.phase}), wanted {wanted}")
+
+
+def events(m: JobManager, job_id: str, kind: str | None = None) -> list[dict[str, Any]]:
+    """The job's history events, of one kind if given."""
+    return [e for e in m.history(job_id) if kind is None or e["event"] == kind]
+
+
+def states_of(m: JobManager, job_id: str) -> list[str]:
+    """The states the job went through, in order."""
+    return [e["state"] for e in events(m, job_id, "STATE")]
+
+
+def automated(name: str, code: str | None = None, *, where: dict[str, Any], app_type: str = "pyspark",
+              path: str | None = None, args: list[str] | None = None, conf: dict[str, str] | None = None,
+              policy: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An automated job's POST body."""
+    app: dict[str, Any] = {"type": app_type, "args": args or [], "conf": conf or {}}
+    if path is not None:
+        app["path"] = path
+    else:
+        app["code"] = code
+    return {"kind": "automated", "name": name, "application": app, "policy": policy or {}, **where}
+
+
+def _driver_pids(backend: LocalBackend, job_id: str) -> list[int]:
+    from sparkdock.backends.local import _marked_processes
+
+    return list(_marked_processes(backend.instance, job_id))
+
+
+async def test_automated_jobs_on_real_clusters(tmp_path: Path) -> None:
+    """Every automated outcome the issue lists, on one interactive and one ephemeral real cluster."""
+    t0 = time.monotonic()
+    store = JobStore(tmp_path / "jobs.db")
+    backend = LocalBackend(tmp_path / "data", "autotest", sql_auth="none")
+    m = JobManager(store, backend, config=ManagerConfig(max_running_clusters=2, watchdog_interval=0.5))
+    await m.ensure_started()
+    problems: list[str] = []
+
+    def expect(job_id: str, state: str, code: int | None, *message_parts: str) -> Job:
+        job = m.get(job_id)
+        label = f"{job.name} ({job_id})"
+        if job.state != State(state) or job.exit_code != code:
+            problems.append(f"{label}: {job.state} {job.exit_code} ({job.phase}: {job.exit_message}), "
+                            f"wanted {state} {code}; history: {[e['description'] or e['state'] for e in m.history(job_id)]}")
+            return job
+        for part in message_parts:
+            if part not in (job.exit_message or ""):
+                problems.append(f"{label}: exit_message {job.exit_message!r} lacks {part!r}")
+        seen = states_of(m, job_id)
+        if seen[0] != "UNKNOWN" or seen[-1] != state or (code not in (11, 12) and "RUNNING" not in seen):
+            problems.append(f"{label}: history states {seen}")
+        if events(m, job_id)[0]["event"] != "CREATED":
+            problems.append(f"{label}: history does not start with CREATED")
+        return job
+
+    try:
+        shared = m.submit({"kind": "interactive", "name": "shared", "cluster": {"workers": 1, "worker_cores": 2}})
+        eph = m.submit(automated("parquet-ephemeral", PARQUET, args=[str(tmp_path / "eph.parquet")],
+                                 where={"cluster": {"workers": 1, "worker_cores": 1}}))
+        await wait_for(m, shared.id, "RUNNING", 240)
+        on = {"cluster_job": shared.id}
+        missing = tmp_path / "no-such-table.parquet"
+        jobs = {
+            "parquet": m.submit(automated("parquet", PARQUET, args=[str(tmp_path / "t.parquet")], where=on)),
+            "sql": m.submit(automated("sql", SQL_SCRIPT, app_type="sql", where=on)),
+            "k1": m.submit(automated("k1-assert", SESSION + "assert spark.range(3).count() == 4, 'wrong count'\n",
+                                     where=on)),
+            "k2": m.submit(automated("k2-exit", "import sys\nprint('leaving with 3')\nsys.exit(3)\n", where=on)),
+            "k3": m.submit(automated("k3-missing", SESSION + f"spark.read.parquet({str(missing)!r}).count()\n",
+                                     where=on)),
+            "k6": m.submit(automated("k6-module", "import sparkdock_no_such_module\n", where=on)),
+            "k7": m.submit(automated("k7-runtime", "raise RuntimeError('boom from the job')\n", where=on)),
+            "r15": m.submit(automated("no-executor", SESSION + "spark.range(10).count()\n", where=on,
+                                      conf={"spark.executor.memory": "64g"})),
+            "overrun": m.submit(automated("overrun", SLEEPER, where=on,
+                                          policy={"max_runtime": 8, "overrun_action": "cancel"})),
+            "cancel": m.submit(automated("cancel", SLEEPER, where=on)),
+            "c11": m.submit(automated("missing-path", path=str(tmp_path / "nope.py"), where=on)),
+            "c12": m.submit(automated("syntax", "def broken(:\n    pass\n", where=on)),
+        }
+        ids = {k: j.id for k, j in jobs.items()}
+        terminal = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}
+
+        # cancel a sleeping job once its driver runs
+        await wait_for(m, ids["cancel"], "RUNNING", 60)
+        deadline = time.monotonic() + 60
+        while "SLEEPING" not in await m.logs(ids["cancel"], "driver") and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+        pids = _driver_pids(backend, ids["cancel"])
+        assert pids, "the driver of the job to cancel has no process"
+        await m.cancel(ids["cancel"])
+
+        for key, jid in ids.items():
+            await wait_for(m, jid, terminal, 150 if key in ("r15", "overrun") else 120)
+        await wait_for(m, eph.id, terminal, 240)
+        print(f"[automated-real] all jobs ended after {time.monotonic() - t0:.0f} s")
+        for job in [m.get(i) for i in (shared.id, eph.id, *ids.values())]:
+            print(f"  {job.name:18} {job.state:15} created {job.created_at[11:19]} started {(job.started_at or '')[11:19]}"
+                  f" ended {(job.ended_at or '')[11:19]}")
+
+        expect(ids["parquet"], "COMPLETE", None)
+        assert (tmp_path / "t.parquet").is_dir()
+        expect(ids["sql"], "COMPLETE", None)
+        assert m.get(shared.id).state == State.RUNNING  # a cluster_job leaves its cluster running
+        for key, kernel in (("k1", 1), ("k2", 2), ("k3", 3), ("k6", 6), ("k7", 7)):
+            expect(ids[key], "EXECUTOR_ERROR", 18, f"Task fails with kernel exit code: {kernel}")
+            if not events(m, ids[key], "DRIVER"):
+                problems.append(f"{key}: no DRIVER event in history")
+        for key, needle in (("k3", "PATH_NOT_FOUND"), ("k6", "sparkdock_no_such_module"), ("k7", "boom")):
+            if needle not in " ".join(e["description"] or "" for e in m.history(ids[key])):
+                problems.append(f"{key}: history does not quote {needle!r}")
+        expect(ids["r15"], "CANCELED", 15, "To avoid unexpected consumption", "spark.executor.memory=64g",
+               "enlarge the cluster")
+        expect(ids["overrun"], "CANCELED", 15, "max_runtime")
+        if not events(m, ids["overrun"], "OVERRUN"):
+            problems.append("overrun: no OVERRUN event")
+        expect(ids["cancel"], "CANCELED", 14, "Job has been aborted by user.")
+        if any(pid_alive(p) for p in pids):
+            problems.append(f"cancel: driver processes {pids} still alive")
+        expect(ids["c11"], "SYSTEM_ERROR", 11, "Invalid inputs for the application", "nope.py")
+        expect(ids["c12"], "SYSTEM_ERROR", 12, "Failed to stage the application", "syntax error at line 1")
+
+        # driver logs outlive the driver
+        if "PARQUET-OK" not in await m.logs(ids["parquet"], "driver"):
+            problems.append("parquet: driver log lacks PARQUET-OK")
+        if "boom from the job" not in await m.logs(ids["k7"], "driver"):
+            problems.append("k7: driver log lacks the exception")
+        if "total" not in await m.logs(ids["sql"], "driver"):
+            problems.append("sql: driver log lacks the result")
+
+        # the ephemeral cluster: complete, and all of its processes gone
+        expect(eph.id, "COMPLETE", None)
+        assert (tmp_path / "eph.parquet").is_dir()
+        eph_pids = [rec["pid"] for rec in (m.get(eph.id).backend_state or {}).get("processes", {}).values()]
+        if eph.id in await backend.list_job_ids() or any(pid_alive(p) for p in eph_pids):
+            problems.append(f"ephemeral cluster {eph.id} left processes or its work folder")
+
+        # 27: terminate the interactive cluster under a running driver
+        lost = m.submit(automated("cluster-lost", SLEEPER, where=on))
+        await wait_for(m, lost.id, "RUNNING", 60)
+        deadline = time.monotonic() + 60
+        while "SLEEPING" not in await m.logs(lost.id, "driver") and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+        await m.cancel(shared.id)
+        await wait_for(m, lost.id, terminal, 90)
+        expect(lost.id, "SYSTEM_ERROR", 27, "Cluster disappeared unexpectedly", shared.id)
+        await wait_for(m, shared.id, "COMPLETE", 90)
+        assert not problems, "\n".join(problems)
+    finally:
+        for job in store.non_terminal():
+            await m.cancel(job.id, wait=True)
+        await m.stop()
+        leftovers = await backend.list_job_ids()
+        store.close()
+        print(f"[automated-real] total {time.monotonic() - t0:.0f} s")
+    assert leftovers == set()
