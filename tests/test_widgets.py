@@ -7,7 +7,6 @@ import asyncio
 import time
 
 from client_fixtures import client, run, server_token, server_url  # noqa: F401
-
 from sparkdock.widgets import ClusterPanel, JobCard, JobMonitor, JobSubmitPanel
 
 

@@ -25,6 +25,7 @@ _STEP_OF = {
     "CheckingRuntime": 1,
     "PullingImage": 1,
     "BuildingImage": 1,
+    "CreatingNetwork": 2,
     "CreatingContainers": 2,
     "StartingProcesses": 2,
     "StartingMaster": 3,
