@@ -54,6 +54,8 @@ async def test_launch_follow_terminate(jp_fetch, jp_ws_fetch):
     code, running = await _get(jp_fetch, "jobs", job["id"])
     assert running["endpoints"]["sql"]["jdbc_url"].startswith("jdbc:hive2://")
     assert "secret" not in json.dumps(running)  # credentials never leave the server
+    code, creds = await _get(jp_fetch, "jobs", job["id"], "credentials")  # the owner may read them
+    assert creds["sql"]["password"] == "secret-password" and creds["lab"]["url"].endswith("token=secret-token")
     code, status = await _get(jp_fetch, "jobs", job["id"], "status")
     assert status == {"id": job["id"], "state": "RUNNING", "exit_code": None}
     r = await jp_fetch("sparkdock", "api", "jobs", job["id"], method="DELETE")
@@ -187,7 +189,7 @@ async def test_failure_codes_and_logs_in_history(jp_fetch):
 
 
 ROUTES = [("GET", "jobs"), ("POST", "jobs"), ("GET", "jobs/abc"), ("DELETE", "jobs/abc"), ("GET", "jobs/abc/status"),
-          ("GET", "jobs/abc/history"), ("GET", "jobs/abc/logs"), ("POST", "jobs/abc/sql"), ("GET", "exit-codes"),
+          ("GET", "jobs/abc/history"), ("GET", "jobs/abc/logs"), ("POST", "jobs/abc/sql"), ("GET", "jobs/abc/credentials"), ("GET", "exit-codes"),
           ("GET", "info")]
 
 

@@ -805,6 +805,19 @@ class InteractiveJob(Job):
     def _default_states(self) -> frozenset[str]:
         return frozenset({"RUNNING"}) | TERMINAL_STATES["interactive"]
 
+    def credentials(self) -> dict[str, Any]:
+        """The SQL user/password and the lab token (``GET …/credentials``), for beeline, DBeaver or a browser.
+
+        ``{"sql": {"user", "password", "jdbc_url"}, "lab": {"token", "url"}}``; the lab ``url`` includes the
+        token. Only needed outside the notebook: :meth:`sql` never needs them.
+        """
+        return self.client.request("GET", f"jobs/{self.id}/credentials")
+
+    def beeline_command(self) -> str:
+        """A ``beeline`` command line that connects to this cluster's SQL endpoint."""
+        sql = self.credentials()["sql"]
+        return f"beeline -u '{sql['jdbc_url']}' -n {sql['user']} -p '{sql['password']}'"
+
     def sql_result(self, statement: str, limit: int | None = None) -> dict[str, Any]:
         """Run ``statement`` on the SQL endpoint (through the server).
 

@@ -329,6 +329,27 @@ class JobManager:
         finally:
             self.touch(job_id)
 
+    def credentials(self, job_id: str) -> dict[str, Any]:
+        """The SQL user/password and lab token of a RUNNING interactive job (for beeline, DBeaver, the lab).
+
+        Raises :class:`JobConflict` unless the job is a RUNNING interactive job.
+        """
+        job = self.store.get(job_id)
+        if job.kind != Kind.INTERACTIVE or job.state != State.RUNNING:
+            raise JobConflict(f"job {job_id} is {job.state}; credentials exist only for a RUNNING interactive job")
+        cluster = self._cluster_of(job)
+        endpoints = cluster.endpoints or job.endpoints or {}
+        lab_url = (endpoints.get("lab") or {}).get("url")
+        token = cluster.lab_token
+        return {
+            "sql": {
+                "user": cluster.sql_user,
+                "password": cluster.sql_password,
+                "jdbc_url": (endpoints.get("sql") or {}).get("jdbc_url"),
+            },
+            "lab": {"token": token, "url": f"{lab_url}?token={token}" if lab_url and token else lab_url},
+        }
+
     def touch(self, job_id: str) -> None:
         """Record activity on an interactive cluster (resets its idle timer)."""
         self._rt.setdefault(job_id, _Runtime()).last_activity = time.monotonic()

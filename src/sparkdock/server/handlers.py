@@ -219,6 +219,23 @@ class SQLHandler(SparkDockHandler):
         self.finish(json.dumps(result.to_json()))
 
 
+class CredentialsHandler(SparkDockHandler):
+    """``GET sparkdock/api/jobs/{id}/credentials``: the SQL password and lab token of a RUNNING cluster.
+
+    The only response that carries a secret, and only on this explicit request (for beeline, DBeaver or
+    opening the lab); it is marked not cacheable and is never logged. Job JSON, history and logs never
+    contain credentials. Who may call it is the Jupyter authorizer's decision (``sparkdock:jobs``).
+    """
+
+    @web.authenticated
+    @authorized
+    @json_errors
+    async def get(self, job_id: str) -> None:
+        creds = self.manager.credentials(job_id)
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(creds))
+
+
 class ExitCodesHandler(SparkDockHandler):
     """``GET sparkdock/api/exit-codes``: the catalog."""
 
@@ -308,6 +325,7 @@ default_handlers: list[tuple[str, type]] = [
     (rf"/sparkdock/api/jobs/{_ID}/history", HistoryHandler),
     (rf"/sparkdock/api/jobs/{_ID}/logs", LogsHandler),
     (rf"/sparkdock/api/jobs/{_ID}/sql", SQLHandler),
+    (rf"/sparkdock/api/jobs/{_ID}/credentials", CredentialsHandler),
     (r"/sparkdock/api/exit-codes", ExitCodesHandler),
     (r"/sparkdock/api/info", InfoHandler),
     (r"/sparkdock/api/events", EventsHandler),
