@@ -189,7 +189,8 @@ async def test_failure_codes_and_logs_in_history(jp_fetch):
 
 
 ROUTES = [("GET", "jobs"), ("POST", "jobs"), ("GET", "jobs/abc"), ("DELETE", "jobs/abc"), ("GET", "jobs/abc/status"),
-          ("GET", "jobs/abc/history"), ("GET", "jobs/abc/logs"), ("POST", "jobs/abc/sql"), ("GET", "jobs/abc/credentials"), ("GET", "exit-codes"),
+          ("GET", "jobs/abc/history"), ("GET", "jobs/abc/logs"), ("POST", "jobs/abc/sql"), ("GET", "jobs/abc/credentials"),
+          ("GET", "exit-codes"),
           ("GET", "info")]
 
 
