@@ -189,9 +189,8 @@ async def test_failure_codes_and_logs_in_history(jp_fetch):
 
 
 ROUTES = [("GET", "jobs"), ("POST", "jobs"), ("GET", "jobs/abc"), ("DELETE", "jobs/abc"), ("GET", "jobs/abc/status"),
-          ("GET", "jobs/abc/history"), ("GET", "jobs/abc/logs"), ("POST", "jobs/abc/sql"), ("GET", "jobs/abc/credentials"),
-          ("GET", "exit-codes"),
-          ("GET", "info")]
+          ("GET", "jobs/abc/history"), ("GET", "jobs/abc/logs"), ("POST", "jobs/abc/sql"),
+          ("GET", "jobs/abc/credentials"), ("GET", "exit-codes"), ("GET", "info")]
 
 
 async def test_unauthenticated_and_wrong_token_are_refused(jp_fetch):
