@@ -1,0 +1,353 @@
+"""The real-browser test (issue #6): JupyterLab in headless Chromium runs ``notebooks/quickstart.ipynb`` against
+a Jupyter Lab server subprocess with the sparkdock extension on the local backend (real Spark processes), and
+the live status card must render as an ipywidget whose state badge really shows ``RUNNING``.
+
+Chromium is Debian's (``scripts/setup-browser.sh``); playwright only drives it (no browser download).
+Screenshots are kept under ``test-artifacts/browser/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+pytestmark = [pytest.mark.browser, pytest.mark.spark]
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "test-artifacts" / "browser"
+RUNNING_TIMEOUT = 300.0  # the local backend starts a real cluster; slow machines need minutes
+FINISH_TIMEOUT = 420.0  # the rest of the notebook: SQL queries, terminate, wait for COMPLETE
+TERMINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}
+RUNNING_HEX = "#43a047"  # lifecycle.STYLES[RUNNING].hex
+SPARK_PROCS = "org.apache.spark.deploy|HiveThriftServer2"
+
+# What the page shows, read in one go: every sparkdock badge, the error outputs, and the notebook's text.
+_PROBE = """() => {
+  const cards = [...document.querySelectorAll('.jp-OutputArea-output .sparkdock-badge')]
+    .filter(b => b.closest('.jupyter-widgets, .widget-vbox, .widget-html'));
+  const errs = [...document.querySelectorAll('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.error"]')]
+    .map(e => e.textContent);
+  const outs = [...document.querySelectorAll('.jp-OutputArea-output')].map(e => e.textContent).join('\\n');
+  return {badges: cards.map(b => b.textContent.trim()), errors: errs, text: outs,
+          widgetLoadErrors: [...document.querySelectorAll('.jupyter-widgets .jupyter-widgets-error-widget, '
+                                                          + '.jp-OutputArea-output .jupyter-widgets-error-widget')]
+                             .map(e => e.textContent)};
+}"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _say(msg: str) -> None:
+    print(f"[browser-test +{time.monotonic() - _T0:6.1f}s] {msg}", flush=True)
+
+
+_T0 = time.monotonic()
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    """Debian's chromium: skipped (with the reason) when missing, but a failure with CI=true."""
+    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        reason = f"{CHROMIUM} is missing: run scripts/setup-browser.sh (or `make browser`)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true: {reason}")
+        pytest.skip(reason)
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError as e:
+        reason = f"the playwright package is missing (pip install -e '.[test]'): {e}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true: {reason}")
+        pytest.skip(reason)
+    return CHROMIUM
+
+
+class LabServer:
+    """``jupyter lab`` with the sparkdock extension (local backend), a random token and its own folders."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.root = tmp / "root"
+        self.data = tmp / "sparkdock-data"
+        self.data.mkdir(parents=True)
+        shutil.copytree(REPO / "notebooks", self.root)
+        self.token = secrets.token_hex(24)
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.log_path = tmp / "server.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        settings = tmp / "lab-settings" / "@jupyterlab" / "apputils-extension"
+        settings.mkdir(parents=True)
+        # No "news?" toast over the notebook, no update check (there is no internet).
+        (settings / "notification.jupyterlab-settings").write_text(
+            json.dumps({"fetchNews": "false", "checkForUpdates": False})
+        )
+
+    def start(self, timeout: float = 120.0) -> None:
+        env = dict(os.environ)
+        env["JUPYTER_RUNTIME_DIR"] = str(self.tmp / "runtime")
+        for var in ("SPARKDOCK_URL", "SPARKDOCK_TOKEN"):  # the kernel must find its server by itself
+            env.pop(var, None)
+        cmd = [
+            sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",
+            "--ServerApp.port_retries=0", f"--ServerApp.token={self.token}",
+            "--ServerApp.allow_unauthenticated_access=False", f"--ServerApp.root_dir={self.root}",
+            "--ServerApp.jpserver_extensions={'sparkdock': True}",
+            "--SparkDockApp.backend=local", f"--SparkDockApp.data_dir={self.data}",
+            "--LabApp.expose_app_in_browser=True",
+            f"--LabApp.user_settings_dir={self.tmp / 'lab-settings'}",
+            f"--LabApp.workspaces_dir={self.tmp / 'lab-workspaces'}",
+        ]
+        if os.geteuid() == 0:
+            cmd.append("--allow-root")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"jupyter lab exited with {self.proc.returncode}:\n{self.log_tail()}")
+            with contextlib.suppress(requests.RequestException):
+                if self.api("GET", "info", timeout=5).status_code == 200:
+                    return
+            time.sleep(0.3)
+        raise RuntimeError(f"jupyter lab did not answer within {timeout} s:\n{self.log_tail()}")
+
+    def api(self, method: str, path: str, **kw) -> requests.Response:
+        kw.setdefault("timeout", 30)
+        return requests.request(method, f"{self.url}sparkdock/api/{path}",
+                                headers={"Authorization": f"token {self.token}"}, **kw)
+
+    def log_tail(self, n: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def terminate_jobs(self, timeout: float = 300.0) -> list[str]:
+        """DELETE every job not yet ended and wait until each one is; returns what was left over."""
+        left: list[str] = []
+        try:
+            jobs = self.api("GET", "jobs", params={"limit": 200}).json()["jobs"]
+        except Exception as e:
+            _say(f"finalizer: cannot list jobs: {e}")
+            return left
+        live = [j["id"] for j in jobs if j.get("state") not in TERMINAL]
+        for job_id in live:
+            _say(f"finalizer: terminating {job_id} left by the test")
+            with contextlib.suppress(requests.RequestException):
+                self.api("DELETE", f"jobs/{job_id}")
+        deadline = time.monotonic() + timeout
+        for job_id in live:
+            while time.monotonic() < deadline:
+                with contextlib.suppress(Exception):
+                    if self.api("GET", f"jobs/{job_id}").json().get("state") in TERMINAL:
+                        break
+                time.sleep(1)
+            else:
+                left.append(job_id)
+        return left
+
+    def stop(self, timeout: float = 60.0) -> None:
+        p = self.proc
+        if p is not None and p.poll() is None:
+            for sig in (signal.SIGINT, signal.SIGINT):  # jupyter asks for confirmation on the first one
+                with contextlib.suppress(ProcessLookupError):
+                    p.send_signal(sig)
+                time.sleep(0.3)
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.terminate()
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+        with contextlib.suppress(Exception):
+            self._log.close()
+
+
+def _spark_processes_of(data_dir: Path) -> list[str]:
+    """Spark processes (master, workers, Thrift server) whose command line, cwd or environment names
+    ``data_dir``."""
+    found = []
+    out = subprocess.run(["pgrep", "-af", SPARK_PROCS], capture_output=True, text=True).stdout
+    needle = str(data_dir)
+    for line in out.splitlines():
+        pid = line.split(" ", 1)[0]
+        hit = needle in line
+        with contextlib.suppress(OSError):
+            hit = hit or os.readlink(f"/proc/{pid}/cwd").startswith(needle)
+        with contextlib.suppress(OSError):
+            hit = hit or needle.encode() in Path(f"/proc/{pid}/environ").read_bytes()
+        if hit:
+            found.append(line[:300])
+    return found
+
+
+@pytest.fixture
+def lab_server(tmp_path):
+    server = LabServer(tmp_path)
+    try:
+        server.start()
+        _say(f"jupyter lab on {server.url} (log: {server.log_path})")
+        yield server
+    finally:
+        left = server.terminate_jobs() if server.proc is not None and server.proc.poll() is None else []
+        server.stop()
+        if left:
+            print(f"jobs that did not end: {left}\n{server.log_tail()}")
+        deadline = time.monotonic() + 60
+        procs = _spark_processes_of(server.data)
+        while procs and time.monotonic() < deadline:
+            time.sleep(1)
+            procs = _spark_processes_of(server.data)
+        assert not left, f"jobs that did not end after DELETE: {left}"
+        assert not procs, "Spark processes left behind:\n" + "\n".join(procs)
+
+
+def _shot(page, target, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / name
+    target.screenshot(path=str(path))
+    print(f"screenshot: {path}", flush=True)
+    return path
+
+
+def test_quickstart_card_in_jupyterlab(chromium, lab_server):
+    from playwright.sync_api import sync_playwright
+
+    server = lab_server
+    t_start = time.monotonic()
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=chromium,
+            args=[*CHROMIUM_ARGS, f"--user-data-dir={server.tmp / 'chromium-profile'}"],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            console: list[str] = []
+            page.on("console", lambda m: console.append(f"{m.type}: {m.text}") if m.type == "error" else None)
+            page.goto(f"{server.url}lab/tree/quickstart.ipynb?token={server.token}", timeout=120_000)
+            try:
+                _run_and_watch(page, server, t_start)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    _shot(page, page, "quickstart-failure.png")
+                print("browser console errors:\n" + "\n".join(console[-30:]))
+                print("server log:\n" + server.log_tail())
+                raise
+        finally:
+            browser.close()
+
+
+def _run_and_watch(page, server: LabServer, t_start: float) -> None:
+    # JupyterLab is up, the notebook is open and its kernel is ready.
+    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell", timeout=120_000)
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
+    page.evaluate(
+        """async () => {
+            const app = window.jupyterapp;
+            for (let i = 0; i < 600 && !(app.shell.currentWidget && app.shell.currentWidget.sessionContext); i++)
+                await new Promise(r => setTimeout(r, 100));
+            const panel = app.shell.currentWidget;
+            await panel.context.ready;
+            await panel.sessionContext.ready;
+        }""",
+    )
+    page.wait_for_function(
+        "() => window.jupyterapp.shell.currentWidget.sessionContext.session?.kernel?.status === 'idle'",
+        timeout=120_000,
+    )
+    _say("notebook open, kernel idle: running all cells (notebook:run-all-cells)")
+    # Fire and forget: the command's promise ends with the last cell, minutes later.
+    page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+
+    # 1. the card renders as an ipywidget and its badge goes to RUNNING
+    seen: list[str] = []
+    deadline = time.monotonic() + RUNNING_TIMEOUT
+    while True:
+        probe = page.evaluate(_PROBE)
+        badge = probe["badges"][0] if probe["badges"] else None
+        if badge and (not seen or seen[-1] != badge):
+            seen.append(badge)
+            _say(f"badge in the browser: {badge}")
+        if badge == "RUNNING":
+            break
+        assert not probe["errors"], "a cell failed:\n" + "\n".join(probe["errors"])
+        assert not probe["widgetLoadErrors"], f"the widget did not load: {probe['widgetLoadErrors']}"
+        assert badge not in TERMINAL | {"CANCELING"}, f"the cluster ended before RUNNING: {seen}"
+        assert time.monotonic() < deadline, (
+            f"no RUNNING badge within {RUNNING_TIMEOUT:.0f} s; badges seen: {seen}; outputs:\n{probe['text'][-3000:]}"
+        )
+        time.sleep(0.25)
+    t_running = time.monotonic() - t_start
+    card = page.locator(".jp-OutputArea-output .jupyter-widgets:has(.sparkdock-badge)").first
+    badge_el = card.locator(".sparkdock-badge").first
+    card.scroll_into_view_if_needed()
+    _shot(page, card, "quickstart-card-running.png")
+    _shot(page, page, "quickstart-running.png")
+    colour = badge_el.evaluate("e => getComputedStyle(e).backgroundColor")
+    card_text = card.evaluate("e => e.textContent")
+    jdbc = card.locator("input[type=text]").first.input_value()
+    _say(f"RUNNING after {t_running:.1f} s; badge colour {colour}; JDBC {jdbc!r}")
+    r, g, b = (int(RUNNING_HEX[i:i + 2], 16) for i in (1, 3, 5))
+    assert colour == f"rgb({r}, {g}, {b})", f"RUNNING badge colour {colour}, expected {RUNNING_HEX}"
+    assert badge_el.is_visible()
+    assert "quickstart" in card_text
+    assert jdbc.startswith("jdbc:hive2://"), f"JDBC URL field: {jdbc!r}"
+    assert card.locator("a").count() >= 1, "no lab link on the RUNNING card"
+    assert card.locator("button:has-text('Terminate')").is_enabled()
+
+    # 2. the rest of the notebook: SQL, then terminate; the card follows to COMPLETE
+    deadline = time.monotonic() + FINISH_TIMEOUT
+    while True:
+        probe = page.evaluate(_PROBE)
+        badge = probe["badges"][0] if probe["badges"] else None
+        if badge and seen[-1] != badge:
+            seen.append(badge)
+            _say(f"badge in the browser: {badge}")
+        assert not probe["errors"], "a cell failed:\n" + "\n".join(probe["errors"])
+        if re.search(r"final state: COMPLETE", probe["text"]) and badge == "COMPLETE":
+            break
+        assert time.monotonic() < deadline, (
+            f"the notebook did not finish within {FINISH_TIMEOUT:.0f} s; badges seen: {seen}; "
+            f"outputs:\n{probe['text'][-3000:]}"
+        )
+        time.sleep(0.5)
+    assert "state: RUNNING" in probe["text"]
+    assert "total: 499999500000" in probe["text"]
+    _shot(page, page.locator(".jp-OutputArea-output .jupyter-widgets:has(.sparkdock-badge)").first,
+          "quickstart-card-complete.png")
+    _say(f"notebook done after {time.monotonic() - t_start:.1f} s; badges seen in the browser: {seen}")
+    assert seen[-1] == "COMPLETE" and "RUNNING" in seen
