@@ -104,15 +104,18 @@ async def test_automated_jobs_on_real_clusters(tmp_path: Path) -> None:
         job = m.get(job_id)
         label = f"{job.name} ({job_id})"
         if job.state != State(state) or job.exit_code != code:
+            said = [e["description"] or e["state"] for e in m.history(job_id)]
             problems.append(f"{label}: {job.state} {job.exit_code} ({job.phase}: {job.exit_message}), "
-                            f"wanted {state} {code}; history: {[e['description'] or e['state'] for e in m.history(job_id)]}")
+                            f"wanted {state} {code}; history: {said}")
             return job
         for part in message_parts:
             if part not in (job.exit_message or ""):
                 problems.append(f"{label}: exit_message {job.exit_message!r} lacks {part!r}")
         seen = states_of(m, job_id)
-        if seen[0] != "UNKNOWN" or seen[-1] != state or (code not in (11, 12) and "RUNNING" not in seen):
-            problems.append(f"{label}: history states {seen}")
+        path = ["QUEUED", "INITIALIZING"] + ([] if code in (11, 12) else ["RUNNING"])
+        path += ["CANCELING", state] if state == "CANCELED" else [state]
+        if seen != path:
+            problems.append(f"{label}: history states {seen}, wanted {path}")
         if events(m, job_id)[0]["event"] != "CREATED":
             problems.append(f"{label}: history does not start with CREATED")
         return job
@@ -159,8 +162,8 @@ async def test_automated_jobs_on_real_clusters(tmp_path: Path) -> None:
         await wait_for(m, eph.id, terminal, 240)
         print(f"[automated-real] all jobs ended after {time.monotonic() - t0:.0f} s")
         for job in [m.get(i) for i in (shared.id, eph.id, *ids.values())]:
-            print(f"  {job.name:18} {job.state:15} created {job.created_at[11:19]} started {(job.started_at or '')[11:19]}"
-                  f" ended {(job.ended_at or '')[11:19]}")
+            print(f"  {job.name:18} {job.state:15} created {job.created_at[11:19]} "
+                  f"started {(job.started_at or '')[11:19]} ended {(job.ended_at or '')[11:19]}")
 
         expect(ids["parquet"], "COMPLETE", None)
         assert (tmp_path / "t.parquet").is_dir()
@@ -176,6 +179,9 @@ async def test_automated_jobs_on_real_clusters(tmp_path: Path) -> None:
         expect(ids["r15"], "CANCELED", 15, "To avoid unexpected consumption", "spark.executor.memory=64g",
                "enlarge the cluster")
         expect(ids["overrun"], "CANCELED", 15, "max_runtime")
+        for key, phase in (("r15", "InsufficientResources"), ("overrun", "Overrun")):
+            if phase not in [e["phase"] for e in events(m, ids[key], "STATE")]:
+                problems.append(f"{key}: no CANCELING event with phase {phase}")
         if not events(m, ids["overrun"], "OVERRUN"):
             problems.append("overrun: no OVERRUN event")
         expect(ids["cancel"], "CANCELED", 14, "Job has been aborted by user.")
@@ -208,6 +214,8 @@ async def test_automated_jobs_on_real_clusters(tmp_path: Path) -> None:
         await m.cancel(shared.id)
         await wait_for(m, lost.id, terminal, 90)
         expect(lost.id, "SYSTEM_ERROR", 27, "Cluster disappeared unexpectedly", shared.id)
+        if m.get(lost.id).phase != "ClusterLost" or _driver_pids(backend, lost.id):
+            problems.append(f"cluster-lost: phase {m.get(lost.id).phase}, driver pids {_driver_pids(backend, lost.id)}")
         await wait_for(m, shared.id, "COMPLETE", 90)
         assert not problems, "\n".join(problems)
     finally:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from . import exit_codes
 from .backends.base import AppResult, BackendError, ClusterInfo, StagedApp
 from .lifecycle import State
+from .spark import roles
 from .spark.classify import classify_driver
 from .specs import ClusterSpec
 from .staging import StagingError, stage_application
@@ -162,7 +163,10 @@ class AutomatedRun:
         watched = self.cluster_job or self.job_id
         while True:
             await asyncio.sleep(interval)
-            target = self.store.find(watched)
+            try:
+                target = self.store.find(watched)
+            except Exception:  # a busy database must not stop the driver: look again
+                continue
             if target is None:
                 return f"interactive cluster {watched} is gone"
             if self.cluster_job and target.state != State.RUNNING:
@@ -232,6 +236,7 @@ class AutomatedRun:
 
     async def _resources(self) -> None:
         log = self.backend.job_dir(self.job_id) / "logs" / "driver.log"
+        busy_warned = False
         try:  # only this attempt's output counts (the log is appended to by every attempt)
             offset = log.stat().st_size
         except OSError:
@@ -245,19 +250,70 @@ class AutomatedRun:
             except OSError:
                 continue
             if text.count(_NO_RESOURCES) >= 2:  # Spark repeats it every 15 s while it waits
-                detail = self._resource_advice()
+                never = self._never_fits()
+                if never is None:  # an executor fits a worker: the cluster is busy, not too small
+                    if not busy_warned:
+                        busy_warned = True
+                        with contextlib.suppress(Exception):
+                            self.store.update(self.job_id, warning="waiting for executors: the cluster's cores are "
+                                              "taken by other applications (Spark: initial job has not accepted "
+                                              "any resources)")
+                    continue
+                detail = self._resource_advice(never)
                 with contextlib.suppress(Exception):
                     self.store.update(self.job_id, warning=f"no executor can start: {detail}")
                 await self.m.cancel(self.job_id, "resources", detail)
                 return
 
-    def _resource_advice(self) -> str:
+    def _cluster_size(self) -> dict[str, Any]:
+        """The cluster spec the driver runs on (the interactive job's for ``cluster_job``)."""
+        if self.cluster_job is None:
+            return self.spec.get("cluster") or {}
+        with contextlib.suppress(Exception):
+            target = self.store.find(self.cluster_job)
+            if target is not None:
+                return target.spec.get("cluster") or {}
+        return {}
+
+    def _never_fits(self) -> str | None:
+        """What the application asks of an executor that no worker of its cluster has, or ``None``.
+
+        Spark's "Initial job has not accepted any resources" warning alone does not tell a cluster that is
+        too small from one whose cores are taken by other applications; the executor ask against the
+        worker size does.
+        """
         conf = self.spec["application"].get("conf") or {}
-        cluster = self.spec.get("cluster") or {}
+        cluster = self._cluster_size()
+        if not cluster:
+            return None
+        reasons: list[str] = []
+        with contextlib.suppress(ValueError, TypeError):
+            worker_mb = roles.parse_memory_mb(str(cluster.get("worker_memory") or "1g"))
+            mem = conf.get("spark.executor.memory")
+            if mem is not None and roles.parse_memory_mb(str(mem)) > worker_mb:
+                reasons.append(f"spark.executor.memory={mem} is more than a worker's {cluster.get('worker_memory')}")
+        with contextlib.suppress(ValueError, TypeError):
+            cores = conf.get("spark.executor.cores")
+            if cores is not None and int(cores) > int(cluster.get("worker_cores") or 1):
+                reasons.append(f"spark.executor.cores={cores} is more than a worker's "
+                               f"{cluster.get('worker_cores') or 1} core(s)")
+        for key, value in conf.items():
+            if key.startswith("spark.executor.resource.") and key.endswith(".amount"):
+                with contextlib.suppress(ValueError, TypeError):
+                    if float(value) > 0:
+                        reasons.append(f"{key}={value}: workers offer no such resource")
+        return "; ".join(reasons) or None
+
+    def _resource_advice(self, never: str | None = None) -> str:
+        conf = self.spec["application"].get("conf") or {}
+        cluster = self._cluster_size()
         asks = ", ".join(f"{k}={v}" for k, v in conf.items() if k.startswith(("spark.executor.", "spark.cores")))
         size = (f"{cluster.get('workers')} worker(s) of {cluster.get('worker_cores')} core(s) and "
                 f"{cluster.get('worker_memory')}") if cluster else f"the cluster of job {self.cluster_job}"
-        return (f"the application asks for more than {size} can give ({asks or 'its executor defaults'}); "
+        if self.cluster_job and cluster:
+            size = f"the cluster of job {self.cluster_job} ({size})"
+        why = f": {never}" if never else ""
+        return (f"the application asks for more than {size} can give ({asks or 'its executor defaults'}){why}; "
                 "enlarge the cluster (workers, worker_cores, worker_memory) or lower spark.executor.*")
 
     # ---- the end --------------------------------------------------------------------------------

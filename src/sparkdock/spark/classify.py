@@ -22,7 +22,8 @@ Job exit codes (the catalog's, see ``sparkdock.exit_codes``):
 
 - ``0``: success (``exit_code`` is ``None``);
 - ``18``: the application failed (executor error) with a kernel exit code;
-- ``15``: the application never got resources ("Initial job has not accepted any resources");
+- ``15``: the application never got resources ("Initial job has not accepted any resources", and no
+  application error in the output: Spark prints that warning on a merely busy cluster too);
 - ``16``: the driver ran out of memory (``java.lang.OutOfMemoryError``, or killed with 137 and an OOM
   message);
 - ``29``: the driver's JVM ended abnormally (134 abort/core dump, 137 SIGKILL, other signals).
@@ -142,9 +143,8 @@ def classify_driver(returncode: int | None, output: str = "") -> DriverOutcome:
     if code is not None and code > 128 and code - 128 in (6, 9, 11, 15):
         signal = _SIGNALS.get(code, f"signal {code - 128}")
         return DriverOutcome(EXIT_JVM_ABNORMAL, None, f"the driver's JVM ended abnormally ({code}, {signal})")
-    if no_resources:
-        return DriverOutcome(EXIT_NO_RESOURCES, None, f"no resources: {no_resources}")
-
+    # An application error wins over the "no resources" warning: Spark also prints that warning while a busy
+    # cluster's cores are taken by other applications, so it only explains an exit that shows no other cause.
     for kernel_code, pattern in _KERNEL_RULES:
         line = _first_line(pattern, output)
         if line:
@@ -152,5 +152,7 @@ def classify_driver(returncode: int | None, output: str = "") -> DriverOutcome:
     exc = _first_line(_EXCEPTION, output)
     if exc:
         return DriverOutcome(EXIT_APPLICATION_FAILED, KERNEL_OTHER, exc)
+    if no_resources:
+        return DriverOutcome(EXIT_NO_RESOURCES, None, f"no resources: {no_resources}")
     return DriverOutcome(EXIT_APPLICATION_FAILED, KERNEL_GENERIC_FAILURE,
                          f"the driver exited with status {returncode}")
