@@ -81,11 +81,13 @@ class FakeBackend(Backend):
         self.stopped.append(job_id)
 
     async def adopt_cluster(self, job_id: str, state: dict[str, Any]) -> ClusterInfo | None:
+        await self.check()
         if job_id not in self.live:
             return None
         return ClusterInfo(job_id, {"sql": {"host": "127.0.0.1", "port": 1, "jdbc_url": "x"}}, state)
 
     async def list_job_ids(self) -> set[str]:
+        await self.check()
         return set(self.live)
 
     async def logs(self, job_id: str, component: str, tail: int | None = None) -> str:

@@ -334,3 +334,22 @@ async def test_restart_fails_a_running_cluster_that_is_gone(tmp_path, store):
     assert done.state == State.SYSTEM_ERROR and done.exit_code == 50
     assert "none of its resources were found" in done.exit_message
     await m2.stop()
+
+
+async def test_restart_with_the_backend_down_keeps_running_jobs(tmp_path, store):
+    FakeBackend.reset()
+    cfg = ManagerConfig(retry_backoff=0.05, watchdog_interval=0.1)
+    m1 = JobManager(store, FakeBackend(tmp_path / "d", "t"), config=cfg)
+    await m1.ensure_started()
+    job = m1.submit(interactive())
+    await wait_for(m1, job.id, "RUNNING")
+    await m1.stop()
+    FakeBackend.engine_down = True  # e.g. dockerd is restarting while the server starts
+    m2 = JobManager(store, FakeBackend(tmp_path / "d", "t"), config=cfg)
+    await m2.ensure_started()
+    kept = m2.get(job.id)
+    assert kept.state == State.RUNNING and kept.flagged and "cannot be reached" in kept.runtime_status["error"]
+    assert job.id in FakeBackend.live  # nothing was destroyed
+    FakeBackend.engine_down = False
+    await m2.cancel(job.id, wait=True)
+    await m2.stop()

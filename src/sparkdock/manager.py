@@ -527,23 +527,24 @@ class JobManager:
     # ---- reconcile ------------------------------------------------------------------------------
     async def reconcile(self) -> None:
         """Match every non-terminal job with what the backend finds (run once at start-up)."""
+        found: set[str] | None
         try:
             found = await self.backend.list_job_ids()
-        except Exception as exc:
+        except Exception as exc:  # e.g. the Docker engine is down: adopt what answers, destroy nothing
             log.warning("backend cannot list resources: %s", exc)
-            found = set()
+            found = None
         for job in self.store.non_terminal():
             try:
                 await self._reconcile_job(job, found)
             except Exception:
                 log.exception("reconcile of %s failed", job.id)
         live = {j.id for j in self.store.non_terminal()}
-        for orphan in sorted(found - live):
+        for orphan in sorted((found or set()) - live):
             log.info("removing orphaned resources of job %s", orphan)
             with contextlib.suppress(Exception):
                 await self.backend.stop_cluster(orphan, None)
 
-    async def _reconcile_job(self, job: Job, found: set[str]) -> None:
+    async def _reconcile_job(self, job: Job, found: set[str] | None) -> None:
         rt = self._rt.setdefault(job.id, _Runtime())
         if job.state == State.UNKNOWN:
             self.store.transition(job.id, State.QUEUED, phase="Queued", description="queued after restart")
@@ -558,9 +559,15 @@ class JobManager:
             await self._finish_cancel(job.id)
         elif job.state == State.RUNNING and job.kind == Kind.INTERACTIVE:
             info = None
-            if job.id in found or job.backend == "local":
+            if found is None or job.id in found:
                 try:
                     info = await self.backend.adopt_cluster(job.id, job.backend_state)
+                except BackendError as exc:
+                    if found is None:  # the backend cannot tell: keep the job, flag it, destroy nothing
+                        self.store.update(job.id, error=f"after a server restart the backend cannot be "
+                                                        f"reached to adopt the cluster: {exc.detail}")
+                        return
+                    log.warning("adoption of %s failed: %s", job.id, exc)
                 except Exception as exc:
                     log.warning("adoption of %s failed: %s", job.id, exc)
             if info is not None:
@@ -568,15 +575,14 @@ class JobManager:
                 self.store.add_event(job.id, "adopted after server restart (same endpoints)", event="ADOPTED")
                 return
             await self._safe_stop(job.id)
-            what = "its resources were found but its endpoints do not answer" if job.id in found else \
-                "none of its resources were found"
+            what = "its resources were found but its endpoints do not answer" if found and job.id in found \
+                else "none of its resources were found"
             self.store.transition(
                 job.id, State.SYSTEM_ERROR, phase="Lost", exit_code=50,
                 exit_message=exit_codes.message(50, endpoint="sql and lab", detail=f"after a server restart {what}"),
             )
         elif job.state == State.RUNNING:
-            if not job.spec.get("cluster_job"):
-                await self._safe_stop(job.id)
+            await self._safe_stop(job.id)  # its driver (and ephemeral cluster); never the cluster_job's cluster
             self.store.transition(
                 job.id, State.SYSTEM_ERROR, phase="Lost", exit_code=27,
                 exit_message=exit_codes.message(27, detail="the server restarted while the driver ran; the driver "
