@@ -6,7 +6,8 @@ concurrently, so the whole file takes about the time of the slowest job (the res
 Spark's "Initial job has not accepted any resources" warning twice, 15 s apart):
 
 * COMPLETE: a PySpark job writing and reading a parquet table (interactive and ephemeral), a SQL script;
-* EXECUTOR_ERROR 18 with the kernel exit codes 1, 2, 3, 6 and 7 produced by real drivers;
+* EXECUTOR_ERROR 18 with the kernel exit codes 1 to 7 produced by real drivers; SYSTEM_ERROR 16 (out of
+  memory) and 29 (the driver aborted, 134);
 * CANCELED 15 (executors that can never start; an overrun with ``overrun_action=cancel``), CANCELED 14;
 * SYSTEM_ERROR 11 and 12 (staging);
 * SYSTEM_ERROR 27 when the interactive cluster is terminated under a running driver (the last step);
@@ -135,7 +136,18 @@ async def test_automated_jobs_on_real_clusters(tmp_path: Path) -> None:
             "k2": m.submit(automated("k2-exit", "import sys\nprint('leaving with 3')\nsys.exit(3)\n", where=on)),
             "k3": m.submit(automated("k3-missing", SESSION + f"spark.read.parquet({str(missing)!r}).count()\n",
                                      where=on)),
+            "k4": m.submit(automated("k4-integrity", SESSION + (
+                "from sparkdock.spark.errors import IntegrityError\n"
+                "n = spark.range(100).count()\n"
+                "if n != 101:\n"
+                "    raise IntegrityError(f'integrity check failed: expected 101 rows, found {n}')\n"), where=on)),
+            "k5": m.submit(automated("k5-output", (
+                "from sparkdock.spark.errors import require_outputs\n"
+                f"require_outputs({str(tmp_path / 'never-written.parquet')!r})\n"), where=on)),
             "k6": m.submit(automated("k6-module", "import sparkdock_no_such_module\n", where=on)),
+            "c16": m.submit(automated("out-of-memory", "x = bytearray(1 << 44)  # 16 TiB\n", where=on)),
+            "c29": m.submit(automated("abort", "import os, signal\nos.kill(os.getpid(), signal.SIGABRT)\n",
+                                      where=on)),
             "k7": m.submit(automated("k7-runtime", "raise RuntimeError('boom from the job')\n", where=on)),
             "r15": m.submit(automated("no-executor", SESSION + "spark.range(10).count()\n", where=on,
                                       conf={"spark.executor.memory": "64g"})),
@@ -169,13 +181,15 @@ async def test_automated_jobs_on_real_clusters(tmp_path: Path) -> None:
         assert (tmp_path / "t.parquet").is_dir()
         expect(ids["sql"], "COMPLETE", None)
         assert m.get(shared.id).state == State.RUNNING  # a cluster_job leaves its cluster running
-        for key, kernel in (("k1", 1), ("k2", 2), ("k3", 3), ("k6", 6), ("k7", 7)):
+        for key, kernel in (("k1", 1), ("k2", 2), ("k3", 3), ("k4", 4), ("k5", 5), ("k6", 6), ("k7", 7)):
             expect(ids[key], "EXECUTOR_ERROR", 18, f"Task fails with kernel exit code: {kernel}")
             if not events(m, ids[key], "DRIVER"):
                 problems.append(f"{key}: no DRIVER event in history")
         for key, needle in (("k3", "PATH_NOT_FOUND"), ("k6", "sparkdock_no_such_module"), ("k7", "boom")):
             if needle not in " ".join(e["description"] or "" for e in m.history(ids[key])):
                 problems.append(f"{key}: history does not quote {needle!r}")
+        expect(ids["c16"], "SYSTEM_ERROR", 16, "Cluster became unusable", "MemoryError")
+        expect(ids["c29"], "SYSTEM_ERROR", 29, "The driver terminated abnormally", "134")
         expect(ids["r15"], "CANCELED", 15, "To avoid unexpected consumption", "spark.executor.memory=64g",
                "enlarge the cluster")
         expect(ids["overrun"], "CANCELED", 15, "max_runtime")
