@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.sparkdock-installed
 
-.PHONY: help venv docker test test-fast lint demo lab bench clean
+.PHONY: help venv docker browser test test-fast lint demo lab bench clean
 
 help:
 	@echo "make test   - set up venv + Docker engine + image, then run the whole test suite"
@@ -29,10 +29,16 @@ docker:
 	  if [ "$$CI" = "true" ]; then echo "FATAL: Docker engine/image could not be set up (CI=true)"; exit 1; fi; \
 	  echo "WARNING: Docker is not available; Docker tests will not run"; }
 
+# Debian's chromium for the browser test (no browser download: playwright drives /usr/bin/chromium).
+browser:
+	@bash scripts/setup-browser.sh || { \
+	  if [ "$$CI" = "true" ]; then echo "FATAL: chromium could not be installed (CI=true)"; exit 1; fi; \
+	  echo "WARNING: chromium is not available; the browser test will not run"; }
+
 lint: venv
 	$(VENV)/bin/ruff check src tests bench
 
-test: venv docker lint
+test: venv docker browser lint
 	$(VENV)/bin/pytest
 
 test-fast: venv
