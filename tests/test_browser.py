@@ -250,12 +250,16 @@ def test_quickstart_card_in_jupyterlab(chromium, lab_server):
     server = lab_server
     t_start = time.monotonic()
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(
+        # A fresh profile (playwright passes it as --user-data-dir).
+        browser = pw.chromium.launch_persistent_context(
+            str(server.tmp / "chromium-profile"),
             executable_path=chromium,
-            args=[*CHROMIUM_ARGS, f"--user-data-dir={server.tmp / 'chromium-profile'}"],
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 1000},
         )
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page = browser.new_page()
             console: list[str] = []
             page.on("console", lambda m: console.append(f"{m.type}: {m.text}") if m.type == "error" else None)
             page.goto(f"{server.url}lab/tree/quickstart.ipynb?token={server.token}", timeout=120_000)
@@ -289,9 +293,20 @@ def _run_and_watch(page, server: LabServer, t_start: float) -> None:
         "() => window.jupyterapp.shell.currentWidget.sessionContext.session?.kernel?.status === 'idle'",
         timeout=120_000,
     )
-    _say("notebook open, kernel idle: running all cells (notebook:run-all-cells)")
-    # Fire and forget: the command's promise ends with the last cell, minutes later.
-    page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+    # The notebook runs in two halves, so that the RUNNING card can be looked at before the notebook's own
+    # SQL cells and terminate() move it on: every cell above the first SQL cell (launch, display, wait()),
+    # then that cell and every one below it. Fire and forget: the commands' promises end with the last cell.
+    split = page.evaluate(
+        """() => {
+            const nb = window.jupyterapp.shell.currentWidget.content;
+            const i = nb.widgets.findIndex(c => c.model.sharedModel.getSource().includes('cluster.sql('));
+            if (i > 0) nb.activeCellIndex = i;
+            return i;
+        }"""
+    )
+    assert split > 0, "quickstart.ipynb has no cluster.sql( cell"
+    _say(f"notebook open, kernel idle: running the cells above cell {split} (notebook:run-all-above)")
+    page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-above'); }")
 
     # 1. the card renders as an ipywidget and its badge goes to RUNNING
     seen: list[str] = []
@@ -312,6 +327,12 @@ def _run_and_watch(page, server: LabServer, t_start: float) -> None:
         )
         time.sleep(0.25)
     t_running = time.monotonic() - t_start
+    with contextlib.suppress(Exception):  # let the wait() cell print, so that the screenshot shows it
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.jp-OutputArea-output')]"
+            ".some(e => e.textContent.includes('state: RUNNING'))",
+            timeout=30_000,
+        )
     card = page.locator(".jp-OutputArea-output .jupyter-widgets:has(.sparkdock-badge)").first
     badge_el = card.locator(".sparkdock-badge").first
     card.scroll_into_view_if_needed()
@@ -326,10 +347,22 @@ def _run_and_watch(page, server: LabServer, t_start: float) -> None:
     assert badge_el.is_visible()
     assert "quickstart" in card_text
     assert jdbc.startswith("jdbc:hive2://"), f"JDBC URL field: {jdbc!r}"
-    assert card.locator("a").count() >= 1, "no lab link on the RUNNING card"
+    lab_link = card.locator("a[href$='/lab']").first
+    assert lab_link.count() == 1, "no lab link on the RUNNING card"
+    assert "underline" in lab_link.evaluate("e => getComputedStyle(e).textDecorationLine"), "the link looks like text"
     assert card.locator("button:has-text('Terminate')").is_enabled()
 
+    assert badge_el.text_content().strip() == "RUNNING"  # still RUNNING: nothing moved it on yet
+
     # 2. the rest of the notebook: SQL, then terminate; the card follows to COMPLETE
+    page.evaluate(
+        f"""() => {{
+            const app = window.jupyterapp;
+            app.shell.currentWidget.content.activeCellIndex = {split};
+            app.commands.execute('notebook:run-all-below');
+        }}"""
+    )
+    _say(f"running cell {split} and every cell below it (notebook:run-all-below)")
     deadline = time.monotonic() + FINISH_TIMEOUT
     while True:
         probe = page.evaluate(_PROBE)

@@ -139,6 +139,15 @@ def failure_html(job: dict[str, Any], info: dict[str, Any] | None) -> str:
     return out + "</div>"
 
 
+# JupyterLab's reset leaves links inside widget HTML unstyled (they look like plain text): style them inline.
+_LINK_STYLE = "color:#1565c0;text-decoration:underline"
+
+
+def _link(url: Any) -> str:
+    u = esc(url)
+    return f'<a href="{u}" target="_blank" rel="noopener" style="{_LINK_STYLE}">{u}</a>'
+
+
 def endpoints_html(job: dict[str, Any]) -> str:
     """JDBC URL and lab/Spark UI links."""
     eps = job.get("endpoints") or {}
@@ -146,11 +155,9 @@ def endpoints_html(job: dict[str, Any]) -> str:
     if eps.get("sql"):
         parts.append(f"JDBC: <code>{esc(eps['sql'].get('jdbc_url'))}</code>")
     if eps.get("lab"):
-        u = esc(eps["lab"].get("url"))
-        parts.append(f'Lab: <a href="{u}" target="_blank">{u}</a>')
+        parts.append(f"Lab: {_link(eps['lab'].get('url'))}")
     if eps.get("spark_ui"):
-        u = esc(eps["spark_ui"].get("url"))
-        parts.append(f'Spark UI: <a href="{u}" target="_blank">{u}</a>')
+        parts.append(f"Spark UI: {_link(eps['spark_ui'].get('url'))}")
     return "<br>".join(parts)
 
 
