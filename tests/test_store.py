@@ -94,6 +94,11 @@ def test_runtime_status_seed_001(store):
     job = store.transition(job.id, "QUEUED", description="requeued")
     assert job.runtime_status == {"activity": None, "warning": None, "error": None}
     assert not job.flagged
+    store.transition(job.id, "INITIALIZING")
+    store.update(job.id, activity="starting", warning="slow start")
+    store.transition(job.id, "RUNNING")
+    job = store.transition(job.id, "COMPLETE")
+    assert job.runtime_status == {"activity": None, "warning": "slow start", "error": None}
 
 
 def test_phase_and_progress_events(store):

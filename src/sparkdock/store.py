@@ -9,7 +9,8 @@
   :mod:`sparkdock.lifecycle` forbids raises :class:`~sparkdock.lifecycle.IllegalTransition` and writes
   nothing.
 * ``runtime_status`` follows seed 001: it is only updated in INITIALIZING/RUNNING, and it is cleared when a
-  job is requeued.
+  job is requeued. Its ``activity`` says what the job is doing now, so it is cleared when the job ends
+  (``warning`` and ``error`` stay as the record).
 * The schema carries a version (``PRAGMA user_version``) and is migrated forward on open.
 
 One :class:`JobStore` can be shared by threads: each thread gets its own connection.
@@ -422,8 +423,11 @@ class JobStore:
                 job.attempt = attempt
             if target == State.RUNNING and job.started_at is None:
                 job.started_at = now
+            if target == State.CANCELING:
+                job.runtime_status["activity"] = "removing the job's resources"
             if job.terminal:
                 job.ended_at = now
+                job.runtime_status["activity"] = None  # a finished job does nothing; warning/error stay as record
                 if job.kind == Kind.INTERACTIVE:
                     job.endpoints = None
             job.updated_at = now
