@@ -14,7 +14,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +22,8 @@ from pathlib import Path
 
 import pytest
 import requests
+
+from sparkdock.demo import stop_process
 
 pytestmark = [pytest.mark.browser, pytest.mark.spark]
 
@@ -178,21 +179,7 @@ class LabServer:
         return left
 
     def stop(self, timeout: float = 60.0) -> None:
-        p = self.proc
-        if p is not None and p.poll() is None:
-            for sig in (signal.SIGINT, signal.SIGINT):  # jupyter asks for confirmation on the first one
-                with contextlib.suppress(ProcessLookupError):
-                    p.send_signal(sig)
-                time.sleep(0.3)
-            try:
-                p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                p.terminate()
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+        stop_process(self.proc, timeout)
         with contextlib.suppress(Exception):
             self._log.close()
 

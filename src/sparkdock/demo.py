@@ -115,24 +115,30 @@ class Server:
 
     def stop(self, timeout: float = 60.0) -> None:
         """Stop the server (SIGINT twice, as a user would; then SIGTERM/SIGKILL) and remove the temp dir."""
-        p = self.proc
-        if p is not None and p.poll() is None:
-            for sig in (signal.SIGINT, signal.SIGINT):
-                with contextlib.suppress(ProcessLookupError):
-                    p.send_signal(sig)
-                time.sleep(0.3)
-            try:
-                p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                p.terminate()
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+        stop_process(self.proc, timeout)
         with contextlib.suppress(Exception):
             self._log.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def stop_process(p: subprocess.Popen[Any] | None, timeout: float = 60.0) -> None:
+    """Stop a Jupyter server process as a user would (SIGINT twice: it asks for confirmation on the first),
+    then SIGTERM, then SIGKILL."""
+    if p is None or p.poll() is not None:
+        return
+    for sig in (signal.SIGINT, signal.SIGINT):
+        with contextlib.suppress(ProcessLookupError):
+            p.send_signal(sig)
+        time.sleep(0.3)
+    try:
+        p.wait(timeout)
+    except subprocess.TimeoutExpired:
+        p.terminate()
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 def _printer(seen: dict[str, tuple[Any, Any]]) -> Any:
