@@ -7,7 +7,7 @@ Spark's "Initial job has not accepted any resources" warning twice, 15 s apart):
 
 * COMPLETE: a PySpark job writing and reading a parquet table (interactive and ephemeral), a SQL script;
 * EXECUTOR_ERROR 18 with the kernel exit codes 1 to 7 produced by real drivers; SYSTEM_ERROR 16 (out of
-  memory) and 29 (the driver aborted, 134);
+  memory), 17 (spark-submit refuses the conf) and 29 (the driver aborted, 134);
 * CANCELED 15 (executors that can never start; an overrun with ``overrun_action=cancel``), CANCELED 14;
 * SYSTEM_ERROR 11 and 12 (staging);
 * SYSTEM_ERROR 27 when the interactive cluster is terminated under a running driver (the last step);
@@ -23,12 +23,11 @@ from typing import Any
 
 import pytest
 
+from docker_fixtures import docker_image  # noqa: F401
 from sparkdock.backends.local import LocalBackend, pid_alive
 from sparkdock.lifecycle import State
 from sparkdock.manager import JobManager, ManagerConfig
 from sparkdock.store import Job, JobStore
-
-pytestmark = pytest.mark.spark
 
 SESSION = "from pyspark.sql import SparkSession\nspark = SparkSession.builder.getOrCreate()\n"
 
@@ -92,6 +91,7 @@ def _driver_pids(backend: LocalBackend, job_id: str) -> list[int]:
     return list(_marked_processes(backend.instance, job_id))
 
 
+@pytest.mark.spark
 async def test_automated_jobs_on_real_clusters(tmp_path: Path) -> None:
     """Every automated outcome the issue lists, on one interactive and one ephemeral real cluster."""
     t0 = time.monotonic()
@@ -145,6 +145,8 @@ async def test_automated_jobs_on_real_clusters(tmp_path: Path) -> None:
                 "from sparkdock.spark.errors import require_outputs\n"
                 f"require_outputs({str(tmp_path / 'never-written.parquet')!r})\n"), where=on)),
             "k6": m.submit(automated("k6-module", "import sparkdock_no_such_module\n", where=on)),
+            "c17": m.submit(automated("refused", "print('never runs')\n", where=on,
+                                      conf={"spark.driver.cores": "-1"})),
             "c16": m.submit(automated("out-of-memory", "x = bytearray(1 << 44)  # 16 TiB\n", where=on)),
             "c29": m.submit(automated("abort", "import os, signal\nos.kill(os.getpid(), signal.SIGABRT)\n",
                                       where=on)),
@@ -188,6 +190,7 @@ async def test_automated_jobs_on_real_clusters(tmp_path: Path) -> None:
         for key, needle in (("k3", "PATH_NOT_FOUND"), ("k6", "sparkdock_no_such_module"), ("k7", "boom")):
             if needle not in " ".join(e["description"] or "" for e in m.history(ids[key])):
                 problems.append(f"{key}: history does not quote {needle!r}")
+        expect(ids["c17"], "SYSTEM_ERROR", 17, "Spark refused the submission", "Driver cores must be a positive")
         expect(ids["c16"], "SYSTEM_ERROR", 16, "Cluster became unusable", "MemoryError")
         expect(ids["c29"], "SYSTEM_ERROR", 29, "The driver terminated abnormally", "134")
         expect(ids["r15"], "CANCELED", 15, "To avoid unexpected consumption", "spark.executor.memory=64g",
@@ -240,3 +243,34 @@ async def test_automated_jobs_on_real_clusters(tmp_path: Path) -> None:
         store.close()
         print(f"[automated-real] total {time.monotonic() - t0:.0f} s")
     assert leftovers == set()
+
+
+@pytest.mark.docker
+async def test_provisioning_failures_on_docker_are_20_then_24(
+    tmp_path: Path, docker_image: str  # noqa: F811
+) -> None:
+    """An ephemeral cluster whose image cannot be had: 20 without retries; with retries, every attempt is in
+    the history ("Start Failed", runtime status cleared on requeue) and the job ends 24."""
+    from sparkdock.backends.docker import DockerBackend
+
+    store = JobStore(tmp_path / "jobs.db")
+    backend = DockerBackend(tmp_path / "data", "autotest-docker", image=docker_image)
+    m = JobManager(store, backend, config=ManagerConfig(retry_backoff=0.2))
+    await m.ensure_started()
+    try:
+        bad = {"workers": 1, "image": "sparkdock/no-such-image:0"}
+        app = {"type": "pyspark", "code": "print(1)\n"}
+        j20 = m.submit({"kind": "automated", "application": app, "cluster": bad})
+        j24 = m.submit({"kind": "automated", "application": app, "cluster": bad, "policy": {"retries": 2}})
+        done20 = await wait_for(m, j20.id, {"SYSTEM_ERROR"}, 120)
+        assert done20.exit_code == 20 and "could not be provisioned" in done20.exit_message
+        assert "no-such-image" in done20.exit_message
+        done24 = await wait_for(m, j24.id, {"SYSTEM_ERROR"}, 120)
+        assert done24.exit_code == 24 and done24.attempt == 3 and "3 attempts" in done24.exit_message
+        starts = [e for e in events(m, j24.id, "STATE") if e["phase"] == "StartFailed"]
+        assert [e["attempt"] for e in starts] == [2, 3] and all(e["state"] == "QUEUED" for e in starts)
+        assert [e["state"] for e in events(m, j24.id, "STATE")].count("INITIALIZING") == 3
+        assert await backend.list_job_ids() == set()  # nothing left by any attempt
+    finally:
+        await m.stop()
+        store.close()

@@ -34,9 +34,10 @@ from .staging import StagingError, stage_application
 if TYPE_CHECKING:
     from .manager import JobManager
 
+# spark-submit's own refusals (argument validation in SparkSubmit, a JVM that cannot start). A failing Python
+# application never prints these: its errors are Python tracebacks.
 _SUBMIT_ERROR = re.compile(
-    r"^(Error: .+|Exception in thread \"main\" org\.apache\.spark\.SparkException: (Master must|Could not parse|"
-    r"Cannot load main class).+)$",
+    r"^(Error: .+|Exception in thread \"main\" org\.apache\.spark\.SparkException: .+)$",
     re.M,
 )
 _NO_RESOURCES = "Initial job has not accepted any resources"
