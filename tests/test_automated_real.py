@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from docker_fixtures import docker_image  # noqa: F401
+from job_helpers import events, wait_for
 from sparkdock.backends.local import LocalBackend, pid_alive
 from sparkdock.lifecycle import State
 from sparkdock.manager import JobManager, ManagerConfig
@@ -50,22 +51,8 @@ SELECT sum(id) AS total FROM numbers;
 SLEEPER = SESSION + "import time\nprint('SLEEPING', flush=True)\ntime.sleep(600)\n"
 
 
-async def wait_for(m: JobManager, job_id: str, states: str | set[str], timeout: float) -> Job:
-    """Poll until the job is in one of ``states``."""
-    wanted = {State(s) for s in ([states] if isinstance(states, str) else states)}
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = m.get(job_id)
-        if job.state in wanted:
-            return job
-        await asyncio.sleep(0.1)
-    job = m.get(job_id)
-    raise AssertionError(f"{job_id} ({job.name}) is {job.state} (phase {job.phase}), wanted {wanted}")
 
 
-def events(m: JobManager, job_id: str, kind: str | None = None) -> list[dict[str, Any]]:
-    """The job's history events, of one kind if given."""
-    return [e for e in m.history(job_id) if kind is None or e["event"] == kind]
 
 
 def states_of(m: JobManager, job_id: str) -> list[str]:

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 import pytest
 
 from fake_backend import FakeBackend
+from job_helpers import events, wait_for
 from sparkdock.lifecycle import State
 from sparkdock.manager import JobConflict, JobManager, ManagerConfig, QuotaExceeded
 from sparkdock.store import JobStore
@@ -40,15 +40,6 @@ def make_manager(tmp_path, store):
     return make
 
 
-async def wait_for(m: JobManager, job_id: str, states, timeout: float = 10.0):
-    states = {State(s) for s in ([states] if isinstance(states, str) else states)}
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = m.get(job_id)
-        if job.state in states:
-            return job
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"{job_id} is {m.get(job_id).state} (phase {m.get(job_id).phase}), wanted {states}")
 
 
 def interactive(image="fake/ok", **cluster):
@@ -65,8 +56,6 @@ def automated(fake: dict | None = None, code: str = "print(1)", policy=None, ima
     return body
 
 
-def events(m: JobManager, job_id: str, kind: str | None = None):
-    return [e for e in m.history(job_id) if kind is None or e["event"] == kind]
 
 
 async def test_capacity_queues_in_order(make_manager):
