@@ -12,18 +12,15 @@ import contextlib
 import json
 import os
 import re
-import secrets
 import shutil
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from sparkdock.demo import stop_process
+from sparkdock.demo import Server
 
 pytestmark = [pytest.mark.browser, pytest.mark.spark]
 
@@ -61,12 +58,6 @@ _PROBE = """() => {
 }"""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _say(msg: str) -> None:
     print(f"[browser-test +{time.monotonic() - _T0:6.1f}s] {msg}", flush=True)
 
@@ -92,67 +83,29 @@ def chromium() -> str:
     return CHROMIUM
 
 
-class LabServer:
+class LabServer(Server):
     """``jupyter lab`` with the sparkdock extension (local backend), a random token and its own folders."""
 
     def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.root = tmp / "root"
-        self.data = tmp / "sparkdock-data"
-        self.data.mkdir(parents=True)
-        shutil.copytree(REPO / "notebooks", self.root)
-        self.token = secrets.token_hex(24)
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.log_path = tmp / "server.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        settings = tmp / "lab-settings" / "@jupyterlab" / "apputils-extension"
+        settings_dir = tmp / "lab-settings"
+        super().__init__(
+            "local",
+            [
+                "--LabApp.expose_app_in_browser=True",
+                f"--LabApp.user_settings_dir={settings_dir}",
+                f"--LabApp.workspaces_dir={tmp / 'lab-workspaces'}",
+            ],
+            app="lab",
+            tmp=tmp,
+            drop_env=("SPARKDOCK_URL", "SPARKDOCK_TOKEN"),  # the kernel must find its server by itself
+        )
+        shutil.copytree(REPO / "notebooks", self.root, dirs_exist_ok=True)
+        settings = settings_dir / "@jupyterlab" / "apputils-extension"
         settings.mkdir(parents=True)
         # No "news?" toast over the notebook, no update check (there is no internet).
         (settings / "notification.jupyterlab-settings").write_text(
             json.dumps({"fetchNews": "false", "checkForUpdates": False})
         )
-
-    def start(self, timeout: float = 120.0) -> None:
-        env = dict(os.environ)
-        env["JUPYTER_RUNTIME_DIR"] = str(self.tmp / "runtime")
-        for var in ("SPARKDOCK_URL", "SPARKDOCK_TOKEN"):  # the kernel must find its server by itself
-            env.pop(var, None)
-        cmd = [
-            sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",
-            "--ServerApp.port_retries=0", f"--ServerApp.token={self.token}",
-            "--ServerApp.allow_unauthenticated_access=False", f"--ServerApp.root_dir={self.root}",
-            "--ServerApp.jpserver_extensions={'sparkdock': True}",
-            "--SparkDockApp.backend=local", f"--SparkDockApp.data_dir={self.data}",
-            "--LabApp.expose_app_in_browser=True",
-            f"--LabApp.user_settings_dir={self.tmp / 'lab-settings'}",
-            f"--LabApp.workspaces_dir={self.tmp / 'lab-workspaces'}",
-        ]
-        if os.geteuid() == 0:
-            cmd.append("--allow-root")
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env,
-                                     start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"jupyter lab exited with {self.proc.returncode}:\n{self.log_tail()}")
-            with contextlib.suppress(requests.RequestException):
-                if self.api("GET", "info", timeout=5).status_code == 200:
-                    return
-            time.sleep(0.3)
-        raise RuntimeError(f"jupyter lab did not answer within {timeout} s:\n{self.log_tail()}")
-
-    def api(self, method: str, path: str, **kw) -> requests.Response:
-        kw.setdefault("timeout", 30)
-        return requests.request(method, f"{self.url}sparkdock/api/{path}",
-                                headers={"Authorization": f"token {self.token}"}, **kw)
-
-    def log_tail(self, n: int = 60) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
 
     def terminate_jobs(self, timeout: float = 300.0) -> list[str]:
         """DELETE every job not yet ended and wait until each one is; returns what was left over."""
@@ -178,10 +131,6 @@ class LabServer:
                 left.append(job_id)
         return left
 
-    def stop(self, timeout: float = 60.0) -> None:
-        stop_process(self.proc, timeout)
-        with contextlib.suppress(Exception):
-            self._log.close()
 
 
 def _spark_processes_of(data_dir: Path) -> list[str]:

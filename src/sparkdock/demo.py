@@ -62,17 +62,30 @@ def find_notebook(name: str) -> Path:
 class Server:
     """A Jupyter server subprocess with the sparkdock extension."""
 
-    def __init__(self, backend: str = "auto", extra_args: list[str] | None = None) -> None:
-        self.tmp = Path(tempfile.mkdtemp(prefix="sparkdock-demo-"))
+    def __init__(
+        self,
+        backend: str = "auto",
+        extra_args: list[str] | None = None,
+        *,
+        app: str = "server",
+        tmp: Path | None = None,
+        drop_env: tuple[str, ...] = (),
+    ) -> None:
+        """``app`` is ``"server"`` (jupyter_server) or ``"lab"`` (JupyterLab); ``tmp`` a folder to use (a
+        temporary one, removed by :meth:`stop`, by default); ``drop_env`` variables the server must not see."""
+        self._own_tmp = tmp is None
+        self.tmp = Path(tempfile.mkdtemp(prefix="sparkdock-demo-")) if tmp is None else Path(tmp)
         self.root = self.tmp / "root"
         self.data = self.tmp / "data"
-        self.root.mkdir()
-        self.data.mkdir()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.data.mkdir(parents=True, exist_ok=True)
         self.token = secrets.token_hex(24)
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.backend = backend
         self.extra_args = extra_args or []
+        self.app = app
+        self.drop_env = drop_env
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.tmp / "server.log"
 
@@ -81,8 +94,11 @@ class Server:
         env = dict(os.environ)
         env["JUPYTER_RUNTIME_DIR"] = str(self.tmp / "runtime")
         env["JUPYTER_DATA_DIR"] = str(self.tmp / "jupyter-data")
+        for var in self.drop_env:
+            env.pop(var, None)
+        program = ["-m", "jupyter_server"] if self.app == "server" else ["-m", "jupyter", "lab"]
         cmd = [
-            sys.executable, "-m", "jupyter_server", "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",
+            sys.executable, *program, "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",
             "--ServerApp.port_retries=0", f"--ServerApp.root_dir={self.root}",
             f"--IdentityProvider.token={self.token}", "--ServerApp.allow_unauthenticated_access=False",
             "--ServerApp.jpserver_extensions={'sparkdock': True}",
@@ -99,12 +115,16 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the Jupyter server exited with {self.proc.returncode} (log below)")
             with contextlib.suppress(requests.RequestException):
-                r = requests.get(self.url + "sparkdock/api/info", headers={"Authorization": f"token {self.token}"},
-                                 timeout=5)
-                if r.status_code == 200:
+                if self.api("GET", "info", timeout=5).status_code == 200:
                     return
             time.sleep(0.3)
         raise RuntimeError(f"the Jupyter server did not answer within {timeout} s (log below)")
+
+    def api(self, method: str, path: str, **kw: Any) -> requests.Response:
+        """A request to ``sparkdock/api/<path>`` with the server's token."""
+        kw.setdefault("timeout", 30)
+        return requests.request(method, f"{self.url}sparkdock/api/{path}",
+                                headers={"Authorization": f"token {self.token}"}, **kw)
 
     def log_tail(self, n: int = 40) -> str:
         """The last lines of the server's log."""
@@ -118,7 +138,8 @@ class Server:
         stop_process(self.proc, timeout)
         with contextlib.suppress(Exception):
             self._log.close()
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        if self._own_tmp:
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def stop_process(p: subprocess.Popen[Any] | None, timeout: float = 60.0) -> None:
