@@ -34,6 +34,8 @@ from sparkdock.spark import probes
 from sparkdock.specs import ClusterSpec
 
 AVAILABLE, WHY = local_available()
+if not AVAILABLE and os.environ.get("CI") == "true":  # on CI the local backend's tests must run
+    raise RuntimeError(f"CI=true but the local backend is unavailable (Java/pyspark): {WHY}")
 needs_local = pytest.mark.skipif(not AVAILABLE, reason=f"local backend unavailable: {WHY}")
 
 
