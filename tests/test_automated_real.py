@@ -233,12 +233,28 @@ async def test_automated_jobs_on_real_clusters(tmp_path: Path) -> None:
 
 
 @pytest.mark.docker
-async def test_provisioning_failures_on_docker_are_20_then_24(
+async def test_provisioning_failures_on_docker_are_20_21_24(
     tmp_path: Path, docker_image: str  # noqa: F811
 ) -> None:
     """An ephemeral cluster whose image cannot be had: 20 without retries; with retries, every attempt is in
-    the history ("Start Failed", runtime status cleared on requeue) and the job ends 24."""
+    the history ("Start Failed", runtime status cleared on requeue) and the job ends 24. An image whose master
+    exits at once: 21, with the master's last log lines in the history."""
+    import io
+
+    import docker
+
     from sparkdock.backends.docker import DockerBackend
+
+    broken = "sparkdock/spark:broken-master-test"
+    dclient = docker.from_env()
+    dclient.images.build(fileobj=io.BytesIO(f"""
+FROM {docker_image}
+RUN printf '%s\\n' '#!/bin/sh' \\
+    'if [ "$1" = master ]; then echo "sparkdock test: the master is broken on purpose" >&2; exit 4; fi' \\
+    'exec python -m sparkdock.spark.entrypoint "$@"' > /usr/local/bin/broken-entry \\
+ && chmod +x /usr/local/bin/broken-entry
+ENTRYPOINT ["/usr/bin/tini", "-g", "--", "/usr/local/bin/broken-entry"]
+""".encode()), tag=broken, rm=True)
 
     store = JobStore(tmp_path / "jobs.db")
     backend = DockerBackend(tmp_path / "data", "autotest-docker", image=docker_image)
@@ -249,6 +265,8 @@ async def test_provisioning_failures_on_docker_are_20_then_24(
         app = {"type": "pyspark", "code": "print(1)\n"}
         j20 = m.submit({"kind": "automated", "application": app, "cluster": bad})
         j24 = m.submit({"kind": "automated", "application": app, "cluster": bad, "policy": {"retries": 2}})
+        j21 = m.submit({"kind": "automated", "application": app, "cluster": {"workers": 1, "image": broken,
+                                                                            "worker_memory": "512m"}})
         done20 = await wait_for(m, j20.id, {"SYSTEM_ERROR"}, 120)
         assert done20.exit_code == 20 and "could not be provisioned" in done20.exit_message
         assert "no-such-image" in done20.exit_message
@@ -257,7 +275,12 @@ async def test_provisioning_failures_on_docker_are_20_then_24(
         starts = [e for e in events(m, j24.id, "STATE") if e["phase"] == "StartFailed"]
         assert [e["attempt"] for e in starts] == [2, 3] and all(e["state"] == "QUEUED" for e in starts)
         assert [e["state"] for e in events(m, j24.id, "STATE")].count("INITIALIZING") == 3
+        done21 = await wait_for(m, j21.id, {"SYSTEM_ERROR"}, 180)
+        assert done21.exit_code == 21 and "master" in done21.exit_message
+        assert any("broken on purpose" in (e["description"] or "") for e in events(m, j21.id, "LOGS"))
         assert await backend.list_job_ids() == set()  # nothing left by any attempt
     finally:
         await m.stop()
         store.close()
+        dclient.images.remove(broken, force=True)
+        dclient.close()
