@@ -227,6 +227,8 @@ class JobManager:
             raise
 
     def _automated_spec(self, req: AutomatedJobRequest) -> dict[str, Any]:
+        """The stored spec of an automated job. A ``cluster_job`` that cannot be used is refused at submission
+        (seed 003 "Cannot Run"): 422 when it does not exist, 409 when it is not RUNNING or is flagged."""
         spec: dict[str, Any] = {
             "kind": "automated",
             "application": req.application.model_dump(),
@@ -249,7 +251,6 @@ class JobManager:
             given = req.cluster.model_dump(exclude_unset=True) if req.cluster else {}
             cluster = self._cluster_spec(given)
             spec["cluster"] = cluster.model_dump()
-        # "Cannot Run" (seed 003): a request that can never be satisfied is refused at submission.
         return spec
 
     # ---- cancel ---------------------------------------------------------------------------------
