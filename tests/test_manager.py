@@ -280,11 +280,8 @@ async def test_queue_quota(make_manager):
     await m.stop()
 
 
-async def test_restart_adopts_running_requeues_initializing_and_removes_orphans(tmp_path, store):
-    FakeBackend.reset()
-    cfg = ManagerConfig(retry_backoff=0.05, watchdog_interval=0.1)
-    m1 = JobManager(store, FakeBackend(tmp_path / "d", "t"), config=cfg)
-    await m1.ensure_started()
+async def test_restart_adopts_running_requeues_initializing_and_removes_orphans(make_manager):
+    m1 = await make_manager()
     running = m1.submit(interactive())
     await wait_for(m1, running.id, "RUNNING")
     init = m1.submit(interactive("fake/slow"))
@@ -293,8 +290,7 @@ async def test_restart_adopts_running_requeues_initializing_and_removes_orphans(
     assert running.id in FakeBackend.live
     assert m1.get(init.id).state == State.INITIALIZING
     FakeBackend.live["orphan12345"] = {}  # resources without a job
-    m2 = JobManager(store, FakeBackend(tmp_path / "d", "t"), config=cfg)
-    await m2.ensure_started()
+    m2 = await make_manager()  # a new manager and backend object on the same store: a server restart
     assert m2.get(running.id).state == State.RUNNING
     assert any(e["event"] == "ADOPTED" for e in events(m2, running.id))
     assert FakeBackend.started.count(running.id) == 1  # adopted, not started again
@@ -308,34 +304,26 @@ async def test_restart_adopts_running_requeues_initializing_and_removes_orphans(
     await m2.stop()
 
 
-async def test_restart_fails_a_running_cluster_that_is_gone(tmp_path, store):
-    FakeBackend.reset()
-    cfg = ManagerConfig(retry_backoff=0.05, watchdog_interval=0.1)
-    m1 = JobManager(store, FakeBackend(tmp_path / "d", "t"), config=cfg)
-    await m1.ensure_started()
+async def test_restart_fails_a_running_cluster_that_is_gone(make_manager):
+    m1 = await make_manager()
     job = m1.submit(interactive())
     await wait_for(m1, job.id, "RUNNING")
     await m1.stop()
     FakeBackend.live.clear()  # the containers went away while the server was down
-    m2 = JobManager(store, FakeBackend(tmp_path / "d", "t"), config=cfg)
-    await m2.ensure_started()
+    m2 = await make_manager()  # a new manager and backend object on the same store: a server restart
     done = m2.get(job.id)
     assert done.state == State.SYSTEM_ERROR and done.exit_code == 50
     assert "none of its resources were found" in done.exit_message
     await m2.stop()
 
 
-async def test_restart_with_the_backend_down_keeps_running_jobs(tmp_path, store):
-    FakeBackend.reset()
-    cfg = ManagerConfig(retry_backoff=0.05, watchdog_interval=0.1)
-    m1 = JobManager(store, FakeBackend(tmp_path / "d", "t"), config=cfg)
-    await m1.ensure_started()
+async def test_restart_with_the_backend_down_keeps_running_jobs(make_manager):
+    m1 = await make_manager()
     job = m1.submit(interactive())
     await wait_for(m1, job.id, "RUNNING")
     await m1.stop()
     FakeBackend.engine_down = True  # e.g. dockerd is restarting while the server starts
-    m2 = JobManager(store, FakeBackend(tmp_path / "d", "t"), config=cfg)
-    await m2.ensure_started()
+    m2 = await make_manager()  # a new manager and backend object on the same store: a server restart
     kept = m2.get(job.id)
     assert kept.state == State.RUNNING and kept.flagged and "cannot be reached" in kept.runtime_status["error"]
     assert job.id in FakeBackend.live  # nothing was destroyed
