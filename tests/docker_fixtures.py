@@ -8,10 +8,12 @@ step is skipped when already done). When that fails the test is skipped with the
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,3 +43,18 @@ def docker_image() -> str:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
         _unavailable(f"scripts/setup-docker.sh failed (exit {proc.returncode}):\n{tail}")
     return IMAGE
+
+
+def build_broken_image(client: Any, base: str, role: str, tag: str, exit_code: int = 3) -> str:
+    """Build ``tag``: ``base`` except that ``role`` exits at once with ``exit_code`` after saying it is broken on
+    purpose (built locally: no registry needed). Remove it with ``client.images.remove(tag, force=True)``."""
+    dockerfile = f"""
+FROM {base}
+RUN printf '%s\\n' '#!/bin/sh' \\
+    'if [ "$1" = {role} ]; then echo "sparkdock test: {role} is broken on purpose" >&2; exit {exit_code}; fi' \\
+    'exec python -m sparkdock.spark.entrypoint "$@"' > /usr/local/bin/broken-entry \\
+ && chmod +x /usr/local/bin/broken-entry
+ENTRYPOINT ["/usr/bin/tini", "-g", "--", "/usr/local/bin/broken-entry"]
+"""
+    client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True)
+    return tag

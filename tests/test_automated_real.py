@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from docker_fixtures import docker_image  # noqa: F401
+from docker_fixtures import build_broken_image, docker_image  # noqa: F401
 from job_helpers import events, wait_for
 from sparkdock.backends.local import LocalBackend, pid_alive
 from sparkdock.lifecycle import State
@@ -239,22 +239,13 @@ async def test_provisioning_failures_on_docker_are_20_21_24(
     """An ephemeral cluster whose image cannot be had: 20 without retries; with retries, every attempt is in
     the history ("Start Failed", runtime status cleared on requeue) and the job ends 24. An image whose master
     exits at once: 21, with the master's last log lines in the history."""
-    import io
-
     import docker
 
     from sparkdock.backends.docker import DockerBackend
 
     broken = "sparkdock/spark:broken-master-test"
     dclient = docker.from_env()
-    dclient.images.build(fileobj=io.BytesIO(f"""
-FROM {docker_image}
-RUN printf '%s\\n' '#!/bin/sh' \\
-    'if [ "$1" = master ]; then echo "sparkdock test: the master is broken on purpose" >&2; exit 4; fi' \\
-    'exec python -m sparkdock.spark.entrypoint "$@"' > /usr/local/bin/broken-entry \\
- && chmod +x /usr/local/bin/broken-entry
-ENTRYPOINT ["/usr/bin/tini", "-g", "--", "/usr/local/bin/broken-entry"]
-""".encode()), tag=broken, rm=True)
+    build_broken_image(dclient, docker_image, "master", broken, exit_code=4)
 
     store = JobStore(tmp_path / "jobs.db")
     backend = DockerBackend(tmp_path / "data", "autotest-docker", image=docker_image)

@@ -8,7 +8,6 @@ Every test uses its own installation id, so it never touches another installatio
 from __future__ import annotations
 
 import asyncio
-import io
 import secrets
 import time
 from collections.abc import Coroutine, Iterator
@@ -18,7 +17,7 @@ from typing import Any, TypeVar
 import docker
 import pytest
 
-from docker_fixtures import docker_image  # noqa: F401 - session fixture
+from docker_fixtures import build_broken_image, docker_image  # noqa: F401 - session fixture
 from sparkdock.backends.base import BackendError, ClusterInfo, StagedApp
 from sparkdock.backends.docker import LABEL_INSTANCE, DockerBackend
 from sparkdock.spark import probes
@@ -131,15 +130,7 @@ def test_unreachable_engine_is_52(how: str, tmp_path: Path, run: Any, monkeypatc
 @pytest.fixture(scope="module")
 def broken_sql_image(dclient: docker.DockerClient, docker_image: str) -> Iterator[str]:  # noqa: F811
     """The image, except that the sql role exits at once (built locally: no registry needed)."""
-    dockerfile = f"""
-FROM {docker_image}
-RUN printf '%s\\n' '#!/bin/sh' \\
-    'if [ "$1" = sql ]; then echo "sparkdock test: the sql role is broken on purpose" >&2; exit 3; fi' \\
-    'exec python -m sparkdock.spark.entrypoint "$@"' > /usr/local/bin/broken-entry \\
- && chmod +x /usr/local/bin/broken-entry
-ENTRYPOINT ["/usr/bin/tini", "-g", "--", "/usr/local/bin/broken-entry"]
-"""
-    dclient.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=BROKEN_SQL_IMAGE, rm=True)
+    build_broken_image(dclient, docker_image, "sql", BROKEN_SQL_IMAGE)
     yield BROKEN_SQL_IMAGE
     dclient.images.remove(BROKEN_SQL_IMAGE, force=True)
 
