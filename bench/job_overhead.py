@@ -4,7 +4,7 @@
   of the :class:`~sparkdock.backends.local.LocalBackend`) until the job is ``COMPLETE``: staging, the
   driver's ``spark-submit``, progress polling, classification and every state change in SQLite.
 * **bare**: ``spark-submit`` of the same file to the same master with the same command line
-  (:func:`sparkdock.spark.roles.driver_command`), from start to exit.
+  (:func:`sparkdock.cluster.roles.driver_command`), from start to exit.
 
 The application is ``spark.range(1000).count()``. Both run in one process against the same cluster,
 alternating, ``--rounds`` times each; medians are compared. Results go to
@@ -31,10 +31,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from sparkdock.backends.local import LocalBackend, _base_env  # noqa: E402
-from sparkdock.lifecycle import State  # noqa: E402
-from sparkdock.manager import JobManager, ManagerConfig  # noqa: E402
-from sparkdock.spark import roles  # noqa: E402
-from sparkdock.store import JobStore  # noqa: E402
+from sparkdock.cluster import roles  # noqa: E402
+from sparkdock.model.lifecycle import State  # noqa: E402
+from sparkdock.server.manager import JobManager, ManagerConfig  # noqa: E402
+from sparkdock.server.store import JobStore  # noqa: E402
 
 APP = """\
 from pyspark.sql import SparkSession
@@ -133,7 +133,7 @@ async def main(rounds: int) -> dict:
         "bare_median_s": round(bare_med, 2),
         "overhead_median_s": round(sd_med - bare_med, 2),
         "ratio_sparkdock_over_bare": round(sd_med / bare_med, 2),
-        "notes": "Both drivers use the same spark-submit command line (sparkdock.spark.roles.driver_command) "
+        "notes": "Both drivers use the same spark-submit command line (sparkdock.cluster.roles.driver_command) "
                  "against the same running interactive cluster (local backend, whose SQL endpoint and lab "
                  "also run on this 2-CPU machine). One untimed warm-up of each precedes the timed rounds.",
     }

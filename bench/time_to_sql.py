@@ -32,8 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from sparkdock.backends.docker import DockerBackend  # noqa: E402
-from sparkdock.spark import roles  # noqa: E402
-from sparkdock.specs import ClusterSpec  # noqa: E402
+from sparkdock.cluster import roles  # noqa: E402
+from sparkdock.model.specs import ClusterSpec  # noqa: E402
 
 QUERY = "SELECT count(*) FROM range(1000000)"
 EXPECTED = 1000000

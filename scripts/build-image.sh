@@ -3,7 +3,7 @@
 #
 # Usage: scripts/build-image.sh [TAG]          (default tag: sparkdock/spark:0.1.0)
 #
-# The content hash of docker/ and src/sparkdock/spark/ is stored in the image label
+# The content hash of docker/ and src/sparkdock/cluster src/sparkdock/spark/ is stored in the image label
 # io.sparkdock.context-hash; an image with the tag and the same hash is reused as it is.
 # The build context is a temporary directory holding only those two folders (the Dockerfile's
 # paths are relative to the repository root), so it stays small with the legacy builder too.
@@ -28,16 +28,16 @@ say() { echo "[build-image] $*"; }
 die() { echo "[build-image] ERROR: $*" >&2; exit 1; }
 
 [ -f "$REPO/docker/Dockerfile" ] || die "no docker/Dockerfile under $REPO"
-[ -d "$REPO/src/sparkdock/spark" ] || die "no src/sparkdock/spark under $REPO"
+[ -d "$REPO/src/sparkdock/cluster" ] || die "no src/sparkdock/cluster under $REPO"
 docker info >/dev/null 2>&1 || die "the Docker engine does not answer; run scripts/docker-engine.sh first"
 
 list_files() {
-    (cd "$REPO" && find docker src/sparkdock/spark -type f \
+    (cd "$REPO" && find docker src/sparkdock/cluster src/sparkdock/spark -type f \
         ! -path '*/__pycache__/*' ! -name '*.pyc' ! -name '.DS_Store' | LC_ALL=C sort)
 }
 HASH="$(cd "$REPO" && list_files | while IFS= read -r f; do
             printf '%s\n' "$f"; sha256sum <"$f"; done | sha256sum | cut -c1-16)"
-say "context hash: $HASH (docker/ + src/sparkdock/spark/, version $SPARKDOCK_VERSION)"
+say "context hash: $HASH (docker/ + src/sparkdock/cluster/ + src/sparkdock/spark/, version $SPARKDOCK_VERSION)"
 
 if [[ "${SPARKDOCK_FORCE_BUILD:-0}" != "1" ]] && docker image inspect "$TAG" >/dev/null 2>&1; then
     have="$(docker image inspect -f '{{ index .Config.Labels "io.sparkdock.context-hash" }}' "$TAG" 2>/dev/null || true)"

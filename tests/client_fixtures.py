@@ -9,7 +9,7 @@ import asyncio
 
 import pytest
 
-from sparkdock.client import Client
+from sparkdock.notebook.client import Client
 
 
 @pytest.fixture

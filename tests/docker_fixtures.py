@@ -52,7 +52,7 @@ def build_broken_image(client: Any, base: str, role: str, tag: str, exit_code: i
 FROM {base}
 RUN printf '%s\\n' '#!/bin/sh' \\
     'if [ "$1" = {role} ]; then echo "sparkdock test: {role} is broken on purpose" >&2; exit {exit_code}; fi' \\
-    'exec python -m sparkdock.spark.entrypoint "$@"' > /usr/local/bin/broken-entry \\
+    'exec python -m sparkdock.cluster.entrypoint "$@"' > /usr/local/bin/broken-entry \\
  && chmod +x /usr/local/bin/broken-entry
 ENTRYPOINT ["/usr/bin/tini", "-g", "--", "/usr/local/bin/broken-entry"]
 """

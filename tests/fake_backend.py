@@ -15,7 +15,7 @@ import json
 from typing import Any, ClassVar
 
 from sparkdock.backends.base import AppResult, Backend, BackendError, ClusterInfo, Reporter, StagedApp
-from sparkdock.specs import ClusterSpec
+from sparkdock.model.specs import ClusterSpec
 
 IMAGES: dict[str, dict[str, Any]] = {
     "fake/ok": {},

@@ -6,9 +6,9 @@ import asyncio
 import time
 from typing import Any
 
-from sparkdock.lifecycle import State
-from sparkdock.manager import JobManager
-from sparkdock.store import Job
+from sparkdock.model.lifecycle import State
+from sparkdock.server.manager import JobManager
+from sparkdock.server.store import Job
 
 
 async def wait_for(

@@ -26,9 +26,9 @@ import pytest
 from docker_fixtures import build_broken_image, docker_image  # noqa: F401
 from job_helpers import events, wait_for
 from sparkdock.backends.local import LocalBackend, pid_alive
-from sparkdock.lifecycle import State
-from sparkdock.manager import JobManager, ManagerConfig
-from sparkdock.store import Job, JobStore
+from sparkdock.model.lifecycle import State
+from sparkdock.server.manager import JobManager, ManagerConfig
+from sparkdock.server.store import Job, JobStore
 
 SESSION = "from pyspark.sql import SparkSession\nspark = SparkSession.builder.getOrCreate()\n"
 

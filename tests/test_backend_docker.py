@@ -20,8 +20,8 @@ import pytest
 from docker_fixtures import build_broken_image, docker_image  # noqa: F401 - session fixture
 from sparkdock.backends.base import BackendError, ClusterInfo, StagedApp
 from sparkdock.backends.docker import LABEL_INSTANCE, DockerBackend
-from sparkdock.spark import probes
-from sparkdock.specs import ClusterSpec
+from sparkdock.cluster import probes
+from sparkdock.model.specs import ClusterSpec
 
 pytestmark = pytest.mark.docker
 

@@ -30,8 +30,8 @@ from sparkdock.backends.local import (
     pid_alive,
     tail_lines,
 )
-from sparkdock.spark import probes
-from sparkdock.specs import ClusterSpec
+from sparkdock.cluster import probes
+from sparkdock.model.specs import ClusterSpec
 
 AVAILABLE, WHY = local_available()
 if not AVAILABLE and os.environ.get("CI") == "true":  # on CI the local backend's tests must run

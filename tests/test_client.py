@@ -9,7 +9,7 @@ import pytest
 import sparkdock
 from client_fixtures import client, run, server_token, server_url  # noqa: F401
 from fake_backend import FakeBackend
-from sparkdock.client import (
+from sparkdock.notebook.client import (
     AuthError,
     AutomatedJob,
     Client,

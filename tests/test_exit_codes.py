@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from sparkdock import exit_codes
-from sparkdock.lifecycle import Kind, State
+from sparkdock.model import exit_codes
+from sparkdock.model.lifecycle import Kind, State
 
 SEED = next((Path(__file__).resolve().parents[2] / "shared" / "seeds").glob("000_*.txt"), None)
 

@@ -77,9 +77,10 @@ def test_image_has_auth_jar(image: str) -> None:
     assert "io/sparkdock/auth/SparkdockPasswdAuthenticator.class" in out.split()
 
 
-def test_image_only_sparkdock_spark_is_importable(image: str) -> None:
+def test_image_only_sparkdock_cluster_is_importable(image: str) -> None:
     out = _run(image, "python", "-c",
-               "import sparkdock.spark.roles, sparkdock.spark.probes, impala.dbapi, jupyterlab, pandas; "
+               "import sparkdock.cluster.roles, sparkdock.cluster.probes, sparkdock.spark.errors; "
+               "import impala.dbapi, jupyterlab, pandas; "
                "import importlib.util as u; print(u.find_spec('pydantic') is None)")
     assert out.strip() == "True"
 

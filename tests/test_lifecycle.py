@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sparkdock.lifecycle import (
+from sparkdock.model.lifecycle import (
     EXIT_CODE_STATES,
     STATES,
     STYLES,

@@ -12,9 +12,9 @@ import pytest
 
 from fake_backend import FakeBackend
 from job_helpers import events, wait_for
-from sparkdock.lifecycle import State
-from sparkdock.manager import JobConflict, JobManager, ManagerConfig, QuotaExceeded
-from sparkdock.store import JobStore
+from sparkdock.model.lifecycle import State
+from sparkdock.server.manager import JobConflict, JobManager, ManagerConfig, QuotaExceeded
+from sparkdock.server.store import JobStore
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from docker_fixtures import docker_image  # noqa: F401
-from sparkdock.manager import JobManager
+from sparkdock.server.manager import JobManager
 
 H = {"Content-Type": "application/json"}
 

@@ -1,4 +1,4 @@
-"""Tests of sparkdock.spark: role command lines and conf, the entrypoint, the SQL runner, and a real
+"""Tests of sparkdock.cluster: role command lines and conf, the entrypoint, the SQL runner, and a real
 local cluster (master + worker + Thrift Server with the password authenticator) started from roles.py.
 """
 
@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from sparkdock.spark import entrypoint, probes, roles
-from sparkdock.spark.sql_runner import split_statements
+from sparkdock.cluster import entrypoint, probes, roles
+from sparkdock.cluster.sql_runner import split_statements
 
 SPARK_HOME = "/opt/spark-home"
 PY = "/venv/bin/python"
 REPO = Path(__file__).resolve().parents[1]
-JAVA_SRC = REPO / "src" / "sparkdock" / "spark" / "java" / "SparkdockPasswdAuthenticator.java"
+JAVA_SRC = REPO / "src" / "sparkdock" / "cluster" / "java" / "SparkdockPasswdAuthenticator.java"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -239,15 +239,15 @@ def test_entrypoint_cli_dry_run_and_passthrough() -> None:
     env = {**os.environ, "SPARK_HOME": SPARK_HOME, "SPARKDOCK_LAB_TOKEN": "tok123", "SPARKDOCK_HOST": "h"}
     src = str(REPO / "src")
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
-    out = subprocess.run([sys.executable, "-m", "sparkdock.spark.entrypoint", "--dry-run", "lab"],
+    out = subprocess.run([sys.executable, "-m", "sparkdock.cluster.entrypoint", "--dry-run", "lab"],
                          capture_output=True, text=True, env=env, timeout=60, check=True)
     shown = json.loads(out.stdout)
     assert shown["argv"][1:3] == ["-m", "jupyterlab"]
     assert "tok123" not in out.stdout
-    ran = subprocess.run([sys.executable, "-m", "sparkdock.spark.entrypoint", "echo", "hello", "there"],
+    ran = subprocess.run([sys.executable, "-m", "sparkdock.cluster.entrypoint", "echo", "hello", "there"],
                          capture_output=True, text=True, env=env, timeout=60, check=True)
     assert ran.stdout.strip() == "hello there"
-    helped = subprocess.run([sys.executable, "-m", "sparkdock.spark.entrypoint", "--help"],
+    helped = subprocess.run([sys.executable, "-m", "sparkdock.cluster.entrypoint", "--help"],
                             capture_output=True, text=True, env=env, timeout=60, check=True)
     assert "SPARKDOCK_SQL_PASSWORD" in helped.stdout
 
@@ -567,7 +567,7 @@ def test_sql_script_driver(cluster: LocalCluster, tmp_path: Path) -> None:
     ],
 )
 def test_classify_driver(returncode: int, output: str, exit_code: int | None, kernel: int | None) -> None:
-    from sparkdock.spark.classify import classify_driver
+    from sparkdock.cluster.classify import classify_driver
 
     outcome = classify_driver(returncode, output)
     assert (outcome.exit_code, outcome.kernel_exit_code) == (exit_code, kernel), outcome
@@ -575,7 +575,7 @@ def test_classify_driver(returncode: int, output: str, exit_code: int | None, ke
 
 
 def test_classify_prefers_specific_causes() -> None:
-    from sparkdock.spark.classify import classify_driver
+    from sparkdock.cluster.classify import classify_driver
 
     # a missing table raised through an AssertionError wrapper is still a missing dataset
     out = "AssertionError\n[TABLE_OR_VIEW_NOT_FOUND] `t` cannot be found"

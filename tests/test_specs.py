@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sparkdock.specs import (
+from sparkdock.model.specs import (
     AutomatedJobRequest,
     InteractiveJobRequest,
     SpecError,

@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from sparkdock.lifecycle import IllegalTransition, Kind, State
-from sparkdock.store import SCHEMA_VERSION, InvalidUpdate, JobNotFound, JobStore, new_job_id
+from sparkdock.model.lifecycle import IllegalTransition, Kind, State
+from sparkdock.server.store import SCHEMA_VERSION, InvalidUpdate, JobNotFound, JobStore, new_job_id
 
 
 @pytest.fixture
@@ -193,7 +193,7 @@ def test_racing_writers_on_one_job_only_one_wins(store):
 _WRITER = textwrap.dedent(
     """
     import sys
-    from sparkdock.store import JobStore
+    from sparkdock.server.store import JobStore
     store = JobStore(sys.argv[1])
     n = int(sys.argv[2])
     for i in range(n):

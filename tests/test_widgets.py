@@ -7,7 +7,7 @@ import asyncio
 import time
 
 from client_fixtures import client, run, server_token, server_url  # noqa: F401
-from sparkdock.widgets import ClusterPanel, JobCard, JobMonitor, JobSubmitPanel
+from sparkdock.notebook.widgets import ClusterPanel, JobCard, JobMonitor, JobSubmitPanel
 
 
 async def _until(pred, timeout=5.0):

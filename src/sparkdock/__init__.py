@@ -4,26 +4,40 @@ from __future__ import annotations
 
 from typing import Any
 
+from sparkdock import _aliases
+
 __version__ = "0.1.0"
 
 __all__ = ["__version__", "connect"]
 
+_aliases.install()
+
 
 def connect(*args: Any, **kwargs: Any) -> Any:
-    """Connect to the sparkdock server extension; see :func:`sparkdock.client.connect`."""
-    from .client import connect as _connect
+    """Connect to the sparkdock server extension; see :func:`sparkdock.notebook.client.connect`."""
+    from sparkdock.notebook.client import connect as _connect
 
     return _connect(*args, **kwargs)
 
 
 def _jupyter_server_extension_points() -> list[dict[str, Any]]:
-    from .server.app import SparkDockApp
+    from sparkdock.server.app import SparkDockApp
 
     return [{"module": "sparkdock", "app": SparkDockApp}]
 
 
+def __getattr__(name: str) -> Any:
+    """``sparkdock.widgets`` (and the former module names) as attributes, imported on first use."""
+    full = f"{__name__}.{name}"
+    if full in _aliases.MOVED:
+        import importlib
+
+        return importlib.import_module(full)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext sparkdock``: registers the ``%%sparksql`` cell magic."""
-    from .magics import load_ipython_extension as _load
+    from sparkdock.notebook.magics import load_ipython_extension as _load
 
     _load(ipython)

@@ -1,4 +1,4 @@
-"""The ``sparkdock`` command line: a small front end of :mod:`sparkdock.client`.
+"""The ``sparkdock`` command line: a small front end of :mod:`sparkdock.notebook.client`.
 
 ::
 
@@ -17,8 +17,8 @@ import argparse
 import json
 import sys
 
-from .client import Client, JobFailed, SparkdockError, connect
-from .widgets.render import fmt_duration, runtime_seconds
+from sparkdock.notebook.client import Client, JobFailed, SparkdockError, connect
+from sparkdock.notebook.widgets.render import fmt_duration, runtime_seconds
 
 
 def _table(rows: list[list[str]], head: list[str]) -> str:

@@ -32,7 +32,7 @@ from typing import Any
 
 import requests
 
-from .client import Client, SparkdockError
+from sparkdock.notebook.client import Client, SparkdockError
 
 EXPECTED_TOTAL = 999_999 * 1_000_000 // 2  # sum(id) over range(1000000)
 _T0 = time.monotonic()

@@ -2,7 +2,7 @@
 
 A backend knows nothing of job states: it provisions, probes, reports progress through a
 :class:`Reporter`, and raises :class:`BackendError` carrying the exit code of the failure. The
-:class:`~sparkdock.manager.JobManager` owns the lifecycle and turns those into state transitions.
+:class:`~sparkdock.server.manager.JobManager` owns the lifecycle and turns those into state transitions.
 
 Backends never block the event loop: blocking SDK calls and probes run in an executor.
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..specs import ClusterSpec
+from sparkdock.model.specs import ClusterSpec
 
 #: Components of a cluster, as named in the logs API.
 CLUSTER_COMPONENTS = ("master", "sql", "lab")  # plus worker-1 … worker-N, and driver for automated jobs

@@ -5,8 +5,8 @@ Layout of a cluster of job ``J`` in installation ``I``:
 * a bridge network ``sparkdock-I-J``;
 * containers ``sparkdock-I-J-master``, ``sparkdock-I-J-worker-1`` … ``-worker-N``, ``sparkdock-I-J-sql``
   (Spark Thrift Server) and ``sparkdock-I-J-lab`` (JupyterLab), plus ``sparkdock-I-J-driver`` while an
-  automated job runs. Each runs the image's entrypoint with its role (:mod:`sparkdock.spark.entrypoint`,
-  which builds the command line with :mod:`sparkdock.spark.roles`).
+  automated job runs. Each runs the image's entrypoint with its role (:mod:`sparkdock.cluster.entrypoint`,
+  which builds the command line with :mod:`sparkdock.cluster.roles`).
 
 Every resource carries the labels ``sparkdock.instance``, ``sparkdock.job``, ``sparkdock.role`` (and
 ``sparkdock.component`` on containers); the backend finds resources by label only, so two installations
@@ -16,7 +16,7 @@ Only the SQL endpoint, the lab and the master's web UI (the cluster's Spark UI) 
 ``bind_address`` with host ports chosen by the engine; plus, while a driver runs, its application UI, so
 that progress can be followed. Secrets (SQL password, lab token) go only through containers' environments.
 
-Readiness is checked at the protocol level (:mod:`sparkdock.spark.probes`): the master's ``/json/`` for
+Readiness is checked at the protocol level (:mod:`sparkdock.cluster.probes`): the master's ``/json/`` for
 the master and its workers, a HiveServer2 session with ``SELECT 1`` for SQL, ``/api/status`` with the
 token for the lab. A published port accepts TCP at once (docker-proxy), so a TCP check proves nothing.
 
@@ -49,9 +49,9 @@ import requests.exceptions
 from docker.models.containers import Container
 from docker.types import LogConfig
 
-from ..spark import probes, roles
-from ..specs import ClusterSpec
-from .base import AppResult, Backend, BackendError, ClusterInfo, HealthCallback, Reporter, StagedApp
+from sparkdock.backends.base import AppResult, Backend, BackendError, ClusterInfo, HealthCallback, Reporter, StagedApp
+from sparkdock.cluster import probes, roles
+from sparkdock.model.specs import ClusterSpec
 
 __all__ = ["DEFAULT_IMAGE", "LABEL_COMPONENT", "LABEL_INSTANCE", "LABEL_JOB", "LABEL_ROLE", "DockerBackend"]
 

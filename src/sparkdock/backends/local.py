@@ -2,8 +2,8 @@
 
 For users without Docker. Every role of a cluster (Spark standalone master, N workers, the Spark Thrift
 Server as SQL endpoint, JupyterLab as lab endpoint) and every automated job's driver is a local process
-started from the command lines of :mod:`sparkdock.spark.roles`, with the same phases, readiness probes
-(:mod:`sparkdock.spark.probes`) and exit codes as the Docker backend.
+started from the command lines of :mod:`sparkdock.cluster.roles`, with the same phases, readiness probes
+(:mod:`sparkdock.cluster.probes`) and exit codes as the Docker backend.
 
 Layout of a job's folder (``<data_dir>/jobs/<job_id>/``)::
 
@@ -59,9 +59,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..spark import probes, roles
-from ..specs import ClusterSpec
-from .base import AppResult, Backend, BackendError, ClusterInfo, HealthCallback, Reporter, StagedApp
+from sparkdock.backends.base import AppResult, Backend, BackendError, ClusterInfo, HealthCallback, Reporter, StagedApp
+from sparkdock.cluster import probes, roles
+from sparkdock.model.specs import ClusterSpec
 
 __all__ = ["LocalBackend", "local_available"]
 

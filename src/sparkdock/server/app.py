@@ -9,11 +9,11 @@ from typing import Any
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Float, Int, Type, Unicode, default, validate
 
-from .. import __version__
-from ..backends.base import Backend
-from ..events import EventBus
-from ..manager import JobManager, ManagerConfig, data_dir_default
-from ..store import JobStore
+from sparkdock import __version__
+from sparkdock.backends.base import Backend
+from sparkdock.server.events import EventBus
+from sparkdock.server.manager import JobManager, ManagerConfig, data_dir_default
+from sparkdock.server.store import JobStore
 
 
 class SparkDockApp(ExtensionApp):
@@ -98,13 +98,13 @@ class SparkDockApp(ExtensionApp):
         choice = self.backend
         reason = f"configured backend={choice}"
         if choice == "auto":
-            from ..backends.select import docker_usable
+            from sparkdock.backends.select import docker_usable
 
             ok, why = docker_usable(self.image, self.docker_host or None)
             choice = "docker" if ok else "local"
             reason = f"auto: {why}"
         if choice == "docker":
-            from ..backends.docker import DockerBackend
+            from sparkdock.backends.docker import DockerBackend
 
             be: Backend = DockerBackend(
                 data_dir, instance, image=self.image, bind_address=self.bind_address,
@@ -112,7 +112,7 @@ class SparkDockApp(ExtensionApp):
                 sql_timeout=self.endpoint_timeout, lab_timeout=self.endpoint_timeout,
             )
         else:
-            from ..backends.local import LocalBackend
+            from sparkdock.backends.local import LocalBackend
 
             be = LocalBackend(
                 data_dir, instance, master_timeout=self.start_timeout, worker_timeout=self.start_timeout,
@@ -146,7 +146,7 @@ class SparkDockApp(ExtensionApp):
 
     def initialize_handlers(self) -> None:
         """Register the REST and WebSocket routes."""
-        from .handlers import default_handlers
+        from sparkdock.server.handlers import default_handlers
 
         self.handlers.extend(default_handlers)
 

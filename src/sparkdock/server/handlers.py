@@ -1,6 +1,6 @@
 """Thin tornado handlers of the public REST contract (DESIGN.md) and the event WebSocket.
 
-Each handler parses the request, calls the :class:`~sparkdock.manager.JobManager`, and writes JSON. Errors
+Each handler parses the request, calls the :class:`~sparkdock.server.manager.JobManager`, and writes JSON. Errors
 are always JSON ``{"message": ...}``: 400 for a body that is not JSON, 422 for a spec that cannot run
 (with ``errors`` naming each field), 404 for an unknown id, 409 for a wrong state, 413 for a huge body,
 429 for a full queue.
@@ -20,12 +20,12 @@ from jupyter_server.auth.decorator import authorized, ws_authenticated
 from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from tornado import web, websocket
 
-from .. import exit_codes
-from ..lifecycle import Kind, State, style_catalog
-from ..manager import JobConflict, JobManager, QuotaExceeded
-from ..specs import SpecError
-from ..sql import SQLError
-from ..store import JobNotFound
+from sparkdock.model import exit_codes
+from sparkdock.model.lifecycle import Kind, State, style_catalog
+from sparkdock.model.specs import SpecError
+from sparkdock.server.hiveserver2 import SQLError
+from sparkdock.server.manager import JobConflict, JobManager, QuotaExceeded
+from sparkdock.server.store import JobNotFound
 
 AUTH_RESOURCE = "sparkdock:jobs"
 MAX_BODY_BYTES = 2 * 1024 * 1024
@@ -253,7 +253,7 @@ class InfoHandler(SparkDockHandler):
     @authorized
     @json_errors
     async def get(self) -> None:
-        from .. import __version__
+        from sparkdock import __version__
 
         self.finish(json.dumps({"version": __version__, **self.manager.info(), "states": style_catalog()}))
 

@@ -1,15 +1,18 @@
-"""What runs inside a sparkdock cluster.
+"""Compatibility package: the former name of :mod:`sparkdock.cluster` (stdlib only, also shipped in the image).
 
-- :mod:`sparkdock.spark.roles`: command lines and Spark conf of each role (master, worker, sql, lab,
-  driver), shared by the image's entrypoint and the local backend;
-- :mod:`sparkdock.spark.entrypoint`: the image's entry point;
-- :mod:`sparkdock.spark.probes`: protocol-level readiness probes of the endpoints;
-- :mod:`sparkdock.spark.classify`: classification of a driver's failure into exit codes;
-- :mod:`sparkdock.spark.sql_runner`: runs a SQL script statement by statement.
-
-This package depends on the standard library only (``probes.probe_sql`` imports impyla when called),
-so that it can be imported inside the image without sparkdock's other dependencies.
+``sparkdock.spark.errors`` stays the public import for applications (kernel exit codes 4 and 5). The other
+former modules (``sparkdock.cluster.roles``, ``.probes``, ``.classify``, ``.entrypoint``, ``.sql_runner``) are
+aliases of their :mod:`sparkdock.cluster` modules for one release (see CHANGELOG).
 """
 
-PYSPARK_VERSION = "4.3.0"
-"""The pyspark version the image ships and the roles are written for."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+from sparkdock.cluster import PYSPARK_VERSION
+
+__all__ = ["PYSPARK_VERSION"]
+
+for _name in ("classify", "entrypoint", "probes", "roles", "sql_runner"):
+    sys.modules.setdefault(f"{__name__}.{_name}", importlib.import_module(f"sparkdock.cluster.{_name}"))

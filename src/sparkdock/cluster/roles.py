@@ -1,7 +1,7 @@
 """Command lines and Spark configuration of every role of a sparkdock cluster.
 
 This module is the single source of truth for how each process of a cluster is started. It is used
-both inside the image (by :mod:`sparkdock.spark.entrypoint`) and on the host (by the local backend),
+both inside the image (by :mod:`sparkdock.cluster.entrypoint`) and on the host (by the local backend),
 so it depends on the standard library only and every function takes its inputs explicitly: no
 function here reads the environment or touches the file system, except :func:`write_lab_startup`.
 
@@ -18,7 +18,7 @@ Roles:
     JupyterLab whose kernels get a lazy ``spark`` session on the cluster (see
     :func:`write_lab_startup`). Its token is passed as ``JUPYTER_TOKEN`` in the environment.
 ``driver``
-    ``spark-submit`` of a Python file, or of a SQL script run by :mod:`sparkdock.spark.sql_runner`.
+    ``spark-submit`` of a Python file, or of a SQL script run by :mod:`sparkdock.cluster.sql_runner`.
 
 Sharing a standalone cluster: by default a standalone application takes every core of the cluster
 and keeps it. The applications started here (SQL endpoint, lab kernels, drivers) therefore use
@@ -597,7 +597,7 @@ def driver_command(
 _LAB_STARTUP = '''\
 """sparkdock: ``spark`` is a SparkSession on this cluster, created at first use.
 
-Written by sparkdock.spark.roles.write_lab_startup. The session connects to SPARK_MASTER_URL with the
+Written by sparkdock.cluster.roles.write_lab_startup. The session connects to SPARK_MASTER_URL with the
 conf in SPARKDOCK_SPARK_CONF (JSON). A kernel that never touches ``spark`` takes no executor.
 """
 

@@ -11,7 +11,7 @@ import ast
 import shutil
 from pathlib import Path
 
-from .backends.base import StagedApp
+from sparkdock.backends.base import StagedApp
 
 #: Conf keys sparkdock sets itself; an application may not override them.
 RESERVED_CONF = frozenset({"spark.master", "spark.submit.deployMode", "spark.driver.host", "spark.app.id"})

@@ -1,6 +1,6 @@
-"""Entry point of the sparkdock image: ``python -m sparkdock.spark.entrypoint ROLE [args]``.
+"""Entry point of the sparkdock image: ``python -m sparkdock.cluster.entrypoint ROLE [args]``.
 
-The role's command line is built by :mod:`sparkdock.spark.roles` from environment variables and
+The role's command line is built by :mod:`sparkdock.cluster.roles` from environment variables and
 then ``exec``'d (the process is replaced, so signals reach Spark/Jupyter directly; the image runs
 this under ``tini``). Usage::
 
@@ -53,7 +53,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from sparkdock.spark import roles
+from sparkdock.cluster import roles
 
 
 def _env(env: Mapping[str, str], name: str, default: str) -> str:
@@ -83,7 +83,7 @@ def _extra_conf(env: Mapping[str, str]) -> dict[str, str]:
 
 
 def build_command(role: str, args: Sequence[str], env: Mapping[str, str]) -> roles.RoleCommand:
-    """Build the :class:`~sparkdock.spark.roles.RoleCommand` of ``role`` from ``env``.
+    """Build the :class:`~sparkdock.cluster.roles.RoleCommand` of ``role`` from ``env``.
 
     ``args`` are appended to the role's command line (for ``driver``: the application file and
     its arguments). Raises ``SystemExit`` with a message on bad input.

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from .lifecycle import Kind, State
+from sparkdock.model.lifecycle import Kind, State
 
 A, INT = Kind.AUTOMATED, Kind.INTERACTIVE
 

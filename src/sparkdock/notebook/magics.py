@@ -20,7 +20,7 @@ import argparse
 import shlex
 from typing import Any
 
-from .client import Client, InteractiveJob, SparkdockError, connect
+from sparkdock.notebook.client import Client, InteractiveJob, SparkdockError, connect
 
 DEFAULT_LIMIT = 1000
 

@@ -1,6 +1,6 @@
 """The lifecycle of one automated job: staging, its cluster, the driver, policies and exit codes.
 
-An :class:`AutomatedRun` is driven by the :class:`~sparkdock.manager.JobManager` as the job's task:
+An :class:`AutomatedRun` is driven by the :class:`~sparkdock.server.manager.JobManager` as the job's task:
 
 * ``INITIALIZING``: stage the application (11/12 on bad input), then provision an ephemeral cluster or
   attach to a RUNNING interactive job's cluster. A provisioning failure is a *Start Failed* (seed 003):
@@ -23,16 +23,16 @@ import re
 import time
 from typing import TYPE_CHECKING, Any
 
-from . import exit_codes
-from .backends.base import AppResult, BackendError, ClusterInfo, StagedApp
-from .lifecycle import State
-from .spark import roles
-from .spark.classify import classify_driver
-from .specs import ClusterSpec
-from .staging import StagingError, stage_application
+from sparkdock.backends.base import AppResult, BackendError, ClusterInfo, StagedApp
+from sparkdock.cluster import roles
+from sparkdock.cluster.classify import classify_driver
+from sparkdock.model import exit_codes
+from sparkdock.model.lifecycle import State
+from sparkdock.model.specs import ClusterSpec
+from sparkdock.server.staging import StagingError, stage_application
 
 if TYPE_CHECKING:
-    from .manager import JobManager
+    from sparkdock.server.manager import JobManager
 
 # spark-submit's own refusals (argument validation in SparkSubmit, a JVM that cannot start). A failing Python
 # application never prints these: its errors are Python tracebacks.

@@ -1,6 +1,6 @@
 """The ipywidgets panels: launch and watch clusters, submit automated jobs, monitor every job.
 
-Every panel follows the client's event stream (:class:`sparkdock.client.EventStream`) in a background
+Every panel follows the client's event stream (:class:`sparkdock.notebook.client.EventStream`) in a background
 thread: there is no polling loop in the kernel, and updates keep arriving while another cell runs.
 """
 
@@ -12,12 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 
-from ..lifecycle import State
-from . import render
-from .card import JobCard
+from sparkdock.model.lifecycle import State
+from sparkdock.notebook.widgets import render
+from sparkdock.notebook.widgets.card import JobCard
 
 if TYPE_CHECKING:
-    from ..client import Client, InvalidSpec, Job
+    from sparkdock.notebook.client import Client, Job
+    from sparkdock.notebook.errors import InvalidSpec
 
 _ERR_STYLE = "color:#b71c1c;font-size:90%"
 
@@ -157,7 +158,7 @@ class ClusterPanel(_Live):
 
     def launch(self) -> Job | None:
         """Launch a cluster from the form; field errors are shown next to the fields."""
-        from ..client import InvalidSpec, SparkdockError
+        from sparkdock.notebook.errors import InvalidSpec, SparkdockError
 
         self.errors.clear()
         try:
@@ -301,7 +302,7 @@ class JobSubmitPanel(_Live):
 
     def submit(self) -> Job | None:
         """Submit the form; field errors (the server's messages) are shown next to the fields."""
-        from ..client import Conflict, InvalidSpec, SparkdockError
+        from sparkdock.notebook.errors import Conflict, InvalidSpec, SparkdockError
 
         self.errors.clear()
         conf, conf_errors = self.parse_conf(self.conf.value)

@@ -18,7 +18,7 @@ kernel  meaning (first match wins, in this order of precedence: 6, 3, 5, 4, 1, t
 7       other (an exception that matches nothing above)
 ======  ======================================================================================
 
-Job exit codes (the catalog's, see ``sparkdock.exit_codes``):
+Job exit codes (the catalog's, see ``sparkdock.model.exit_codes``):
 
 - ``0``: success (``exit_code`` is ``None``);
 - ``18``: the application failed (executor error) with a kernel exit code;

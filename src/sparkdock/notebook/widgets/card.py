@@ -4,14 +4,28 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import ipywidgets as w
 
-from . import render
+from sparkdock.notebook.errors import SparkdockError
+from sparkdock.notebook.widgets import render
 
-if TYPE_CHECKING:
-    from ..client import Client, Job
+
+class CardClient(Protocol):
+    """What a card needs of the client it is given (a :class:`~sparkdock.notebook.client.Client`)."""
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any: ...
+
+    def exit_code_info(self, code: int | None) -> dict[str, Any] | None: ...
+
+    def events(self) -> Any: ...
+
+
+class CardHandle(Protocol):
+    """A job handle that owns the card (it forwards events to :meth:`JobCard.update`)."""
+
+    def _update(self, data: dict[str, Any]) -> None: ...
 
 
 class JobCard(w.VBox):
@@ -19,7 +33,7 @@ class JobCard(w.VBox):
     Terminate/Cancel button. :meth:`follow` keeps it live from the client's event stream."""
 
     def __init__(
-        self, client: Client, data: dict[str, Any], handle: Job | None = None, **kwargs: Any
+        self, client: CardClient, data: dict[str, Any], handle: CardHandle | None = None, **kwargs: Any
     ) -> None:
         self.client = client
         self.handle = handle
@@ -142,8 +156,6 @@ class JobCard(w.VBox):
             self._on_event(self.client.request("GET", f"jobs/{self.job_id}"))
 
     def _on_terminate(self, _btn: Any = None) -> None:
-        from ..client import SparkdockError
-
         try:
             data = self.client.request("DELETE", f"jobs/{self.job_id}")
             self._on_event(data)

@@ -6,7 +6,7 @@
 * Every read-modify-write runs inside ``BEGIN IMMEDIATE``: the write lock is taken before the row is read,
   so two writers can never both move a job from the same state.
 * A state change and its history event are written in one transaction. A transition that
-  :mod:`sparkdock.lifecycle` forbids raises :class:`~sparkdock.lifecycle.IllegalTransition` and writes
+  :mod:`sparkdock.model.lifecycle` forbids raises :class:`~sparkdock.model.lifecycle.IllegalTransition` and writes
   nothing.
 * ``runtime_status`` follows seed 001: it is only updated in INITIALIZING/RUNNING, and it is cleared when a
   job is requeued. Its ``activity`` says what the job is doing now, so it is cleared when the job ends
@@ -29,8 +29,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import exit_codes
-from .lifecycle import (
+from sparkdock.model import exit_codes
+from sparkdock.model.lifecycle import (
     EXIT_CODE_STATES,
     RUNTIME_STATUS_STATES,
     IllegalTransition,

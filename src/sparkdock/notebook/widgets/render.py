@@ -7,7 +7,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from ..lifecycle import STYLES, State
+from sparkdock.model.lifecycle import STYLES, State
 
 #: Start-up steps of an interactive cluster, in order (phase prefix → step number).
 STARTUP_STEPS: list[tuple[str, str]] = [

@@ -6,8 +6,8 @@ cancels (user, schedule, overrun), watches timeouts and idleness, follows backen
 the store with what the backend finds when the server starts.
 
 Backends report progress and failures; the manager turns them into transitions, exit codes, phases,
-runtime status and history events in the :class:`~sparkdock.store.JobStore`, and every change is
-published on the :class:`~sparkdock.events.EventBus`.
+runtime status and history events in the :class:`~sparkdock.server.store.JobStore`, and every change is
+published on the :class:`~sparkdock.server.events.EventBus`.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import exit_codes
-from .backends.base import Backend, BackendError, ClusterInfo
-from .events import EventBus
-from .lifecycle import Kind, State
-from .specs import AutomatedJobRequest, ClusterSpec, InteractiveJobRequest, SpecError, parse_job_request
-from .sql import SQLResult, run_statement
-from .store import Job, JobStore, parse_time, utcnow
+from sparkdock.backends.base import Backend, BackendError, ClusterInfo
+from sparkdock.model import exit_codes
+from sparkdock.model.lifecycle import Kind, State
+from sparkdock.model.specs import AutomatedJobRequest, ClusterSpec, InteractiveJobRequest, SpecError, parse_job_request
+from sparkdock.server.events import EventBus
+from sparkdock.server.hiveserver2 import SQLResult, run_statement
+from sparkdock.server.store import Job, JobStore, parse_time, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ class JobManager:
 
     # ---- queries --------------------------------------------------------------------------------
     def get(self, job_id: str) -> Job:
-        """The job (raises :class:`~sparkdock.store.JobNotFound`)."""
+        """The job (raises :class:`~sparkdock.server.store.JobNotFound`)."""
         return self.store.get(job_id)
 
     def list(self, **filters: Any) -> tuple[list[Job], int]:
@@ -218,7 +218,7 @@ class JobManager:
         except Exception as exc:  # a bad server default must still be reported by field
             from pydantic import ValidationError
 
-            from .specs import validation_errors
+            from sparkdock.model.specs import validation_errors
 
             if isinstance(exc, ValidationError):
                 raise SpecError(
@@ -467,7 +467,7 @@ class JobManager:
 
     # ---- automated ------------------------------------------------------------------------------
     async def _run_automated(self, job_id: str) -> None:
-        from .automated import AutomatedRun
+        from sparkdock.server.automated import AutomatedRun
 
         run = AutomatedRun(self, job_id)
         await run.run()

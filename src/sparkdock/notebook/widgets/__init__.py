@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from .card import JobCard
-from .panels import ClusterPanel, JobMonitor, JobSubmitPanel
+from sparkdock.notebook.widgets.card import JobCard
+from sparkdock.notebook.widgets.panels import ClusterPanel, JobMonitor, JobSubmitPanel
 
 __all__ = ["ClusterPanel", "JobCard", "JobMonitor", "JobSubmitPanel"]
