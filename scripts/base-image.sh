@@ -2,9 +2,11 @@
 # Make sure the base image of docker/Dockerfile (debian:bookworm-slim) exists locally, idempotently.
 #
 # 1. If the image is already there, nothing to do.
-# 2. Else try `docker pull` (bounded by $SPARKDOCK_PULL_TIMEOUT seconds).
-# 3. Else (no registry reachable) build an equivalent: `debootstrap --variant=minbase bookworm` piped
-#    into `docker import`. The host's CA bundle is added to the root file system (as a local CA for
+# 2. Else, if an earlier run saved it ($SPARKDOCK_IMAGE_CACHE, keyed by the hash of this script and its
+#    inputs), `docker load` it.
+# 3. Else try `docker pull` (bounded by $SPARKDOCK_PULL_TIMEOUT seconds).
+# 4. Else (no registry reachable) build an equivalent: `debootstrap --variant=minbase bookworm` piped
+#    into `docker import`, and save it to the cache. The host's CA bundle is added to the root file system (as a local CA for
 #    update-ca-certificates and as /etc/ssl/certs/ca-certificates.crt) so that apt and pip inside
 #    `docker build` work behind a TLS-intercepting proxy.
 #
@@ -13,12 +15,14 @@
 #   SPARKDOCK_PULL_TIMEOUT   seconds allowed for `docker pull` (default 60)
 #   SPARKDOCK_DEBIAN_MIRROR  mirror for debootstrap (default http://deb.debian.org/debian)
 #   SPARKDOCK_HOST_CA        CA bundle to trust inside the image (default /etc/ssl/certs/ca-certificates.crt)
+#   SPARKDOCK_IMAGE_CACHE    folder of saved images (default ~/.cache/sparkdock/images; empty: no cache)
 set -euo pipefail
 
 IMAGE="${SPARKDOCK_BASE_IMAGE:-debian:bookworm-slim}"
 PULL_TIMEOUT="${SPARKDOCK_PULL_TIMEOUT:-60}"
 MIRROR="${SPARKDOCK_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 HOST_CA="${SPARKDOCK_HOST_CA:-/etc/ssl/certs/ca-certificates.crt}"
+CACHE="${SPARKDOCK_IMAGE_CACHE-${XDG_CACHE_HOME:-$HOME/.cache}/sparkdock/images}"
 
 say() { echo "[base-image] $*"; }
 die() { echo "[base-image] ERROR: $*" >&2; exit 1; }
@@ -30,9 +34,38 @@ if docker image inspect "$IMAGE" >/dev/null 2>&1; then
     exit 0
 fi
 
+# What the image is made of: this script, the image name, the mirror and the CA bundle it trusts.
+KEY="$( { cat "${BASH_SOURCE[0]}"; echo "$IMAGE $MIRROR"; cat "$HOST_CA" 2>/dev/null || true; } \
+        | sha256sum | cut -c1-16)"
+SAFE_NAME="$(printf '%s' "$IMAGE" | tr -c 'A-Za-z0-9._-' '_')"
+TAR="${CACHE:+$CACHE/base-$SAFE_NAME-$KEY.tar}"
+if [ -n "$TAR" ] && [ -s "$TAR" ]; then
+    say "loading the saved $IMAGE from $TAR"
+    if docker load -q -i "$TAR" >/dev/null && docker image inspect "$IMAGE" >/dev/null 2>&1; then
+        say "loaded $IMAGE from the cache."
+        exit 0
+    fi
+    say "docker load of $TAR failed; removing it"
+    rm -f "$TAR"
+fi
+
+save_to_cache() {
+    [ -n "$TAR" ] || return 0
+    mkdir -p "$CACHE"
+    if docker save -o "$TAR.part" "$IMAGE"; then
+        mv -f "$TAR.part" "$TAR"
+        find "$CACHE" -maxdepth 1 -name "base-$SAFE_NAME-*.tar" ! -name "$(basename "$TAR")" -delete
+        say "saved $IMAGE to $TAR (a fresh engine loads it)."
+    else
+        rm -f "$TAR.part"
+        say "warning: docker save to $CACHE failed"
+    fi
+}
+
 say "trying: docker pull $IMAGE (timeout ${PULL_TIMEOUT}s)"
 if timeout "$PULL_TIMEOUT" docker pull "$IMAGE"; then
     say "pulled $IMAGE."
+    save_to_cache
     exit 0
 fi
 say "docker pull failed; building $IMAGE locally with debootstrap"
@@ -110,3 +143,4 @@ tar --numeric-owner -C "$ROOTFS" -c . | docker import \
     --message "sparkdock: debootstrap --variant=minbase $SUITE" \
     - "$IMAGE" >/dev/null || die "docker import failed"
 say "built $IMAGE ($(docker image inspect -f '{{.Size}}' "$IMAGE") bytes)."
+save_to_cache

@@ -1,21 +1,28 @@
 #!/usr/bin/env bash
 # Build the sparkdock Spark image (docker/Dockerfile), skipping the build when it is up to date.
 #
-# Usage: scripts/build-image.sh [TAG]          (default tag: sparkdock/spark:0.1.0)
+# Usage: scripts/build-image.sh [--check] [TAG]   (default tag: sparkdock/spark:0.1.0)
+#   --check   only say whether TAG is up to date (exit 0) or not (exit 1); builds nothing
 #
-# The content hash of docker/ and src/sparkdock/cluster src/sparkdock/spark/ is stored in the image label
-# io.sparkdock.context-hash; an image with the tag and the same hash is reused as it is.
+# The content hash of docker/, src/sparkdock/cluster/ and src/sparkdock/spark/ is stored in the image label
+# io.sparkdock.context-hash; an image with the tag and the same hash is reused as it is. After a build the
+# image is kept as a `docker save` tar named by that hash in $SPARKDOCK_IMAGE_CACHE, so that a fresh engine
+# (or one whose image was removed) `docker load`s it instead of building again.
 # The build context is a temporary directory holding only those two folders (the Dockerfile's
 # paths are relative to the repository root), so it stays small with the legacy builder too.
 #
 # Environment:
 #   SPARKDOCK_VERSION      the version label / build arg (default: from the tag, else 0.1.0)
 #   SPARKDOCK_BUILD_ARGS   extra arguments for `docker build` (e.g. "--no-cache")
-#   SPARKDOCK_FORCE_BUILD  1 to build even when an image with the same hash exists
+#   SPARKDOCK_FORCE_BUILD  1 to build even when an image with the same hash exists (or is cached)
+#   SPARKDOCK_IMAGE_CACHE  folder of the saved images (default ~/.cache/sparkdock/images; empty: no cache)
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CHECK=0
+if [[ "${1:-}" == "--check" ]]; then CHECK=1; shift; fi
 TAG="${1:-sparkdock/spark:0.1.0}"
+CACHE="${SPARKDOCK_IMAGE_CACHE-${XDG_CACHE_HOME:-$HOME/.cache}/sparkdock/images}"
 case "$TAG" in
     *:*) tag_version="${TAG##*:}" ;;
     *) tag_version="" ;;
@@ -37,15 +44,39 @@ list_files() {
 }
 HASH="$(cd "$REPO" && list_files | while IFS= read -r f; do
             printf '%s\n' "$f"; sha256sum <"$f"; done | sha256sum | cut -c1-16)"
-say "context hash: $HASH (docker/ + src/sparkdock/cluster/ + src/sparkdock/spark/, version $SPARKDOCK_VERSION)"
+[[ "$CHECK" == 1 ]] || say "context hash: $HASH (docker/ + src/sparkdock/cluster/ + src/sparkdock/spark/, version $SPARKDOCK_VERSION)"
 
-if [[ "${SPARKDOCK_FORCE_BUILD:-0}" != "1" ]] && docker image inspect "$TAG" >/dev/null 2>&1; then
-    have="$(docker image inspect -f '{{ index .Config.Labels "io.sparkdock.context-hash" }}' "$TAG" 2>/dev/null || true)"
+hash_of() { docker image inspect -f '{{ index .Config.Labels "io.sparkdock.context-hash" }}' "$1" 2>/dev/null || true; }
+
+have="$(hash_of "$TAG")"
+if [[ "$CHECK" == 1 ]]; then
+    [[ "$have" == "$HASH" ]] && exit 0
+    exit 1
+fi
+if [[ "${SPARKDOCK_FORCE_BUILD:-0}" != "1" ]]; then
     if [[ "$have" == "$HASH" ]]; then
         say "$TAG is up to date (same context hash); nothing to build."
         exit 0
     fi
-    say "$TAG exists with context hash '${have:-none}'; rebuilding"
+    [[ -n "$have" ]] && say "$TAG exists with context hash '$have'"
+    tar_file="${CACHE:+$CACHE/sparkdock-spark-$HASH.tar}"
+    if [[ -n "$tar_file" && -s "$tar_file" ]]; then
+        say "loading the saved image $tar_file (same context hash)"
+        start=$(date +%s)
+        if loaded="$(docker load -q -i "$tar_file" 2>&1)"; then
+            # The tar holds the tag it was saved with; give the image this TAG too.
+            id="$(printf '%s\n' "$loaded" | sed -n 's/^Loaded image\( ID\)\?: //p' | tail -n 1)"
+            [[ -n "$id" ]] && docker tag "$id" "$TAG"
+            if [[ "$(hash_of "$TAG")" == "$HASH" ]]; then
+                say "loaded $TAG from the cache in $(( $(date +%s) - start )) s; nothing to build."
+                exit 0
+            fi
+            say "the saved image did not give $TAG with hash $HASH; building instead"
+        else
+            say "docker load failed ($loaded); removing the tar and building instead"
+        fi
+        rm -f "$tar_file"
+    fi
 fi
 
 CTX="$(mktemp -d /tmp/sparkdock-build.XXXXXX)"
@@ -67,3 +98,22 @@ if ! docker build -f "$CTX/docker/Dockerfile" -t "$TAG" \
 image trusts your proxy's CA (scripts/base-image.sh adds the host's CA bundle when it builds the base image)."
 fi
 say "built $TAG in $(( $(date +%s) - start )) s."
+# An image replaced by this build is left without a tag: remove it (it may still be used by a container).
+if [[ -n "$have" ]]; then
+    docker image ls -q --filter dangling=true --filter "label=io.sparkdock.context-hash=$have" \
+        | xargs -r docker image rm >/dev/null 2>&1 || true
+fi
+
+if [[ -n "$CACHE" ]]; then
+    mkdir -p "$CACHE"
+    start=$(date +%s)
+    if docker save -o "$CACHE/.sparkdock-spark-$HASH.tar.part" "$TAG"; then
+        mv -f "$CACHE/.sparkdock-spark-$HASH.tar.part" "$CACHE/sparkdock-spark-$HASH.tar"
+        # Only the newest saved image is kept.
+        find "$CACHE" -maxdepth 1 -name 'sparkdock-spark-*.tar' ! -name "sparkdock-spark-$HASH.tar" -delete
+        say "saved $TAG to $CACHE/sparkdock-spark-$HASH.tar in $(( $(date +%s) - start )) s (a fresh engine loads it)."
+    else
+        rm -f "$CACHE/.sparkdock-spark-$HASH.tar.part"
+        say "warning: docker save to $CACHE failed; a fresh engine will build the image again"
+    fi
+fi
