@@ -2,10 +2,11 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-PIP    := $(VENV)/bin/pip
-STAMP  := $(VENV)/.sparkdock-installed
+TIMED  := bash scripts/timed.sh
+# Each step of `make test` appends its time here; the table is printed at the end.
+export SPARKDOCK_TIMINGS ?= $(CURDIR)/build/timings.txt
 
-.PHONY: help venv docker browser test test-fast lint demo lab bench clean
+.PHONY: help venv docker browser test test-fast lint demo lab bench clean timings-reset
 
 help:
 	@echo "make test   - set up venv + Docker engine + image, then run the whole test suite"
@@ -13,14 +14,9 @@ help:
 	@echo "make lab    - start JupyterLab with the sparkdock extension"
 	@echo "make bench  - run the benchmarks under bench/ and record the results"
 
-$(STAMP): pyproject.toml
-	@echo "==> creating $(VENV) and installing sparkdock[test]"
-	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[test]'
-	@touch $@
-
-venv: $(STAMP)
+# Reinstalled only when pyproject.toml changes (its hash is kept in the venv).
+venv:
+	@$(TIMED) venv bash scripts/venv.sh $(PYTHON) $(VENV)
 
 # The Docker engine and the sparkdock image. Outside CI a machine without Docker still runs the
 # local-backend tests (docker tests then say loudly why they did not run); with CI=true it fails.
@@ -31,15 +27,19 @@ docker:
 
 # Debian's chromium for the browser test (no browser download: playwright drives /usr/bin/chromium).
 browser:
-	@bash scripts/setup-browser.sh || { \
+	@$(TIMED) browser bash scripts/setup-browser.sh || { \
 	  if [ "$$CI" = "true" ]; then echo "FATAL: chromium could not be installed (CI=true)"; exit 1; fi; \
 	  echo "WARNING: chromium is not available; the browser test will not run"; }
 
 lint: venv
-	$(VENV)/bin/ruff check src tests bench
+	@$(TIMED) lint $(VENV)/bin/ruff check src tests bench
 
-test: venv docker browser lint
-	$(VENV)/bin/pytest
+# Prints the 25 slowest tests and, at the end, the time of each set-up step.
+test: timings-reset venv docker browser lint
+	@$(TIMED) tests $(VENV)/bin/pytest --durations=25; rc=$$?; bash scripts/timings-report.sh; exit $$rc
+
+timings-reset:
+	@rm -f "$(SPARKDOCK_TIMINGS)"
 
 test-fast: venv
 	$(VENV)/bin/pytest -m "not docker and not spark and not browser"
