@@ -1,10 +1,31 @@
-"""Shared fixtures: a Jupyter server with the sparkdock extension (pytest-jupyter)."""
+"""Shared fixtures: a Jupyter server with the sparkdock extension (pytest-jupyter), and the removal of what
+earlier test runs left behind."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
+import testrun
+
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_leftovers_of_earlier_runs() -> None:
+    """Processes, containers, networks and test-only images of dead test runs (a killed run, a killed engine)
+    are removed before any test starts, so that they change no result. Live runs are left alone."""
+    gone = [f"process {pid}" for pid in testrun.remove_leftover_processes()]
+    with contextlib.suppress(Exception):  # no engine: nothing of Docker to remove
+        import docker
+
+        client = docker.from_env(timeout=10)
+        client.ping()
+        gone += testrun.remove_leftover_docker(client)
+        client.close()
+    if gone:
+        print(f"\nremoved leftovers of earlier test runs: {', '.join(gone)}")
 
 
 @pytest.fixture
@@ -19,7 +40,8 @@ def jp_server_config(tmp_path, sparkdock_config):
     from fake_backend import FakeBackend
 
     FakeBackend.reset()
-    cfg = {"backend_class": FakeBackend, "data_dir": str(tmp_path / "sparkdock"), "retry_backoff": 0.1}
+    cfg = {"backend_class": FakeBackend, "data_dir": str(tmp_path / "sparkdock"), "retry_backoff": 0.1,
+           "instance": testrun.instance("srv")}
     cfg.update(sparkdock_config)
     return {
         "ServerApp": {

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+import testrun
 from docker_fixtures import build_broken_image, docker_image  # noqa: F401
 from job_helpers import events, wait_for
 from sparkdock.backends.local import LocalBackend, pid_alive
@@ -83,7 +84,7 @@ async def test_automated_jobs_on_real_clusters(tmp_path: Path) -> None:
     """Every automated outcome the issue lists, on one interactive and one ephemeral real cluster."""
     t0 = time.monotonic()
     store = JobStore(tmp_path / "jobs.db")
-    backend = LocalBackend(tmp_path / "data", "autotest", sql_auth="none")
+    backend = LocalBackend(tmp_path / "data", testrun.instance("auto"), sql_auth="none")
     m = JobManager(store, backend, config=ManagerConfig(max_running_clusters=2, watchdog_interval=0.5))
     await m.ensure_started()
     problems: list[str] = []
@@ -243,12 +244,12 @@ async def test_provisioning_failures_on_docker_are_20_21_24(
 
     from sparkdock.backends.docker import DockerBackend
 
-    broken = "sparkdock/spark:broken-master-test"
+    broken = testrun.image_tag("broken-master")
     dclient = docker.from_env()
     build_broken_image(dclient, docker_image, "master", broken, exit_code=4)
 
     store = JobStore(tmp_path / "jobs.db")
-    backend = DockerBackend(tmp_path / "data", "autotest-docker", image=docker_image)
+    backend = DockerBackend(tmp_path / "data", testrun.instance("autod"), image=docker_image)
     m = JobManager(store, backend, config=ManagerConfig(retry_backoff=0.2))
     await m.ensure_started()
     try:

@@ -8,7 +8,6 @@ Every test uses its own installation id, so it never touches another installatio
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any, TypeVar
 import docker
 import pytest
 
+import testrun
 from docker_fixtures import build_broken_image, docker_image  # noqa: F401 - session fixture
 from sparkdock.backends.base import BackendError, ClusterInfo, StagedApp
 from sparkdock.backends.docker import LABEL_INSTANCE, DockerBackend
@@ -26,8 +26,9 @@ from sparkdock.model.specs import ClusterSpec
 pytestmark = pytest.mark.docker
 
 T = TypeVar("T")
-INSTANCE = f"test{secrets.token_hex(3)}"
-BROKEN_SQL_IMAGE = "sparkdock/spark:broken-sql-test"
+INSTANCE = testrun.instance("docker")
+BROKEN_SQL_IMAGE = testrun.image_tag("broken-sql")
+NO_SUCH_IMAGE = testrun.image_tag("no-such-tag")
 
 
 class Phases:
@@ -97,12 +98,12 @@ def backend(tmp_path_factory: pytest.TempPathFactory, docker_image: str, dclient
 
 def test_missing_image_is_51(backend: DockerBackend, dclient: Any, run: Any) -> None:
     phases = Phases()
-    spec = ClusterSpec(workers=1, worker_memory="512m", image="sparkdock/spark:no-such-tag-test")
+    spec = ClusterSpec(workers=1, worker_memory="512m", image=NO_SUCH_IMAGE)
     with pytest.raises(BackendError) as err:
         run(backend.start_cluster("missingimage", spec, phases))
     assert err.value.code == 51
     assert err.value.phase == "ErrImagePull"
-    assert "no-such-tag-test" in err.value.detail
+    assert NO_SUCH_IMAGE in err.value.detail
     assert phases.phases[:2] == ["CheckingImage", "PullingImage"]
     assert_nothing_left(dclient, "missingimage")
 

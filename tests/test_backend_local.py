@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import signal
 import socket
 import time
@@ -22,6 +21,7 @@ from typing import Any
 
 import pytest
 
+import testrun
 from sparkdock.backends.base import BackendError, ClusterInfo, StagedApp
 from sparkdock.backends.local import (
     LocalBackend,
@@ -121,7 +121,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def instance() -> str:
-    return f"test-{secrets.token_hex(4)}"
+    return testrun.instance("local")
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +167,7 @@ def test_check_refuses_unwritable_data_dir(tmp_path: Path) -> None:
 @needs_local
 def test_broken_java_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JAVA_HOME", str(tmp_path / "no-such-jdk"))
-    backend = _backend(tmp_path / "data", f"test-{secrets.token_hex(4)}")
+    backend = _backend(tmp_path / "data", testrun.instance("local"))
     rec = Recorder()
     with pytest.raises(BackendError) as err:
         asyncio.run(backend.start_cluster("bad", ClusterSpec(workers=1), rec))

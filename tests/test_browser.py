@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
+import testrun
 from sparkdock.demo import Server
 
 pytestmark = [pytest.mark.browser, pytest.mark.spark]
@@ -94,6 +95,7 @@ class LabServer(Server):
                 "--LabApp.expose_app_in_browser=True",
                 f"--LabApp.user_settings_dir={settings_dir}",
                 f"--LabApp.workspaces_dir={tmp / 'lab-workspaces'}",
+                f"--SparkDockApp.instance={testrun.instance('lab')}",
             ],
             app="lab",
             tmp=tmp,

@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+import testrun
 from sparkdock.demo import EXPECTED_TOTAL, Server, _errors, _outputs_text, execute_notebook, find_notebook
 
 pytestmark = pytest.mark.spark
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.spark
 @pytest.fixture(scope="module")
 def server():
     """One server for the module (``--SparkDockApp.backend=local``)."""
-    s = Server(backend="local")
+    s = Server(backend="local", extra_args=[f"--SparkDockApp.instance={testrun.instance('nb')}"])
     try:
         s.start()
         yield s
