@@ -1,9 +1,10 @@
 """Session fixtures for tests that need a Docker engine and the sparkdock image.
 
 Import the fixtures into a test module (``from docker_fixtures import docker_image  # noqa: F401``).
-``docker_image`` runs ``scripts/setup-docker.sh`` once per session (engine, base image, image; each
-step is skipped when already done). When that fails the test is skipped with the reason, or fails when
-``CI=true`` (a CI machine must be able to run the Docker tests).
+``docker_image`` checks that the engine answers and that the image is up to date (``scripts/build-image.sh
+--check``), as ``make test`` has made sure before pytest starts; only when it is not (pytest run by hand) does it
+run ``scripts/setup-docker.sh``. When that fails the test is skipped with the reason, or fails when ``CI=true``
+(a CI machine must be able to run the Docker tests).
 """
 
 from __future__ import annotations
@@ -27,11 +28,24 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
+def _image_ready() -> bool:
+    """The engine answers and ``IMAGE`` carries the content hash of today's docker/ and cluster/ sources."""
+    try:
+        if subprocess.run(["docker", "info"], capture_output=True, timeout=30, check=False).returncode != 0:
+            return False
+        check = [str(REPO / "scripts" / "build-image.sh"), "--check", IMAGE]
+        return subprocess.run(["bash", *check], capture_output=True, timeout=60, check=False).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
 @pytest.fixture(scope="session")
 def docker_image() -> str:
-    """The sparkdock image tag, after making sure the engine answers and the image exists."""
+    """The sparkdock image tag, after making sure the engine answers and the image is up to date."""
     if shutil.which("bash") is None:
         _unavailable("bash is needed to run scripts/setup-docker.sh")
+    if _image_ready():
+        return IMAGE
     try:
         proc = subprocess.run(
             ["bash", str(REPO / "scripts" / "setup-docker.sh"), IMAGE],

@@ -1,18 +1,19 @@
 """Tests of the sparkdock image (docker/Dockerfile), built by scripts/setup-docker.sh.
 
-The fixture brings up the Docker engine, the base image and the sparkdock image. Outside CI, a machine
-where that is impossible skips these tests; with CI=true it fails them.
+The session fixture ``docker_image`` makes sure the engine answers and the image is up to date. Outside CI, a
+machine where that is impossible skips these tests; with CI=true it fails them.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from docker_fixtures import docker_image  # noqa: F401 - session fixture
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGE = os.environ.get("SPARKDOCK_TEST_IMAGE", "sparkdock/spark:0.1.0")
@@ -20,27 +21,10 @@ IMAGE = os.environ.get("SPARKDOCK_TEST_IMAGE", "sparkdock/spark:0.1.0")
 pytestmark = pytest.mark.docker
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
 @pytest.fixture(scope="session")
-def image() -> str:
-    """The image tag, after scripts/setup-docker.sh made sure it is built and up to date."""
-    problem = None
-    if shutil.which("docker") is None and os.geteuid() != 0:
-        problem = "no docker client and not root"
-    else:
-        done = subprocess.run(["bash", str(REPO / "scripts" / "setup-docker.sh"), IMAGE],
-                              capture_output=True, text=True, timeout=1800)
-        if done.returncode != 0:
-            problem = (f"scripts/setup-docker.sh failed ({done.returncode}):\n"
-                       f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    if problem:
-        if _in_ci():
-            pytest.fail(f"the Docker engine or image could not be brought up in CI: {problem}")
-        pytest.skip(f"Docker is not available here: {problem}")
-    return IMAGE
+def image(docker_image: str) -> str:  # noqa: F811
+    """The image tag, once the session's ``docker_image`` made sure it is built and up to date."""
+    return docker_image
 
 
 def _run(image: str, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> str:
