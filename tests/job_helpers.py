@@ -22,8 +22,36 @@ async def wait_for(
         if job.state in wanted:
             return job
         await asyncio.sleep(interval)
+    raise AssertionError(f"waited {timeout:g} s for {sorted(wanted)}:\n{await describe(m, job_id)}")
+
+
+def _components(job: Job) -> list[str]:
+    cluster = job.spec.get("cluster") or {}
+    workers = int(cluster.get("workers") or 0) if isinstance(cluster, dict) else 0
+    names = ["master", *(f"worker-{i}" for i in range(1, workers + 1)), "sql", "lab"]
+    return [*names, "driver"] if str(job.kind) in ("automated", "Kind.AUTOMATED") else names
+
+
+async def describe(m: JobManager, job_id: str, lines: int = 20) -> str:
+    """Everything a red test should say about a job: its state, phase, exit code, runtime status, history and
+    the last ``lines`` log lines of each of its components (those that have logs)."""
     job = m.get(job_id)
-    raise AssertionError(f"{job_id} ({job.name}) is {job.state} (phase {job.phase}), wanted {wanted}")
+    out = [
+        f"job {job_id} ({job.name}, {job.kind}) is {job.state}, phase {job.phase!r}, exit code {job.exit_code}"
+        f" {job.exit_message or ''}".rstrip(),
+        f"runtime_status: {job.runtime_status}",
+        "history:",
+        *(f"  {e.get('time', '')} {e.get('event', '')} {e.get('state', '')} {e.get('phase') or ''} "
+          f"{e.get('description') or ''}".rstrip() for e in m.history(job_id)[-25:]),
+    ]
+    for component in _components(job):
+        try:
+            text = await asyncio.wait_for(m.logs(job_id, component, lines), 10)
+        except Exception as exc:
+            text = f"(no log: {type(exc).__name__}: {exc})"
+        out.append(f"--- last {lines} lines of {component}:")
+        out.append(text.rstrip() or "(empty)")
+    return "\n".join(out)
 
 
 def events(m: JobManager, job_id: str, kind: str | None = None) -> list[dict[str, Any]]:

@@ -21,18 +21,39 @@ from sparkdock.server.manager import JobManager
 H = {"Content-Type": "application/json"}
 
 
-async def _follow_until(ws, job_id: str, target: str, timeout: float) -> list[str]:
+async def _explain(jp_fetch, job_id: str, lines: int = 20) -> str:
+    """The job, its history and the last log lines of each component, read over REST: what a red test says."""
+    _, job = await _get(jp_fetch, "jobs", job_id)
+    _, hist = await _get(jp_fetch, "jobs", job_id, "history")
+    out = [f"job {job_id} is {job.get('state')}, phase {job.get('phase')!r}, exit code {job.get('exit_code')} "
+           f"{job.get('exit_message') or ''}", f"runtime_status: {job.get('runtime_status')}", "history:"]
+    out += [f"  {e.get('time')} {e.get('state')} {e.get('phase') or ''} {e.get('description') or ''}"
+            for e in hist.get("events", [])[-25:]]
+    workers = int(((job.get("spec") or {}).get("cluster") or {}).get("workers") or 0)
+    for component in ["master", *(f"worker-{i}" for i in range(1, workers + 1)), "sql", "lab"]:
+        code, body = await _get(jp_fetch, "jobs", job_id, "logs", component=component, tail=str(lines))
+        text = body.get("logs", body) if code == 200 else body
+        out += [f"--- last {lines} lines of {component} ({code}):", str(text).rstrip() or "(empty)"]
+    return "\n".join(out)
+
+
+async def _follow_until(ws, job_id: str, target: str, timeout: float, jp_fetch=None) -> list[str]:
     states: list[str] = []
     deadline = time.monotonic() + timeout
     while target not in states:
         left = deadline - time.monotonic()
-        assert left > 0, f"{job_id} did not reach {target}; saw {states}"
-        msg = json.loads(await asyncio.wait_for(ws.read_message(), left))
+        failed = bool(states) and states[-1] == "SYSTEM_ERROR"
+        if left <= 0 or failed:
+            why = await _explain(jp_fetch, job_id) if jp_fetch is not None else ""
+            raise AssertionError(f"{job_id} did not reach {target} in {timeout:g} s; saw {states}\n{why}")
+        try:
+            msg = json.loads(await asyncio.wait_for(ws.read_message(), left))
+        except TimeoutError:
+            continue
         if msg.get("type") == "job" and msg["job"]["id"] == job_id:
             st = msg["job"]["state"]
             if not states or states[-1] != st:
                 states.append(st)
-            assert st != "SYSTEM_ERROR", msg["job"]
     return states
 
 
@@ -57,7 +78,7 @@ async def _launch_query_terminate(jp_fetch, jp_ws_fetch, cluster: dict, timeout:
                        body=json.dumps({"kind": "interactive", "name": "real", "cluster": cluster}))
     assert r.code == 201
     jid = json.loads(r.body)["id"]
-    states = await _follow_until(ws, jid, "RUNNING", timeout)
+    states = await _follow_until(ws, jid, "RUNNING", timeout, jp_fetch)
     assert states == ["UNKNOWN", "QUEUED", "INITIALIZING", "RUNNING"][-len(states):]
     code, job = await _get(jp_fetch, "jobs", jid)
     ep = job["endpoints"]
@@ -119,7 +140,7 @@ async def test_rest_contract_on_a_local_cluster(jp_fetch, jp_ws_fetch, jp_server
     ws2 = await jp_ws_fetch("sparkdock", "api", "events")
     code, job = await _get(jp_fetch, "jobs", jid)
     if job["state"] != "COMPLETE":
-        await _follow_until(ws2, jid, "COMPLETE", 120)
+        await _follow_until(ws2, jid, "COMPLETE", 120, jp_fetch)
     assert await fresh.backend.list_job_ids() == set()
     for pid in pids:
         stat = Path(f"/proc/{pid}/stat")
@@ -147,7 +168,7 @@ async def test_rest_contract_on_a_docker_cluster(jp_fetch, jp_ws_fetch, jp_serve
     assert "master" in job["runtime_status"]["error"]
     r = await jp_fetch("sparkdock", "api", "jobs", jid, method="DELETE")
     assert r.code == 202
-    await _follow_until(ws, jid, "COMPLETE", 120)
+    await _follow_until(ws, jid, "COMPLETE", 120, jp_fetch)
     try:
         left = client.containers.list(all=True, filters={"label": f"sparkdock.job={jid}"})
         nets = client.networks.list(filters={"label": f"sparkdock.job={jid}"})
