@@ -326,7 +326,7 @@ class LocalCluster:
         env = {**os.environ, **cmd.env}
         env.pop("SPARKDOCK_SQL_PASSWORD", None)
         env.update(extra_env or {})
-        self.procs[name] = subprocess.Popen(cmd.argv, env=env, cwd=cmd.cwd, stdout=log,
+        self.procs[name] = subprocess.Popen(cmd.argv, env=env, cwd=cmd.cwd or self.work, stdout=log,
                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                             start_new_session=True)
         log.close()
@@ -500,7 +500,7 @@ def test_second_application_gets_executors(cluster: LocalCluster, tmp_path: Path
                                app_file=str(app), args=[str(out)], worker_memory="1g", worker_cores=2,
                                ui_port=_free_port(), name="sparkdock-test-driver")
     done = subprocess.run(cmd.argv, env={**os.environ, **cmd.env}, capture_output=True, text=True,
-                          timeout=240, start_new_session=True)
+                          timeout=240, start_new_session=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-4000:]
     assert json.loads(out.read_text()) == {"n": 499500, "squares": 285}
 
@@ -515,7 +515,7 @@ def test_sql_script_driver(cluster: LocalCluster, tmp_path: Path) -> None:
                                app_file=str(script), app_type="sql", worker_memory="1g", worker_cores=2,
                                ui_port=_free_port())
     done = subprocess.run(cmd.argv, env={**os.environ, **cmd.env}, capture_output=True, text=True,
-                          timeout=240, start_new_session=True)
+                          timeout=240, start_new_session=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-4000:]
     lines = done.stdout.splitlines()
     assert "total" in lines and "45" in lines and "a;b" in lines
@@ -527,7 +527,7 @@ def test_sql_script_driver(cluster: LocalCluster, tmp_path: Path) -> None:
                                app_file=str(bad), app_type="sql", worker_memory="1g", worker_cores=2,
                                ui_port=_free_port())
     failed = subprocess.run(cmd.argv, env={**os.environ, **cmd.env}, capture_output=True, text=True,
-                            timeout=240, start_new_session=True)
+                            timeout=240, start_new_session=True, cwd=tmp_path)
     # spark-submit's PythonRunner may merge the Python driver's stderr into stdout: look at both.
     output = failed.stdout + failed.stderr
     runner_errors = [line for line in output.splitlines() if "sql_runner:" in line]
