@@ -26,13 +26,21 @@ def _jupyter_server_extension_points() -> list[dict[str, Any]]:
     return [{"module": "sparkdock", "app": SparkDockApp}]
 
 
+#: the client's error classes, handed on so that a notebook can write ``except sparkdock.JobFailed``
+_CLIENT_ERRORS = ("AuthError", "Conflict", "InvalidSpec", "JobFailed", "NotFound", "QuotaExceeded",
+                  "SparkdockError")
+
+
 def __getattr__(name: str) -> Any:
-    """``sparkdock.widgets`` (and the former module names) as attributes, imported on first use."""
+    """``sparkdock.widgets`` (and the former module names) and the client's error classes, imported on first
+    use: ``import sparkdock`` stays light for the server."""
+    import importlib
+
     full = f"{__name__}.{name}"
     if full in _aliases.MOVED:
-        import importlib
-
         return importlib.import_module(full)
+    if name in _CLIENT_ERRORS:
+        return getattr(importlib.import_module("sparkdock.notebook.client"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
