@@ -61,6 +61,8 @@ class AliasFinder(importlib.abc.MetaPathFinder):
 
 
 def install() -> None:
-    """Put the finder on ``sys.meta_path`` (idempotent)."""
+    """Put the finder first on ``sys.meta_path`` (idempotent). First, because ``sparkdock.widgets`` resolves to
+    the ``sparkdock.notebook.widgets`` package, whose ``__path__`` would let the path finder load
+    ``sparkdock.widgets.card`` a second time, as a different module object."""
     if not any(isinstance(f, AliasFinder) for f in sys.meta_path):
-        sys.meta_path.append(AliasFinder())
+        sys.meta_path.insert(0, AliasFinder())
