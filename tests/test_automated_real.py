@@ -80,6 +80,7 @@ def _driver_pids(backend: LocalBackend, job_id: str) -> list[int]:
 
 
 @pytest.mark.spark
+@pytest.mark.timeout(600)  # the suite's longest test: about 200 s on a 2-CPU machine (the default is 300 s)
 async def test_automated_jobs_on_real_clusters(tmp_path: Path) -> None:
     """Every automated outcome the issue lists, on one interactive and one ephemeral real cluster."""
     t0 = time.monotonic()
