@@ -29,26 +29,11 @@ die() { echo "[base-image] ERROR: $*" >&2; exit 1; }
 
 docker info >/dev/null 2>&1 || die "the Docker engine does not answer; run scripts/docker-engine.sh first"
 
-if docker image inspect "$IMAGE" >/dev/null 2>&1; then
-    say "$IMAGE is present locally."
-    exit 0
-fi
-
 # What the image is made of: this script, the image name, the mirror and the CA bundle it trusts.
 KEY="$( { cat "${BASH_SOURCE[0]}"; echo "$IMAGE $MIRROR"; cat "$HOST_CA" 2>/dev/null || true; } \
         | sha256sum | cut -c1-16)"
 SAFE_NAME="$(printf '%s' "$IMAGE" | tr -c 'A-Za-z0-9._-' '_')"
 TAR="${CACHE:+$CACHE/base-$SAFE_NAME-$KEY.tar}"
-if [ -n "$TAR" ] && [ -s "$TAR" ]; then
-    say "loading the saved $IMAGE from $TAR"
-    if docker load -q -i "$TAR" >/dev/null && docker image inspect "$IMAGE" >/dev/null 2>&1; then
-        say "loaded $IMAGE from the cache."
-        exit 0
-    fi
-    say "docker load of $TAR failed; removing it"
-    rm -f "$TAR"
-fi
-
 save_to_cache() {
     [ -n "$TAR" ] || return 0
     mkdir -p "$CACHE"
@@ -61,6 +46,23 @@ save_to_cache() {
         say "warning: docker save to $CACHE failed"
     fi
 }
+
+if docker image inspect "$IMAGE" >/dev/null 2>&1; then
+    say "$IMAGE is present locally."
+    # Keep it for a fresh engine (an image built before the cache existed, or pulled by hand).
+    [ -z "$TAR" ] || [ -s "$TAR" ] || save_to_cache
+    exit 0
+fi
+
+if [ -n "$TAR" ] && [ -s "$TAR" ]; then
+    say "loading the saved $IMAGE from $TAR"
+    if docker load -q -i "$TAR" >/dev/null && docker image inspect "$IMAGE" >/dev/null 2>&1; then
+        say "loaded $IMAGE from the cache."
+        exit 0
+    fi
+    say "docker load of $TAR failed; removing it"
+    rm -f "$TAR"
+fi
 
 say "trying: docker pull $IMAGE (timeout ${PULL_TIMEOUT}s)"
 if timeout "$PULL_TIMEOUT" docker pull "$IMAGE"; then

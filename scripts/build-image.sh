@@ -48,6 +48,22 @@ HASH="$(cd "$REPO" && list_files | while IFS= read -r f; do
 
 hash_of() { docker image inspect -f '{{ index .Config.Labels "io.sparkdock.context-hash" }}' "$1" 2>/dev/null || true; }
 
+# Keep the image as a tar named by its content hash, for a fresh engine; only the newest one is kept.
+save_to_cache() {
+    [[ -n "$CACHE" ]] || return 0
+    mkdir -p "$CACHE"
+    local start part="$CACHE/.sparkdock-spark-$HASH.tar.part"
+    start=$(date +%s)
+    if docker save -o "$part" "$TAG"; then
+        mv -f "$part" "$CACHE/sparkdock-spark-$HASH.tar"
+        find "$CACHE" -maxdepth 1 -name 'sparkdock-spark-*.tar' ! -name "sparkdock-spark-$HASH.tar" -delete
+        say "saved $TAG to $CACHE/sparkdock-spark-$HASH.tar in $(( $(date +%s) - start )) s (a fresh engine loads it)."
+    else
+        rm -f "$part"
+        say "warning: docker save to $CACHE failed; a fresh engine will build the image again"
+    fi
+}
+
 have="$(hash_of "$TAG")"
 if [[ "$CHECK" == 1 ]]; then
     [[ "$have" == "$HASH" ]] && exit 0
@@ -56,6 +72,7 @@ fi
 if [[ "${SPARKDOCK_FORCE_BUILD:-0}" != "1" ]]; then
     if [[ "$have" == "$HASH" ]]; then
         say "$TAG is up to date (same context hash); nothing to build."
+        [[ -z "$CACHE" || -s "$CACHE/sparkdock-spark-$HASH.tar" ]] || save_to_cache
         exit 0
     fi
     [[ -n "$have" ]] && say "$TAG exists with context hash '$have'"
@@ -104,16 +121,4 @@ if [[ -n "$have" ]]; then
         | xargs -r docker image rm >/dev/null 2>&1 || true
 fi
 
-if [[ -n "$CACHE" ]]; then
-    mkdir -p "$CACHE"
-    start=$(date +%s)
-    if docker save -o "$CACHE/.sparkdock-spark-$HASH.tar.part" "$TAG"; then
-        mv -f "$CACHE/.sparkdock-spark-$HASH.tar.part" "$CACHE/sparkdock-spark-$HASH.tar"
-        # Only the newest saved image is kept.
-        find "$CACHE" -maxdepth 1 -name 'sparkdock-spark-*.tar' ! -name "sparkdock-spark-$HASH.tar" -delete
-        say "saved $TAG to $CACHE/sparkdock-spark-$HASH.tar in $(( $(date +%s) - start )) s (a fresh engine loads it)."
-    else
-        rm -f "$CACHE/.sparkdock-spark-$HASH.tar.part"
-        say "warning: docker save to $CACHE failed; a fresh engine will build the image again"
-    fi
-fi
+save_to_cache
