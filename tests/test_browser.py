@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import pytest
-import requests
 
 import testrun
 from sparkdock.demo import Server
@@ -108,30 +107,6 @@ class LabServer(Server):
         (settings / "notification.jupyterlab-settings").write_text(
             json.dumps({"fetchNews": "false", "checkForUpdates": False})
         )
-
-    def terminate_jobs(self, timeout: float = 300.0) -> list[str]:
-        """DELETE every job not yet ended and wait until each one is; returns what was left over."""
-        left: list[str] = []
-        try:
-            jobs = self.api("GET", "jobs", params={"limit": 200}).json()["jobs"]
-        except Exception as e:
-            _say(f"finalizer: cannot list jobs: {e}")
-            return left
-        live = [j["id"] for j in jobs if j.get("state") not in TERMINAL]
-        for job_id in live:
-            _say(f"finalizer: terminating {job_id} left by the test")
-            with contextlib.suppress(requests.RequestException):
-                self.api("DELETE", f"jobs/{job_id}")
-        deadline = time.monotonic() + timeout
-        for job_id in live:
-            while time.monotonic() < deadline:
-                with contextlib.suppress(Exception):
-                    if self.api("GET", f"jobs/{job_id}").json().get("state") in TERMINAL:
-                        break
-                time.sleep(1)
-            else:
-                left.append(job_id)
-        return left
 
 
 

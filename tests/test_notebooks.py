@@ -21,7 +21,10 @@ def server():
         s.start()
         yield s
     finally:
+        # A notebook that failed half-way did not terminate its cluster: its processes would outlive the server.
+        left = s.terminate_jobs() if s.proc is not None and s.proc.poll() is None else []
         s.stop()
+        assert not left, f"jobs that could not be terminated: {left}"
 
 
 def _run(server: Server, name: str):

@@ -38,6 +38,9 @@ EXPECTED_TOTAL = 999_999 * 1_000_000 // 2  # sum(id) over range(1000000)
 _T0 = time.monotonic()
 
 
+_TERMINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}
+
+
 def say(msg: str) -> None:
     """Print one timestamped line."""
     now = datetime.now().strftime("%H:%M:%S.%f")[:-3]
@@ -132,6 +135,30 @@ class Server:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
         except OSError:
             return ""
+
+    def terminate_jobs(self, timeout: float = 300.0) -> list[str]:
+        """DELETE every job not yet ended and wait until each one is; returns what was left over."""
+        left: list[str] = []
+        try:
+            jobs = self.api("GET", "jobs", params={"limit": 200}).json()["jobs"]
+        except Exception as e:
+            say(f"finalizer: cannot list jobs: {e}")
+            return left
+        live = [j["id"] for j in jobs if j.get("state") not in _TERMINAL]
+        for job_id in live:
+            say(f"finalizer: terminating {job_id} left behind")
+            with contextlib.suppress(requests.RequestException):
+                self.api("DELETE", f"jobs/{job_id}")
+        deadline = time.monotonic() + timeout
+        for job_id in live:
+            while time.monotonic() < deadline:
+                with contextlib.suppress(Exception):
+                    if self.api("GET", f"jobs/{job_id}").json().get("state") in _TERMINAL:
+                        break
+                time.sleep(1)
+            else:
+                left.append(job_id)
+        return left
 
     def stop(self, timeout: float = 60.0) -> None:
         """Stop the server (SIGINT twice, as a user would; then SIGTERM/SIGKILL) and remove the temp dir."""
