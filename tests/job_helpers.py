@@ -6,7 +6,8 @@ import asyncio
 import time
 from typing import Any
 
-from sparkdock.model.lifecycle import State
+from sparkdock.backends.base import cluster_components
+from sparkdock.model.lifecycle import Kind, State
 from sparkdock.server.manager import JobManager
 from sparkdock.server.store import Job
 
@@ -26,10 +27,9 @@ async def wait_for(
 
 
 def _components(job: Job) -> list[str]:
-    cluster = job.spec.get("cluster") or {}
-    workers = int(cluster.get("workers") or 0) if isinstance(cluster, dict) else 0
-    names = ["master", *(f"worker-{i}" for i in range(1, workers + 1)), "sql", "lab"]
-    return [*names, "driver"] if str(job.kind) in ("automated", "Kind.AUTOMATED") else names
+    cluster = job.spec.get("cluster")
+    names = cluster_components(int(cluster.get("workers") or 0) if isinstance(cluster, dict) else 0)
+    return [*names, "driver"] if job.kind == Kind.AUTOMATED else names
 
 
 async def describe(m: JobManager, job_id: str, lines: int = 20) -> str:

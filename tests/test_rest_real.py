@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from docker_fixtures import docker_image  # noqa: F401
+from sparkdock.backends.base import cluster_components
 from sparkdock.server.manager import JobManager
 
 H = {"Content-Type": "application/json"}
@@ -30,7 +31,7 @@ async def _explain(jp_fetch, job_id: str, lines: int = 20) -> str:
     out += [f"  {e.get('time')} {e.get('state')} {e.get('phase') or ''} {e.get('description') or ''}"
             for e in hist.get("events", [])[-25:]]
     workers = int(((job.get("spec") or {}).get("cluster") or {}).get("workers") or 0)
-    for component in ["master", *(f"worker-{i}" for i in range(1, workers + 1)), "sql", "lab"]:
+    for component in cluster_components(workers):
         code, body = await _get(jp_fetch, "jobs", job_id, "logs", component=component, tail=str(lines))
         text = body.get("logs", body) if code == 200 else body
         out += [f"--- last {lines} lines of {component} ({code}):", str(text).rstrip() or "(empty)"]

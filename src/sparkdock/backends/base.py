@@ -25,6 +25,11 @@ from sparkdock.model.specs import ClusterSpec
 CLUSTER_COMPONENTS = ("master", "sql", "lab")  # plus worker-1 … worker-N, and driver for automated jobs
 
 
+def cluster_components(workers: int) -> list[str]:
+    """The components of a cluster of ``workers`` workers, in start order: master, worker-1 … worker-N, sql, lab."""
+    return ["master", *(f"worker-{i}" for i in range(1, workers + 1)), "sql", "lab"]
+
+
 class Reporter(Protocol):
     """Callback for progress while a cluster comes up or an application runs.
 

@@ -49,7 +49,16 @@ import requests.exceptions
 from docker.models.containers import Container
 from docker.types import LogConfig
 
-from sparkdock.backends.base import AppResult, Backend, BackendError, ClusterInfo, HealthCallback, Reporter, StagedApp
+from sparkdock.backends.base import (
+    AppResult,
+    Backend,
+    BackendError,
+    ClusterInfo,
+    HealthCallback,
+    Reporter,
+    StagedApp,
+    cluster_components,
+)
 from sparkdock.cluster import probes, roles
 from sparkdock.model.specs import ClusterSpec
 
@@ -658,7 +667,7 @@ class DockerBackend(Backend):
         containers = await self._run(self._b_containers, job_id)
         by_component = {c.labels.get(LABEL_COMPONENT, ""): c for c in containers}
         n_workers = int(state.get("workers") or sum(1 for k in by_component if k.startswith("worker-")))
-        wanted = ["master", *(f"worker-{i}" for i in range(1, n_workers + 1)), "sql", "lab"]
+        wanted = cluster_components(n_workers)
         if n_workers < 1 or any(w not in by_component for w in wanted):
             return None
         if any(by_component[w].status != "running" for w in wanted):
