@@ -16,6 +16,8 @@ import secrets
 import signal
 from pathlib import Path
 
+from sparkdock.backends.local import INSTANCE_ENV, _proc_env
+
 RUN_ID = f"{os.getpid()}x{secrets.token_hex(2)}"
 _PREFIX = "sdt"
 _OURS = re.compile(rf"{_PREFIX}(\d+)x[0-9a-f]{{4}}")
@@ -53,20 +55,10 @@ def is_leftover(name: str) -> bool:
 
 
 def _leftover_processes() -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            raw = Path(f"/proc/{entry}/environ").read_bytes()
-        except OSError:
-            continue
-        for item in raw.split(b"\0"):
-            if item.startswith(b"SPARKDOCK_INSTANCE="):
-                if is_leftover(item.partition(b"=")[2].decode(errors="replace")):
-                    pids.append(int(entry))
-                break
-    return pids
+    """Processes carrying the local backend's instance marker of a dead test run."""
+    me = os.getpid()
+    return [int(e) for e in os.listdir("/proc") if e.isdigit() and int(e) != me
+            and is_leftover(_proc_env(int(e)).get(INSTANCE_ENV, ""))]
 
 
 def remove_leftover_processes() -> list[int]:
