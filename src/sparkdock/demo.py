@@ -32,13 +32,10 @@ from typing import Any
 
 import requests
 
-from sparkdock.notebook.client import Client, SparkdockError
+from sparkdock.notebook.client import TERMINAL_STATES, Client, SparkdockError
 
 EXPECTED_TOTAL = 999_999 * 1_000_000 // 2  # sum(id) over range(1000000)
 _T0 = time.monotonic()
-
-
-_TERMINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}
 
 
 def say(msg: str) -> None:
@@ -144,7 +141,7 @@ class Server:
         except Exception as e:
             say(f"finalizer: cannot list jobs: {e}")
             return left
-        live = [j["id"] for j in jobs if j.get("state") not in _TERMINAL]
+        live = [j["id"] for j in jobs if j.get("state") not in TERMINAL_STATES.get(j.get("kind"), ())]
         for job_id in live:
             say(f"finalizer: terminating {job_id} left behind")
             with contextlib.suppress(requests.RequestException):
@@ -153,7 +150,8 @@ class Server:
         for job_id in live:
             while time.monotonic() < deadline:
                 with contextlib.suppress(Exception):
-                    if self.api("GET", f"jobs/{job_id}").json().get("state") in _TERMINAL:
+                    job = self.api("GET", f"jobs/{job_id}").json()
+                    if job.get("state") in TERMINAL_STATES[job["kind"]]:
                         break
                 time.sleep(1)
             else:
