@@ -22,10 +22,11 @@ IMAGE="${SPARKDOCK_BASE_IMAGE:-debian:bookworm-slim}"
 PULL_TIMEOUT="${SPARKDOCK_PULL_TIMEOUT:-60}"
 MIRROR="${SPARKDOCK_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 HOST_CA="${SPARKDOCK_HOST_CA:-/etc/ssl/certs/ca-certificates.crt}"
-CACHE="${SPARKDOCK_IMAGE_CACHE-${XDG_CACHE_HOME:-$HOME/.cache}/sparkdock/images}"
 
 say() { echo "[base-image] $*"; }
 die() { echo "[base-image] ERROR: $*" >&2; exit 1; }
+# shellcheck source=scripts/image-cache.sh
+. "$(dirname "${BASH_SOURCE[0]}")/image-cache.sh"
 
 docker info >/dev/null 2>&1 || die "the Docker engine does not answer; run scripts/docker-engine.sh first"
 
@@ -34,40 +35,25 @@ KEY="$( { cat "${BASH_SOURCE[0]}"; echo "$IMAGE $MIRROR"; cat "$HOST_CA" 2>/dev/
         | sha256sum | cut -c1-16)"
 SAFE_NAME="$(printf '%s' "$IMAGE" | tr -c 'A-Za-z0-9._-' '_')"
 TAR="${CACHE:+$CACHE/base-$SAFE_NAME-$KEY.tar}"
-save_to_cache() {
-    [ -n "$TAR" ] || return 0
-    mkdir -p "$CACHE"
-    if docker save -o "$TAR.part" "$IMAGE"; then
-        mv -f "$TAR.part" "$TAR"
-        find "$CACHE" -maxdepth 1 -name "base-$SAFE_NAME-*.tar" ! -name "$(basename "$TAR")" -delete
-        say "saved $IMAGE to $TAR (a fresh engine loads it)."
-    else
-        rm -f "$TAR.part"
-        say "warning: docker save to $CACHE failed"
-    fi
-}
-
 if docker image inspect "$IMAGE" >/dev/null 2>&1; then
     say "$IMAGE is present locally."
     # Keep it for a fresh engine (an image built before the cache existed, or pulled by hand).
-    [ -z "$TAR" ] || [ -s "$TAR" ] || save_to_cache
+    [ -z "$TAR" ] || [ -s "$TAR" ] || cache_save "$IMAGE" "$TAR"
     exit 0
 fi
 
 if [ -n "$TAR" ] && [ -s "$TAR" ]; then
     say "loading the saved $IMAGE from $TAR"
-    if docker load -q -i "$TAR" >/dev/null && docker image inspect "$IMAGE" >/dev/null 2>&1; then
+    if cache_load "$TAR" >/dev/null && docker image inspect "$IMAGE" >/dev/null 2>&1; then
         say "loaded $IMAGE from the cache."
         exit 0
     fi
-    say "docker load of $TAR failed; removing it"
-    rm -f "$TAR"
 fi
 
 say "trying: docker pull $IMAGE (timeout ${PULL_TIMEOUT}s)"
 if timeout "$PULL_TIMEOUT" docker pull "$IMAGE"; then
     say "pulled $IMAGE."
-    save_to_cache
+    cache_save "$IMAGE" "$TAR"
     exit 0
 fi
 say "docker pull failed; building $IMAGE locally with debootstrap"
@@ -145,4 +131,4 @@ tar --numeric-owner -C "$ROOTFS" -c . | docker import \
     --message "sparkdock: debootstrap --variant=minbase $SUITE" \
     - "$IMAGE" >/dev/null || die "docker import failed"
 say "built $IMAGE ($(docker image inspect -f '{{.Size}}' "$IMAGE") bytes)."
-save_to_cache
+cache_save "$IMAGE" "$TAR"

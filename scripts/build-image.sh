@@ -22,7 +22,6 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CHECK=0
 if [[ "${1:-}" == "--check" ]]; then CHECK=1; shift; fi
 TAG="${1:-sparkdock/spark:0.1.0}"
-CACHE="${SPARKDOCK_IMAGE_CACHE-${XDG_CACHE_HOME:-$HOME/.cache}/sparkdock/images}"
 case "$TAG" in
     *:*) tag_version="${TAG##*:}" ;;
     *) tag_version="" ;;
@@ -33,6 +32,8 @@ fi
 
 say() { echo "[build-image] $*"; }
 die() { echo "[build-image] ERROR: $*" >&2; exit 1; }
+# shellcheck source=scripts/image-cache.sh
+. "$REPO/scripts/image-cache.sh"
 
 [ -f "$REPO/docker/Dockerfile" ] || die "no docker/Dockerfile under $REPO"
 [ -d "$REPO/src/sparkdock/cluster" ] || die "no src/sparkdock/cluster under $REPO"
@@ -48,22 +49,8 @@ HASH="$(cd "$REPO" && list_files | while IFS= read -r f; do
 
 hash_of() { docker image inspect -f '{{ index .Config.Labels "io.sparkdock.context-hash" }}' "$1" 2>/dev/null || true; }
 
-# Keep the image as a tar named by its content hash, for a fresh engine; only the newest one is kept.
-save_to_cache() {
-    [[ -n "$CACHE" ]] || return 0
-    mkdir -p "$CACHE"
-    local start part="$CACHE/.sparkdock-spark-$HASH.tar.part"
-    start=$(date +%s)
-    if docker save -o "$part" "$TAG"; then
-        mv -f "$part" "$CACHE/sparkdock-spark-$HASH.tar"
-        find "$CACHE" -maxdepth 1 -name 'sparkdock-spark-*.tar' ! -name "sparkdock-spark-$HASH.tar" -delete
-        say "saved $TAG to $CACHE/sparkdock-spark-$HASH.tar in $(( $(date +%s) - start )) s (a fresh engine loads it)."
-    else
-        rm -f "$part"
-        say "warning: docker save to $CACHE failed; a fresh engine will build the image again"
-    fi
-}
-
+# The image kept as a tar named by its content hash, for a fresh engine.
+tar_file="${CACHE:+$CACHE/sparkdock-spark-$HASH.tar}"
 have="$(hash_of "$TAG")"
 if [[ "$CHECK" == 1 ]]; then
     [[ "$have" == "$HASH" ]] && exit 0
@@ -72,15 +59,14 @@ fi
 if [[ "${SPARKDOCK_FORCE_BUILD:-0}" != "1" ]]; then
     if [[ "$have" == "$HASH" ]]; then
         say "$TAG is up to date (same context hash); nothing to build."
-        [[ -z "$CACHE" || -s "$CACHE/sparkdock-spark-$HASH.tar" ]] || save_to_cache
+        [[ -z "$tar_file" || -s "$tar_file" ]] || cache_save "$TAG" "$tar_file"
         exit 0
     fi
     [[ -n "$have" ]] && say "$TAG exists with context hash '$have'"
-    tar_file="${CACHE:+$CACHE/sparkdock-spark-$HASH.tar}"
     if [[ -n "$tar_file" && -s "$tar_file" ]]; then
         say "loading the saved image $tar_file (same context hash)"
         start=$(date +%s)
-        if loaded="$(docker load -q -i "$tar_file" 2>&1)"; then
+        if loaded="$(cache_load "$tar_file")"; then
             # The tar holds the tag it was saved with; give the image this TAG too.
             id="$(printf '%s\n' "$loaded" | sed -n 's/^Loaded image\( ID\)\?: //p' | tail -n 1)"
             [[ -n "$id" ]] && docker tag "$id" "$TAG"
@@ -88,11 +74,9 @@ if [[ "${SPARKDOCK_FORCE_BUILD:-0}" != "1" ]]; then
                 say "loaded $TAG from the cache in $(( $(date +%s) - start )) s; nothing to build."
                 exit 0
             fi
-            say "the saved image did not give $TAG with hash $HASH; building instead"
-        else
-            say "docker load failed ($loaded); removing the tar and building instead"
+            say "the saved image did not give $TAG with hash $HASH; removing it and building instead"
+            rm -f "$tar_file"
         fi
-        rm -f "$tar_file"
     fi
 fi
 
@@ -121,4 +105,4 @@ if [[ -n "$have" ]]; then
         | xargs -r docker image rm >/dev/null 2>&1 || true
 fi
 
-save_to_cache
+cache_save "$TAG" "$tar_file"

@@ -27,11 +27,17 @@ if [ -x "$VENV/bin/python" ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$want" ]; the
     exit 0
 fi
 
+# rewrite_bin DIR OLD NEW: the scripts of DIR/bin (shebangs, activate) name NEW instead of OLD. sed -i writes
+# new files, so a copy made of hard links is changed without changing the files it shares.
+rewrite_bin() {
+    grep -rlI --null -- "$2" "$1/bin" 2>/dev/null | xargs -0 -r sed -i "s|$2|$3|g"
+}
+
 # Point a venv copied from $1 at its new place ($VENV): script shebangs, activate scripts, the editable install.
 relocate() {
     local old="$1" new old_src new_src pth
     new="$(cd "$VENV" && pwd)"
-    grep -rlI --null -- "$old" "$VENV/bin" 2>/dev/null | xargs -0 -r sed -i "s|$old|$new|g"
+    rewrite_bin "$VENV" "$old" "$new"
     old_src="$(cat "$VENV/.sparkdock-src")"
     new_src="$REPO/src"
     for pth in "$VENV"/lib/python*/site-packages/_editable_impl_sparkdock.pth; do
@@ -71,8 +77,8 @@ if [ -n "$kept" ]; then
     if cp -al "$VENV" "$kept.part" 2>/dev/null || cp -a "$VENV" "$kept.part"; then
         old_abs="$(cd "$VENV" && pwd)"
         rm -rf "$kept" && mv "$kept.part" "$kept"
-        # The kept copy still names this checkout; relocate() rewrites that in each copy taken from it.
-        (VENV="$kept"; grep -rlI --null -- "$old_abs" "$VENV/bin" 2>/dev/null | xargs -0 -r sed -i "s|$old_abs|$kept|g")
+        # The kept copy names itself; relocate() points each copy taken from it at that copy's place.
+        rewrite_bin "$kept" "$old_abs" "$kept"
         find "$CACHE" -mindepth 1 -maxdepth 1 -type d ! -name "$want" -exec rm -rf {} +
         say "kept a copy in $kept"
     else
