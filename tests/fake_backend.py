@@ -5,7 +5,9 @@ Real clusters are tested with the local and Docker backends; this double lets th
 
 Behaviour is scripted through the request itself, so that a test server needs no extra wiring:
 * a cluster's ``image`` picks its start-up behaviour from :attr:`FakeBackend.images`;
-* an application's code holds a line ``# fake: {...json...}`` with ``exit_status``, ``output``, ``run_delay``.
+* an application's code holds a line ``# fake: {...json...}`` with ``exit_status``, ``output``, ``run_delay``
+  and ``gate``: the application then runs until the test opens that gate (:meth:`FakeBackend.open_gate`),
+  so that a test waits on a condition rather than on a length of time.
 """
 
 from __future__ import annotations
@@ -37,12 +39,23 @@ class FakeBackend(Backend):
     failures: ClassVar[dict[str, int]] = {}
     health_cb: ClassVar[Any] = None
     engine_down: ClassVar[bool] = False
+    gates: ClassVar[dict[str, asyncio.Event]] = {}
 
     @classmethod
     def reset(cls) -> None:
         """Forget everything (between tests)."""
         cls.live, cls.started, cls.stopped, cls.failures = {}, [], [], {}
-        cls.health_cb, cls.engine_down = None, False
+        cls.health_cb, cls.engine_down, cls.gates = None, False, {}
+
+    @classmethod
+    def gate(cls, name: str) -> asyncio.Event:
+        """The gate applications with ``"gate": name`` wait for."""
+        return cls.gates.setdefault(name, asyncio.Event())
+
+    @classmethod
+    def open_gate(cls, name: str) -> None:
+        """Let the applications waiting at gate ``name`` finish."""
+        cls.gate(name).set()
 
     async def check(self) -> None:
         if self.engine_down:
@@ -102,6 +115,8 @@ class FakeBackend(Backend):
                 beh = json.loads(line.split(":", 1)[1])
         report("Running", "jobs 0/1", progress={"jobs_done": 0, "jobs_total": 1})
         await asyncio.sleep(beh.get("run_delay", 0.05))
+        if "gate" in beh:
+            await self.gate(beh["gate"]).wait()
         report("Running", "jobs 1/1", progress={"jobs_done": 1, "jobs_total": 1})
         out = beh.get("output", "done\n")
         log = self.job_dir(job_id) / "logs" / "driver.log"

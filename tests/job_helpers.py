@@ -13,17 +13,20 @@ from sparkdock.server.store import Job
 
 
 async def wait_for(
-    m: JobManager, job_id: str, states: str | set[str], timeout: float = 10.0, interval: float = 0.02
+    m: JobManager, job_id: str, states: str | set[str], timeout: float = 10.0, interval: float = 0.02,
+    phase: str | None = None,
 ) -> Job:
-    """Poll until the job is in one of ``states``; fail with where it is stuck otherwise."""
+    """Poll until the job is in one of ``states`` (and in ``phase`` when given); fail with where it is stuck
+    otherwise."""
     wanted = {State(s) for s in ([states] if isinstance(states, str) else states)}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = m.get(job_id)
-        if job.state in wanted:
+        if job.state in wanted and (phase is None or job.phase == phase):
             return job
         await asyncio.sleep(interval)
-    raise AssertionError(f"waited {timeout:g} s for {sorted(wanted)}:\n{await describe(m, job_id)}")
+    also = f" in phase {phase!r}" if phase else ""
+    raise AssertionError(f"waited {timeout:g} s for {sorted(wanted)}{also}:\n{await describe(m, job_id)}")
 
 
 def _components(job: Job) -> list[str]:

@@ -1,6 +1,6 @@
 """Lifecycle logic of the JobManager, through the backend interface's test double (no Spark here).
 
-Real clusters run through the same manager in test_rest_local.py and the backend tests.
+Real clusters run through the same manager in test_rest_real.py, test_automated_real.py and the backend tests.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 import pytest
 
 from fake_backend import FakeBackend
-from job_helpers import events, wait_for
+from job_helpers import describe, events, wait_for
 from sparkdock.model.lifecycle import State
 from sparkdock.server.manager import JobConflict, JobManager, ManagerConfig, QuotaExceeded
 from sparkdock.server.store import JobStore
@@ -25,7 +25,9 @@ def store(tmp_path):
 
 
 @pytest.fixture
-def make_manager(tmp_path, store):
+def make_manager(tmp_path, store, jp_asyncio_loop):
+    """Makes started managers on a FakeBackend; each is stopped at the end, also when the test failed (a
+    manager left running would act on the next test's jobs)."""
     managers: list[JobManager] = []
     FakeBackend.reset()
 
@@ -37,7 +39,9 @@ def make_manager(tmp_path, store):
         managers.append(m)
         return m
 
-    return make
+    yield make
+    for m in managers:
+        jp_asyncio_loop.run_until_complete(m.stop())  # stop() is idempotent
 
 
 
@@ -64,8 +68,7 @@ async def test_capacity_queues_in_order(make_manager):
     await wait_for(m, a.id, "RUNNING")
     b = m.submit(interactive())
     c = m.submit(interactive())
-    await asyncio.sleep(0.3)
-    assert m.get(b.id).state == State.QUEUED and m.get(b.id).phase == "WaitingForCapacity 1/1"
+    await wait_for(m, b.id, "QUEUED", phase="WaitingForCapacity 1/1")
     assert m.get(c.id).state == State.QUEUED
     await m.cancel(a.id)
     await wait_for(m, b.id, "RUNNING")
@@ -225,9 +228,16 @@ async def test_rerun_on_listed_kernel_exit_code(make_manager):
 
 async def test_overrun_warn_cancel_and_underrun(make_manager):
     m = await make_manager()
-    warn = m.submit(automated({"run_delay": 1.0}, policy={"max_runtime": 0.3}))
+    # the warned job runs until the test has seen its overrun: no race between its end and the watchdog
+    warn = m.submit(automated({"gate": "warned"}, policy={"max_runtime": 0.3}))
     cancel = m.submit(automated({"run_delay": 30}, policy={"max_runtime": 0.3, "overrun_action": "cancel"}))
     under = m.submit(automated({"run_delay": 0.05}, policy={"min_runtime": 60}))
+    deadline = asyncio.get_running_loop().time() + 10
+    while not events(m, warn.id, "OVERRUN"):
+        assert asyncio.get_running_loop().time() < deadline, await describe(m, warn.id)
+        await asyncio.sleep(0.02)
+    assert m.get(warn.id).state == State.RUNNING  # warn: the job goes on
+    FakeBackend.open_gate("warned")
     done = await wait_for(m, warn.id, "COMPLETE")
     assert "Overrun" in done.runtime_status["warning"]
     assert any(e["event"] == "OVERRUN" for e in events(m, warn.id))
