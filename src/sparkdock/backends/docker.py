@@ -193,6 +193,9 @@ class DockerBackend(Backend):
         self._removing: set[str] = set()
         # Jobs being started: start_cluster reports their failures itself.
         self._starting: set[str] = set()
+        #: Set while :meth:`watch` is subscribed to the engine's event stream (a die event from then on is
+        #: seen); tests and diagnostics wait on it instead of guessing how long subscribing takes.
+        self.watch_connected = threading.Event()
 
     # ------------------------------------------------------------------------------------------
     # executor and client helpers
@@ -931,6 +934,7 @@ class DockerBackend(Backend):
                                  "label": [f"{LABEL_INSTANCE}={self.instance}"]},
                     )
                     current["stream"] = stream
+                    self.watch_connected.set()  # events() returns once the engine has subscribed us
                     if stop.is_set():
                         stream.close()
                         break
@@ -942,6 +946,7 @@ class DockerBackend(Backend):
                     if not stop.is_set():
                         log.warning("Docker event stream failed (%s); reconnecting", exc)
                 finally:
+                    self.watch_connected.clear()
                     current.pop("stream", None)
                     if client is not None:
                         with contextlib.suppress(Exception):

@@ -417,8 +417,7 @@ class LocalBackend(Backend):
     """Clusters and drivers as local processes of the installed pyspark (see the module docstring).
 
     Args:
-        data_dir: sparkdock's data folder; each job gets ``jobs/<job_id>/`` and the compiled SQL
-            authenticator is cached in ``cache/``.
+        data_dir: sparkdock's data folder; each job gets ``jobs/<job_id>/``.
         instance: the installation's marker; processes of other instances are never touched.
         python: Python of the lab, drivers and PySpark workers (default: this interpreter).
         spark_home: the Spark installation (default: ``SPARK_HOME`` or pyspark's package folder).
@@ -433,6 +432,11 @@ class LocalBackend(Backend):
         watch_interval: seconds between two health checks of :meth:`watch`.
         progress_interval: seconds between two polls of a driver's UI for progress.
         extra_env: more environment variables for every process.
+        cache_dir: where the compiled SQL authenticator is kept, by content hash (default
+            ``<data_dir>/cache``); several installations may share one.
+        spark_conf: more Spark properties for every application of a cluster (the SQL endpoint, lab
+            sessions and drivers); an application's own conf wins. E.g. shorter
+            ``spark.dynamicAllocation.*`` timeouts so that idle executors are given back sooner.
     """
 
     name = "local"
@@ -454,6 +458,8 @@ class LocalBackend(Backend):
         watch_interval: float = 2.0,
         progress_interval: float = 1.5,
         extra_env: Mapping[str, str] | None = None,
+        cache_dir: Path | str | None = None,
+        spark_conf: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(data_dir, instance)
         if sql_auth not in ("auto", "password", "none"):
@@ -470,9 +476,13 @@ class LocalBackend(Backend):
         self.watch_interval = watch_interval
         self.progress_interval = progress_interval
         self.extra_env = dict(extra_env or {})
+        self.cache_dir = Path(cache_dir) if cache_dir else self.data_dir / "cache"
+        self.spark_conf = {str(k): str(v) for k, v in (spark_conf or {}).items()}
         self._clusters: dict[str, _Cluster] = {}
         self._drivers: dict[str, _Proc] = {}
         self._runtime_cache: dict[tuple[str, ...], _Runtime] = {}
+        #: Health passes :meth:`watch` has completed; tests and diagnostics wait on it instead of sleeping.
+        self.watch_passes = 0
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -503,7 +513,7 @@ class LocalBackend(Backend):
         src = _AUTH_SOURCE.read_bytes()
         jars = sorted(p.name for p in (Path(rt.spark_home) / "jars").glob("*.jar"))
         digest = hashlib.sha256(src + "\n".join(jars).encode()).hexdigest()[:16]
-        cache = self.data_dir / "cache"
+        cache = self.cache_dir
         jar = cache / f"sparkdock-auth-{digest}.jar"
         if jar.is_file():
             return str(jar)
@@ -740,7 +750,8 @@ class LocalBackend(Backend):
             sql_cmd = roles.sql_command(
                 spark_home=rt.spark_home, master_url=master_url, host=LOOPBACK, work_dir=str(work / "sql"),
                 worker_memory=spec.worker_memory, worker_cores=spec.worker_cores, port=ports["sql"],
-                bind_host=LOOPBACK, ui_port=ports["sql_ui"], auth_jar=jar, python=self.python)
+                bind_host=LOOPBACK, ui_port=ports["sql_ui"], auth_jar=jar, python=self.python,
+                extra_conf=self.spark_conf)
             sql = await spawn("sql", sql_cmd, extra_env={"SPARKDOCK_SQL_PASSWORD": password} if jar else None)
             ipython_dir = str(work / "lab" / "ipython")
             await asyncio.to_thread(roles.write_lab_startup, ipython_dir)
@@ -748,7 +759,8 @@ class LocalBackend(Backend):
                 python=self.python, master_url=master_url, host=LOOPBACK,
                 root_dir=str(work / "lab" / "notebooks"), ipython_dir=ipython_dir,
                 worker_memory=spec.worker_memory, worker_cores=spec.worker_cores,
-                port=ports["lab"], bind_host=LOOPBACK, token=token, extra_conf={"spark.ui.port": "0"})
+                port=ports["lab"], bind_host=LOOPBACK, token=token,
+                extra_conf={**self.spark_conf, "spark.ui.port": "0"})
             # The lab must not load sparkdock itself (it would manage this installation's jobs too).
             lab_argv = [*lab_cmd.argv, "--ServerApp.jpserver_extensions=sparkdock=False"]
             lab_cmd = roles.RoleCommand(lab_cmd.role, lab_argv, lab_cmd.env, lab_cmd.cwd)
@@ -953,6 +965,7 @@ class LocalBackend(Backend):
                         raise
                     except Exception:
                         log.exception("sparkdock local backend: health callback failed")
+            self.watch_passes += 1
             await asyncio.sleep(self.watch_interval)
 
     async def run_application(
@@ -983,7 +996,7 @@ class LocalBackend(Backend):
             master_url=str(state["master_url"]), host=LOOPBACK, app_file=str(app.file),
             worker_memory=state.get("worker_memory", "1g"), worker_cores=int(state.get("worker_cores", 1)),
             app_type=app.type, args=app.args, name=f"sparkdock-{job_id}", bind_host=LOOPBACK,
-            ui_port=ui_port, extra_conf=app.conf,
+            ui_port=ui_port, extra_conf={**self.spark_conf, **app.conf},
         )
         self._report(report, "StartingDriver", f"spark-submit of {app.file.name} on {state['master_url']}")
         proc = await asyncio.to_thread(self._spawn, job_id, "driver", cmd, env, logs_dir, None, str(workdir))

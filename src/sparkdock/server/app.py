@@ -41,6 +41,11 @@ class SparkDockApp(ExtensionApp):
         "", config=True, help="Folder for the job store, per-job logs and staged applications "
         "(default: <jupyter data dir>/sparkdock)."
     )
+    cache_dir = Unicode(
+        "", config=True,
+        help="Folder of what sparkdock builds once and reuses (the local backend's SQL authenticator jar), "
+        "keyed by content; several servers may share one (default: <data_dir>/cache).",
+    )
     store_path = Unicode("", config=True, help="Path of the SQLite job store (default: <data_dir>/jobs.db).")
     instance = Unicode(
         "", config=True, help="Id of this installation, put on every container/process it creates so that two "
@@ -117,6 +122,7 @@ class SparkDockApp(ExtensionApp):
             be = LocalBackend(
                 data_dir, instance, master_timeout=self.start_timeout, worker_timeout=self.start_timeout,
                 sql_timeout=self.endpoint_timeout, lab_timeout=self.endpoint_timeout,
+                cache_dir=self.cache_dir or None,
             )
         return be, reason
 
