@@ -11,7 +11,7 @@ import pytest
 
 import testrun
 
-pytest_plugins = ["pytest_jupyter.jupyter_server"]
+pytest_plugins = ["pytest_jupyter.jupyter_server", "local_cluster", "lab_server"]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -52,13 +52,14 @@ def sparkdock_config():
 
 
 @pytest.fixture
-def jp_server_config(tmp_path, sparkdock_config):
-    """A server with sparkdock enabled, its data in the test's tmp dir, and no unauthenticated access."""
+def jp_server_config(tmp_path, sparkdock_config, sparkdock_cache_dir):
+    """A server with sparkdock enabled, its data in the test's tmp dir (the session's build cache), and no
+    unauthenticated access."""
     from fake_backend import FakeBackend
 
     FakeBackend.reset()
     cfg = {"backend_class": FakeBackend, "data_dir": str(tmp_path / "sparkdock"), "retry_backoff": 0.1,
-           "instance": testrun.instance("srv")}
+           "instance": testrun.instance("srv"), "cache_dir": str(sparkdock_cache_dir)}
     cfg.update(sparkdock_config)
     return {
         "ServerApp": {

@@ -1,8 +1,9 @@
 """Tests of the local-process backend with real Spark processes (master, workers, Thrift Server, lab).
 
-One module-scoped 1-worker cluster serves most checks; a second cluster (started by a backend object that
-is then dropped) covers two clusters at once, adoption after a restart, ``list_job_ids`` and ``watch``.
-Every test stops what it started.
+Most checks use the suite's shared cluster (``shared_local_cluster``, tests/local_cluster.py), whose
+termination is checked when the session ends. A second cluster (started by a backend object that is then
+dropped) covers two clusters at once, adoption after a restart, ``list_job_ids`` and ``watch``; two more
+start and fail or are cancelled half-way: each says why it needs its own. Every test stops what it started.
 """
 
 from __future__ import annotations
@@ -10,26 +11,18 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import testrun
+from local_cluster import Recorder, Started, assert_gone, local_backend, pids_of
 from sparkdock.backends.base import BackendError, ClusterInfo, StagedApp
-from sparkdock.backends.local import (
-    LocalBackend,
-    _marked_processes,
-    local_available,
-    pid_alive,
-    tail_lines,
-)
+from sparkdock.backends.local import LocalBackend, _marked_processes, local_available, tail_lines
 from sparkdock.cluster import probes
 from sparkdock.model.specs import ClusterSpec
 
@@ -37,34 +30,6 @@ AVAILABLE, WHY = local_available()
 if not AVAILABLE and os.environ.get("CI") == "true":  # on CI the local backend's tests must run
     raise RuntimeError(f"CI=true but the local backend is unavailable (Java/pyspark): {WHY}")
 needs_local = pytest.mark.skipif(not AVAILABLE, reason=f"local backend unavailable: {WHY}")
-
-
-@dataclass
-class Recorder:
-    """A Reporter that keeps every call."""
-
-    calls: list[tuple[str, str, dict[str, Any] | None]] = field(default_factory=list)
-
-    def __call__(self, phase: str, activity: str, *, progress: dict[str, Any] | None = None) -> None:
-        self.calls.append((phase, activity, progress))
-
-    @property
-    def phases(self) -> list[str]:
-        return [c[0] for c in self.calls]
-
-
-def _backend(data_dir: Path, instance: str, **kw: Any) -> LocalBackend:
-    return LocalBackend(data_dir, instance, stop_timeout=10, watch_interval=0.5, progress_interval=1.0, **kw)
-
-
-def _pids(info: ClusterInfo) -> dict[str, tuple[int, int]]:
-    return {c: (r["pid"], r["start_time"]) for c, r in info.state["processes"].items()}
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(1)
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _listening() -> dict[int, set[str]]:
@@ -93,54 +58,31 @@ def _sql(info: ClusterInfo, statement: str, password: str | None = None) -> list
         conn.close()
 
 
-def _assert_gone(backend: LocalBackend, job_id: str, info: ClusterInfo) -> None:
-    """No process of the cluster is left, no port listens, the work folder is gone, logs are kept."""
-    alive = [c for c, (pid, start) in _pids(info).items() if pid_alive(pid, start)]
-    assert not alive, f"processes left: {alive}"
-    assert not _marked_processes(backend.instance, job_id)
-    listening = [name for name, port in info.state["ports"].items() if _port_open(port)]
-    assert not listening, f"ports still listening: {listening}"
-    assert not (backend.job_dir(job_id) / "work").exists()
-    assert (backend.job_dir(job_id) / "logs" / "master.log").is_file()
-    assert job_id not in asyncio.run(backend.list_job_ids())
+async def _until(pred: Any, what: str, timeout: float = 60.0) -> None:
+    """Wait for ``pred()`` with a deadline."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, f"not met in {timeout:g} s: {what}"
+        await asyncio.sleep(0.1)
 
 
-@dataclass
-class Started:
-    backend: LocalBackend
-    job_id: str
-    info: ClusterInfo
-    reporter: Recorder
-    seconds: float
+def _daemons(pids: Any) -> set[int]:
+    """The processes among ``pids`` that are not executors (those come and go with the applications' work:
+    test clusters give idle executors back within seconds)."""
+    out = set()
+    for pid in pids:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"CoarseGrainedExecutorBackend" not in cmdline:
+            out.add(pid)
+    return out
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("sparkdock-local")
-
-
-@pytest.fixture(scope="module")
-def instance() -> str:
-    return testrun.instance("local")
-
-
-@pytest.fixture(scope="module")
-def cluster(data_dir: Path, instance: str) -> Iterator[Started]:
-    """A 1-worker cluster shared by the module's tests."""
-    if not AVAILABLE:
-        pytest.skip(f"local backend unavailable: {WHY}")
-    backend = _backend(data_dir, instance)
-    rec = Recorder()
-    t0 = time.monotonic()
-    # 2 cores: an executor kept by the SQL endpoint (shuffle tracking) leaves one for the drivers
-    spec = ClusterSpec(workers=1, worker_cores=2, worker_memory="1g")
-    info = asyncio.run(backend.start_cluster("c1", spec, rec))
-    started = Started(backend, "c1", info, rec, time.monotonic() - t0)
-    print(f"cluster c1 ready in {started.seconds:.1f}s")
-    try:
-        yield started
-    finally:
-        asyncio.run(backend.stop_cluster("c1", info.state))
+@pytest.fixture
+def cluster(shared_local_cluster: Started) -> Started:
+    return shared_local_cluster
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,11 +90,18 @@ def cluster(data_dir: Path, instance: str) -> Iterator[Started]:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_local_available_explains() -> None:
+@needs_local
+def test_local_available_explains(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It says what it found when the backend works, and which piece is missing when it does not."""
     ok, why = local_available()
-    assert isinstance(ok, bool) and why
+    assert ok == AVAILABLE
+    if ok:
+        assert "version" in why and "pyspark " in why, why  # the Java version and pyspark's
     ok2, why2 = local_available(spark_home="/nonexistent/spark")
     assert not ok2 and "/nonexistent/spark" in why2
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "no-jdk"))
+    ok3, why3 = local_available()
+    assert not ok3 and "JAVA_HOME" in why3 and "no-jdk" in why3, why3
 
 
 def test_check_refuses_unwritable_data_dir(tmp_path: Path) -> None:
@@ -167,7 +116,7 @@ def test_check_refuses_unwritable_data_dir(tmp_path: Path) -> None:
 @needs_local
 def test_broken_java_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JAVA_HOME", str(tmp_path / "no-such-jdk"))
-    backend = _backend(tmp_path / "data", testrun.instance("local"))
+    backend = local_backend(tmp_path / "data", testrun.instance("local"))
     rec = Recorder()
     with pytest.raises(BackendError) as err:
         asyncio.run(backend.start_cluster("bad", ClusterSpec(workers=1), rec))
@@ -202,11 +151,11 @@ def test_phases_endpoints_and_state(cluster: Started) -> None:
     assert set(cluster.info.state["processes"]) == {"master", "worker-1", "sql", "lab"}
     assert cluster.info.state["sql_auth"] == "CUSTOM"
     # The recorded pids are the JVMs (spark-class execs java) and the lab's Python, not shell wrappers.
-    for component, (pid, _) in _pids(cluster.info).items():
+    for component, (pid, _) in pids_of(cluster.info).items():
         comm = Path(f"/proc/{pid}/comm").read_text().strip()
         assert comm.startswith("python") if component == "lab" else comm == "java", (component, comm)
     # Secrets are never on a command line; everything binds to loopback.
-    for pid, _ in _pids(cluster.info).values():
+    for pid, _ in pids_of(cluster.info).values():
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
         assert cluster.info.sql_password not in cmdline and cluster.info.lab_token not in cmdline
     listening = _listening()
@@ -214,7 +163,7 @@ def test_phases_endpoints_and_state(cluster: Started) -> None:
     for name, port in ports.items():
         assert listening.get(port), f"{name} port {port} is not listening"
         assert listening[port] <= loopback, f"{name} port {port} bound to {listening[port]}"
-    logs = cluster.backend.job_dir("c1") / "logs"
+    logs = cluster.backend.job_dir(cluster.job_id) / "logs"
     assert cluster.info.sql_password not in tail_lines(logs / "sql.log", None)
     assert cluster.info.lab_token not in tail_lines(logs / "lab.log", None)
 
@@ -238,36 +187,54 @@ def test_lab_needs_token(cluster: Started) -> None:
 
 @pytest.mark.spark
 def test_logs(cluster: Started) -> None:
-    backend = cluster.backend
-    assert "Master" in asyncio.run(backend.logs("c1", "master"))
-    assert len(asyncio.run(backend.logs("c1", "worker-1", tail=5)).splitlines()) <= 5
-    assert asyncio.run(backend.logs("c1", "sql", tail=3))
+    backend, job = cluster.backend, cluster.job_id
+    assert "Master" in asyncio.run(backend.logs(job, "master"))
+    assert len(asyncio.run(backend.logs(job, "worker-1", tail=5)).splitlines()) <= 5
+    assert asyncio.run(backend.logs(job, "sql", tail=3))
     for bad in ("nope", "worker-7", "../x"):
         with pytest.raises(KeyError):
-            asyncio.run(backend.logs("c1", bad))
+            asyncio.run(backend.logs(job, bad))
 
 
 @pytest.mark.spark
 def test_run_application(cluster: Started, tmp_path: Path) -> None:
+    """A driver's progress is reported while it runs (it waits for the test to have seen it), its output is
+    kept, and a failing driver's error is in its result."""
     ok = tmp_path / "ok.py"
+    release = tmp_path / "release"
     ok.write_text(
-        "import time\n"
+        "import os, sys, time\n"
         "from pyspark.sql import SparkSession\n"
         "spark = SparkSession.builder.getOrCreate()\n"
         "print('COUNT=%d' % spark.range(100).count())\n"
-        "time.sleep(3)\n"
+        "deadline = time.monotonic() + 120\n"
+        "while not os.path.exists(sys.argv[1]) and time.monotonic() < deadline:\n"
+        "    time.sleep(0.1)\n"
         "spark.stop()\n"
     )
     rec = Recorder()
-    result = asyncio.run(cluster.backend.run_application("a1", cluster.info, StagedApp("pyspark", ok), rec))
+
+    def progressed() -> bool:
+        running = [c for c in rec.calls if c[0] == "Running" and c[2] is not None]
+        return bool(running) and running[-1][2]["jobs_total"] >= 1
+
+    async def run_and_release() -> Any:
+        app = StagedApp("pyspark", ok, args=[str(release)])
+        task = asyncio.create_task(cluster.backend.run_application("a1", cluster.info, app, rec))
+        try:
+            await _until(lambda: progressed() or task.done(), "progress of the running driver", 120)
+        finally:
+            release.touch()
+        return await task
+
+    result = asyncio.run(run_and_release())
     log = cluster.backend.job_dir("a1") / "logs" / "driver.log"
     assert result.exit_status == 0, result.output_tail
     assert "COUNT=100" in log.read_text() and "COUNT=100" in result.output_tail
     assert result.log_path == log
     assert not (cluster.backend.job_dir("a1") / "work").exists()
     assert "a1" not in asyncio.run(cluster.backend.list_job_ids())
-    running = [c for c in rec.calls if c[0] == "Running"]
-    assert running and running[-1][2] is not None and running[-1][2]["jobs_total"] >= 1, rec.calls
+    assert progressed(), rec.calls
 
     bad = tmp_path / "bad.py"
     bad.write_text("raise ValueError('sparkdock test failure')\n")
@@ -304,9 +271,12 @@ def test_run_application_cancel_kills_driver(cluster: Started, tmp_path: Path) -
 
 
 @pytest.mark.spark
-def test_second_cluster_adoption_and_watch(cluster: Started, data_dir: Path, instance: str) -> None:
-    """A second cluster next to the first; a new backend adopts it; watch reports its SQL process dying."""
-    first = _backend(data_dir, instance)
+def test_second_cluster_adoption_and_watch(cluster: Started) -> None:
+    """A second cluster next to the first; a new backend adopts it; watch reports its SQL process dying.
+
+    Its own cluster: its SQL process is killed (the shared one must stay whole)."""
+    instance = cluster.backend.instance
+    first = cluster.new_backend()
     info = asyncio.run(first.start_cluster("c2", ClusterSpec(workers=1, worker_memory="512m"), Recorder()))
     try:
         ports1, ports2 = cluster.info.state["ports"], info.state["ports"]
@@ -316,18 +286,18 @@ def test_second_cluster_adoption_and_watch(cluster: Started, data_dir: Path, ins
 
         # simulated server restart: the backend object is dropped, a new one adopts the cluster
         del first
-        before = set(_marked_processes(instance, "c2"))
-        backend = _backend(data_dir, instance)
-        assert {"c1", "c2"} <= asyncio.run(backend.list_job_ids())
+        before = _daemons(_marked_processes(instance, "c2"))
+        backend = cluster.new_backend()
+        assert {cluster.job_id, "c2"} <= asyncio.run(backend.list_job_ids())
         adopted = asyncio.run(backend.adopt_cluster("c2", info.state))
         assert adopted is not None
         assert adopted.endpoints == info.endpoints
-        assert set(_marked_processes(instance, "c2")) == before
+        assert _daemons(_marked_processes(instance, "c2")) == before  # adoption started nothing
         # a stale state (pid reused / process gone) is not adopted
         stale = {**info.state, "processes": {**info.state["processes"],
                                              "sql": {"pid": info.state["processes"]["sql"]["pid"],
                                                      "start_time": 1}}}
-        assert asyncio.run(_backend(data_dir, instance).adopt_cluster("c2", stale)) is None
+        assert asyncio.run(cluster.new_backend().adopt_cluster("c2", stale)) is None
 
         async def watch_sql_death() -> list[tuple[str, str, bool, str]]:
             seen: list[tuple[str, str, bool, str]] = []
@@ -336,13 +306,12 @@ def test_second_cluster_adoption_and_watch(cluster: Started, data_dir: Path, ins
                 seen.append((job_id, component, healthy, message))
 
             task = asyncio.create_task(backend.watch(on_health))
-            await asyncio.sleep(1.5)
-            assert seen == []
+            await _until(lambda: backend.watch_passes >= 2, "two health passes", 30)
+            assert seen == []  # a healthy cluster: nothing to report
             os.killpg(info.state["processes"]["sql"]["pid"], signal.SIGKILL)
-            deadline = time.monotonic() + 15
-            while not seen and time.monotonic() < deadline:
-                await asyncio.sleep(0.2)
-            await asyncio.sleep(1.5)  # reported once only
+            await _until(lambda: bool(seen), "the SQL process' death reported", 30)
+            passes = backend.watch_passes
+            await _until(lambda: backend.watch_passes >= passes + 2, "two more health passes", 30)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
@@ -351,14 +320,16 @@ def test_second_cluster_adoption_and_watch(cluster: Started, data_dir: Path, ins
         seen = asyncio.run(watch_sql_death())
         assert [(j, c, h) for j, c, h, _ in seen] == [("c2", "sql", False)], seen
         asyncio.run(backend.stop_cluster("c2", info.state))
-        _assert_gone(backend, "c2", info)
+        assert_gone(backend, "c2", info)
     finally:
-        asyncio.run(_backend(data_dir, instance).stop_cluster("c2", info.state))
+        asyncio.run(cluster.new_backend().stop_cluster("c2", info.state))
 
 
 @pytest.mark.spark
-def test_sql_timeout_gives_50_and_cleans_up(data_dir: Path, instance: str) -> None:
-    backend = _backend(data_dir, instance, sql_timeout=0.5)
+def test_sql_timeout_gives_50_and_cleans_up(cluster: Started) -> None:
+    """Its own cluster: one whose start fails (its SQL endpoint is given half a second)."""
+    backend = cluster.new_backend(sql_timeout=0.5)
+    instance = backend.instance
     rec = Recorder()
     with pytest.raises(BackendError) as err:
         asyncio.run(backend.start_cluster("c3", ClusterSpec(workers=1), rec))
@@ -372,16 +343,16 @@ def test_sql_timeout_gives_50_and_cleans_up(data_dir: Path, instance: str) -> No
 
 
 @pytest.mark.spark
-def test_cancellation_cleans_up(data_dir: Path, instance: str) -> None:
-    backend = _backend(data_dir, instance)
+def test_cancellation_cleans_up(cluster: Started) -> None:
+    """Its own cluster: one whose start is cancelled once its master process runs."""
+    backend = cluster.new_backend()
+    instance = backend.instance
 
     async def start_and_cancel() -> None:
         rec = Recorder()
         task = asyncio.create_task(backend.start_cluster("c4", ClusterSpec(workers=1), rec))
-        while "StartingMaster" not in rec.phases and not task.done():
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(1.0)  # the master process is running
-        assert _marked_processes(instance, "c4")
+        await _until(lambda: bool(_marked_processes(instance, "c4")) or task.done(), "the master process", 60)
+        assert not task.done() and "StartingMaster" in rec.phases, rec.phases
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -389,16 +360,3 @@ def test_cancellation_cleans_up(data_dir: Path, instance: str) -> None:
     asyncio.run(start_and_cancel())
     assert not _marked_processes(instance, "c4")
     assert not (backend.job_dir("c4") / "work").exists()
-
-
-@pytest.mark.spark
-def test_zz_terminate(cluster: Started) -> None:
-    """Runs last: terminating the module cluster leaves nothing behind but its logs; stop is idempotent."""
-    backend = cluster.backend
-    t0 = time.monotonic()
-    asyncio.run(backend.stop_cluster("c1", cluster.info.state))
-    print(f"stop took {time.monotonic() - t0:.1f}s")
-    _assert_gone(backend, "c1", cluster.info)
-    assert asyncio.run(backend.logs("c1", "sql", tail=5))
-    asyncio.run(backend.stop_cluster("c1", cluster.info.state))
-    asyncio.run(backend.stop_cluster("c1"))

@@ -1,6 +1,7 @@
 """The real-browser test (issue #6): JupyterLab in headless Chromium runs ``notebooks/quickstart.ipynb`` against
-a Jupyter Lab server subprocess with the sparkdock extension on the local backend (real Spark processes), and
-the live status card must render as an ipywidget whose state badge really shows ``RUNNING``.
+the suite's JupyterLab server (``lab_server``, tests/lab_server.py: a subprocess with the sparkdock extension on
+the local backend, real Spark processes), and the live status card must render as an ipywidget whose state
+badge really shows ``RUNNING``.
 
 Chromium is Debian's (``scripts/setup-browser.sh``); playwright only drives it (no browser download).
 Screenshots are kept under ``test-artifacts/browser/``.
@@ -9,17 +10,13 @@ Screenshots are kept under ``test-artifacts/browser/``.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
-import shutil
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-import testrun
 from sparkdock.demo import Server
 
 pytestmark = [pytest.mark.browser, pytest.mark.spark]
@@ -42,7 +39,6 @@ RUNNING_TIMEOUT = 300.0  # the local backend starts a real cluster; slow machine
 FINISH_TIMEOUT = 420.0  # the rest of the notebook: SQL queries, terminate, wait for COMPLETE
 TERMINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}
 RUNNING_HEX = "#43a047"  # lifecycle.STYLES[RUNNING].hex
-SPARK_PROCS = "org.apache.spark.deploy|HiveThriftServer2"
 
 # What the page shows, read in one go: every sparkdock badge, the error outputs, and the notebook's text.
 _PROBE = """() => {
@@ -83,72 +79,6 @@ def chromium() -> str:
     return CHROMIUM
 
 
-class LabServer(Server):
-    """``jupyter lab`` with the sparkdock extension (local backend), a random token and its own folders."""
-
-    def __init__(self, tmp: Path) -> None:
-        settings_dir = tmp / "lab-settings"
-        super().__init__(
-            "local",
-            [
-                "--LabApp.expose_app_in_browser=True",
-                f"--LabApp.user_settings_dir={settings_dir}",
-                f"--LabApp.workspaces_dir={tmp / 'lab-workspaces'}",
-                f"--SparkDockApp.instance={testrun.instance('lab')}",
-            ],
-            app="lab",
-            tmp=tmp,
-            drop_env=("SPARKDOCK_URL", "SPARKDOCK_TOKEN"),  # the kernel must find its server by itself
-        )
-        shutil.copytree(REPO / "notebooks", self.root, dirs_exist_ok=True)
-        settings = settings_dir / "@jupyterlab" / "apputils-extension"
-        settings.mkdir(parents=True)
-        # No "news?" toast over the notebook, no update check (there is no internet).
-        (settings / "notification.jupyterlab-settings").write_text(
-            json.dumps({"fetchNews": "false", "checkForUpdates": False})
-        )
-
-
-
-def _spark_processes_of(data_dir: Path) -> list[str]:
-    """Spark processes (master, workers, Thrift server) whose command line, cwd or environment names
-    ``data_dir``."""
-    found = []
-    out = subprocess.run(["pgrep", "-af", SPARK_PROCS], capture_output=True, text=True).stdout
-    needle = str(data_dir)
-    for line in out.splitlines():
-        pid = line.split(" ", 1)[0]
-        hit = needle in line
-        with contextlib.suppress(OSError):
-            hit = hit or os.readlink(f"/proc/{pid}/cwd").startswith(needle)
-        with contextlib.suppress(OSError):
-            hit = hit or needle.encode() in Path(f"/proc/{pid}/environ").read_bytes()
-        if hit:
-            found.append(line[:300])
-    return found
-
-
-@pytest.fixture
-def lab_server(tmp_path):
-    server = LabServer(tmp_path)
-    try:
-        server.start()
-        _say(f"jupyter lab on {server.url} (log: {server.log_path})")
-        yield server
-    finally:
-        left = server.terminate_jobs() if server.proc is not None and server.proc.poll() is None else []
-        server.stop()
-        if left:
-            print(f"jobs that did not end: {left}\n{server.log_tail()}")
-        deadline = time.monotonic() + 60
-        procs = _spark_processes_of(server.data)
-        while procs and time.monotonic() < deadline:
-            time.sleep(1)
-            procs = _spark_processes_of(server.data)
-        assert not left, f"jobs that did not end after DELETE: {left}"
-        assert not procs, "Spark processes left behind:\n" + "\n".join(procs)
-
-
 def _shot(page, target, name: str) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / name
@@ -157,7 +87,7 @@ def _shot(page, target, name: str) -> Path:
     return path
 
 
-def test_quickstart_card_in_jupyterlab(chromium, lab_server):
+def test_quickstart_card_in_jupyterlab(chromium, lab_server, tmp_path):
     from playwright.sync_api import sync_playwright
 
     server = lab_server
@@ -165,7 +95,7 @@ def test_quickstart_card_in_jupyterlab(chromium, lab_server):
     with sync_playwright() as pw:
         # A fresh profile (playwright passes it as --user-data-dir).
         browser = pw.chromium.launch_persistent_context(
-            str(server.tmp / "chromium-profile"),
+            str(tmp_path / "chromium-profile"),
             executable_path=chromium,
             headless=True,
             args=CHROMIUM_ARGS,
@@ -188,7 +118,7 @@ def test_quickstart_card_in_jupyterlab(chromium, lab_server):
             browser.close()
 
 
-def _run_and_watch(page, server: LabServer, t_start: float) -> None:
+def _run_and_watch(page, server: Server, t_start: float) -> None:
     # JupyterLab is up, the notebook is open and its kernel is ready.
     page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell", timeout=120_000)
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)

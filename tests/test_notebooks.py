@@ -1,5 +1,5 @@
-"""The three notebooks, executed top to bottom with nbclient against a live Jupyter server subprocess with
-the sparkdock extension on the local backend (real Spark processes)."""
+"""The three notebooks, executed top to bottom with nbclient against the suite's JupyterLab server subprocess
+(``lab_server``) with the sparkdock extension on the local backend (real Spark processes)."""
 
 from __future__ import annotations
 
@@ -7,24 +7,16 @@ import re
 
 import pytest
 
-import testrun
 from sparkdock.demo import EXPECTED_TOTAL, Server, _errors, _outputs_text, execute_notebook, find_notebook
 
 pytestmark = pytest.mark.spark
 
 
-@pytest.fixture(scope="module")
-def server():
-    """One server for the module (``--SparkDockApp.backend=local``)."""
-    s = Server(backend="local", extra_args=[f"--SparkDockApp.instance={testrun.instance('nb')}"])
-    try:
-        s.start()
-        yield s
-    finally:
-        # A notebook that failed half-way did not terminate its cluster: its processes would outlive the server.
-        left = s.terminate_jobs() if s.proc is not None and s.proc.poll() is None else []
-        s.stop()
-        assert not left, f"jobs that could not be terminated: {left}"
+@pytest.fixture
+def server(lab_server: Server) -> Server:
+    """The suite's JupyterLab server (tests/lab_server.py); each notebook launches and ends its own cluster,
+    as a user's would."""
+    return lab_server
 
 
 def _run(server: Server, name: str):

@@ -1,24 +1,20 @@
 """Tests of sparkdock.cluster: role command lines and conf, the entrypoint, the SQL runner, and a real
-local cluster (master + worker + Thrift Server with the password authenticator) started from roles.py.
+local cluster (master + worker + Thrift Server with the password authenticator) started from roles.py: the
+suite's shared cluster (tests/local_cluster.py), with drivers submitted by hand from roles.driver_command.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from local_cluster import Started, closed_port
 from sparkdock.cluster import entrypoint, probes, roles
 from sparkdock.cluster.sql_runner import split_statements
 
@@ -277,7 +273,11 @@ def test_alive_workers() -> None:
 
 
 def test_probes_fail_fast_on_closed_ports() -> None:
-    port = _free_port()
+    with closed_port() as port:
+        _probes_fail_fast(port)
+
+
+def _probes_fail_fast(port: int) -> None:
     with pytest.raises(probes.ProbeError):
         probes.probe_lab(f"http://127.0.0.1:{port}", "t", timeout=2)
     with pytest.raises(probes.ProbeError):
@@ -294,139 +294,28 @@ def test_probes_fail_fast_on_closed_ports() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _spark_home() -> str:
-    home = roles.default_spark_home()
-    if not home:
-        pytest.fail("pyspark is not installed in the test environment (pip install -e '.[test]')")
-    return home
-
-
 @dataclass
 class LocalCluster:
-    """Processes of a cluster started from roles.py on 127.0.0.1."""
+    """What these tests need of a running cluster whose processes were started from roles.py."""
 
     work: Path
     spark_home: str
-    master_url: str = ""
-    ui_url: str = ""
-    sql_port: int = 0
-    password: str = "correct horse battery staple"
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-
-    def start(self, cmd: roles.RoleCommand, name: str, extra_env: dict[str, str] | None = None) -> None:
-        log = open(self.work / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        if cmd.cwd:
-            Path(cmd.cwd).mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **cmd.env}
-        env.pop("SPARKDOCK_SQL_PASSWORD", None)
-        env.update(extra_env or {})
-        self.procs[name] = subprocess.Popen(cmd.argv, env=env, cwd=cmd.cwd or self.work, stdout=log,
-                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            start_new_session=True)
-        log.close()
-
-    def log(self, name: str) -> str:
-        return (self.work / f"{name}.log").read_text(errors="replace")[-4000:]
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            _killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        for proc in self.procs.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            _killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
-
-def _killpg(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, sig)
-
-
-def _group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of a process group, from /proc."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        fields = text[text.rindex(")") + 2:].split()
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(stat.parent.name))
-    return members
-
-
-def _group_alive(pgid: int, wait: float = 15.0) -> bool:
-    deadline = time.monotonic() + wait
-    while _group_members(pgid):
-        if time.monotonic() > deadline:
-            return True
-        time.sleep(0.2)
-    return False
-
-
-def _build_auth_jar(out_dir: Path, spark_home: str) -> Path:
-    javac, jar = shutil.which("javac"), shutil.which("jar")
-    if not javac or not jar:
-        pytest.fail("javac/jar (a JDK) are needed to build the SQL authenticator")
-    classes = out_dir / "classes"
-    classes.mkdir(parents=True)
-    subprocess.run([javac, "-d", str(classes), "-cp", f"{spark_home}/jars/*", str(JAVA_SRC)], check=True,
-                   timeout=120)
-    path = out_dir / "sparkdock-auth.jar"
-    subprocess.run([jar, "cf", str(path), "-C", str(classes), "."], check=True, timeout=60)
-    return path
+    master_url: str
+    ui_url: str
+    sql_port: int
+    password: str
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    """Master + 1 worker (2 cores, 1g) + Thrift Server with the password authenticator."""
-    spark_home = _spark_home()
-    work = tmp_path_factory.mktemp("cluster")
-    c = LocalCluster(work=work, spark_home=spark_home)
-    jar = _build_auth_jar(work / "auth", spark_home)
-    master_port, ui_port = _free_port(), _free_port()
-    c.master_url = f"spark://127.0.0.1:{master_port}"
-    c.ui_url = f"http://127.0.0.1:{ui_port}"
-    c.sql_port = _free_port()
-    try:
-        c.start(roles.master_command(spark_home=spark_home, host="127.0.0.1", port=master_port,
-                                     webui_port=ui_port), "master")
-        probes.wait_until(lambda: probes.master_status(c.ui_url, 2), timeout=90, what="master")
-        c.start(roles.worker_command(spark_home=spark_home, master_url=c.master_url, host="127.0.0.1",
-                                     cores=2, memory="1g", work_dir=str(work / "worker"), webui_port=0),
-                "worker")
-
-        def one_worker() -> None:
-            if probes.alive_workers(probes.master_status(c.ui_url, 2)) < 1:
-                raise probes.ProbeError("no alive worker yet")
-
-        probes.wait_until(one_worker, timeout=90, what="worker registration")
-        sql = roles.sql_command(spark_home=spark_home, master_url=c.master_url, host="127.0.0.1",
-                                work_dir=str(work / "sql"), worker_memory="1g", worker_cores=2,
-                                port=c.sql_port, bind_host="127.0.0.1", ui_port=_free_port(),
-                                auth_jar=str(jar), python=sys.executable)
-        c.start(sql, "sql", extra_env={"SPARKDOCK_SQL_PASSWORD": c.password})
-        assert c.password not in " ".join(sql.argv)
-        probes.wait_until(lambda: probes.probe_sql("127.0.0.1", c.sql_port, "alice", c.password, timeout=20),
-                          timeout=180, interval=1, what="SQL endpoint")
-        yield c
-    except Exception:
-        for name in c.procs:
-            print(f"----- {name} log -----\n{c.log(name)}")
-        raise
-    finally:
-        c.stop()
-        leftovers = [name for name, p in c.procs.items() if _group_alive(p.pid)]
-        assert not leftovers, f"processes left running: {leftovers}"
+def cluster(shared_local_cluster: Started) -> LocalCluster:
+    """The suite's shared local cluster (master + 1 worker of 2 cores + Thrift Server with the password
+    authenticator), whose processes the local backend started from roles.py's command lines."""
+    state = shared_local_cluster.info.state
+    return LocalCluster(
+        work=Path(state["work_dir"]), spark_home=state["spark_home"], master_url=state["master_url"],
+        ui_url=f"http://127.0.0.1:{state['ports']['master_ui']}", sql_port=state["ports"]["sql"],
+        password=shared_local_cluster.info.sql_password or "",
+    )
 
 
 def _sql(c: LocalCluster, statement: str, fetch: bool = True) -> list[tuple[object, ...]]:
@@ -456,7 +345,8 @@ def test_local_cluster_sql_endpoint(cluster: LocalCluster) -> None:
     assert probes.alive_workers(status) == 1
     assert _sql_app(status)["state"] == "RUNNING"
     assert _sql(cluster, "SELECT sum(id) FROM range(1000000)") == [(499999500000,)]
-    _sql(cluster, "CREATE TABLE IF NOT EXISTS t_roles (x INT) USING parquet", fetch=False)
+    _sql(cluster, "DROP TABLE IF EXISTS t_roles", fetch=False)  # the cluster is shared: start afresh
+    _sql(cluster, "CREATE TABLE t_roles (x INT) USING parquet", fetch=False)
     _sql(cluster, "INSERT INTO t_roles VALUES (1), (2), (3)", fetch=False)
     assert _sql(cluster, "SELECT count(*), sum(x) FROM t_roles") == [(3, 6)]
     assert (cluster.work / "sql" / "warehouse" / "t_roles").is_dir()
@@ -482,7 +372,8 @@ def test_second_application_gets_executors(cluster: LocalCluster, tmp_path: Path
         if cores:
             raise probes.ProbeError(f"the SQL endpoint still holds {cores} cores")
 
-    probes.wait_until(sql_idle, timeout=120, interval=2, what="executor release")
+    # test clusters give idle executors back within seconds (local_cluster.TEST_SPARK_CONF)
+    probes.wait_until(sql_idle, timeout=120, interval=0.5, what="executor release")
 
     app = tmp_path / "job.py"
     out = tmp_path / "out.json"
@@ -498,42 +389,51 @@ def test_second_application_gets_executors(cluster: LocalCluster, tmp_path: Path
     cmd = roles.driver_command(spark_home=cluster.spark_home, python=sys.executable,
                                master_url=cluster.master_url, host="127.0.0.1", bind_host="127.0.0.1",
                                app_file=str(app), args=[str(out)], worker_memory="1g", worker_cores=2,
-                               ui_port=_free_port(), name="sparkdock-test-driver")
+                               ui_port=0, name="sparkdock-test-driver")
     done = subprocess.run(cmd.argv, env={**os.environ, **cmd.env}, capture_output=True, text=True,
                           timeout=240, start_new_session=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-4000:]
     assert json.loads(out.read_text()) == {"n": 499500, "squares": 285}
 
 
-@pytest.mark.spark
-def test_sql_script_driver(cluster: LocalCluster, tmp_path: Path) -> None:
-    script = tmp_path / "q.sql"
-    script.write_text("-- demo\nCREATE TEMPORARY VIEW v AS SELECT id FROM range(10);\n"
-                      "SELECT sum(id) AS total FROM v;\nSELECT 'a;b' AS s;\n")
+def _submit_sql(cluster: LocalCluster, script: Path, cwd: Path) -> subprocess.Popen[str]:
+    """spark-submit of a SQL script from roles.driver_command, in its own working folder."""
+    cwd.mkdir()
     cmd = roles.driver_command(spark_home=cluster.spark_home, python=sys.executable,
                                master_url=cluster.master_url, host="127.0.0.1", bind_host="127.0.0.1",
                                app_file=str(script), app_type="sql", worker_memory="1g", worker_cores=2,
-                               ui_port=_free_port())
-    done = subprocess.run(cmd.argv, env={**os.environ, **cmd.env}, capture_output=True, text=True,
-                          timeout=240, start_new_session=True, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-4000:]
-    lines = done.stdout.splitlines()
-    assert "total" in lines and "45" in lines and "a;b" in lines
+                               ui_port=0)
+    return subprocess.Popen(cmd.argv, env={**os.environ, **cmd.env}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, cwd=cwd)
 
+
+@pytest.mark.spark
+def test_sql_script_driver(cluster: LocalCluster, tmp_path: Path) -> None:
+    """A SQL script runs statement by statement and prints each result; a failing statement stops the script
+    with exit status 1 and the runner's message. Both drivers run at the same time."""
+    script = tmp_path / "q.sql"
+    script.write_text("-- demo\nCREATE TEMPORARY VIEW v AS SELECT id FROM range(10);\n"
+                      "SELECT sum(id) AS total FROM v;\nSELECT 'a;b' AS s;\n")
     bad = tmp_path / "bad.sql"
     bad.write_text("SELECT 1;\nSELECT * FROM no_such_table;\nSELECT 2;\n")
-    cmd = roles.driver_command(spark_home=cluster.spark_home, python=sys.executable,
-                               master_url=cluster.master_url, host="127.0.0.1", bind_host="127.0.0.1",
-                               app_file=str(bad), app_type="sql", worker_memory="1g", worker_cores=2,
-                               ui_port=_free_port())
-    failed = subprocess.run(cmd.argv, env={**os.environ, **cmd.env}, capture_output=True, text=True,
-                            timeout=240, start_new_session=True, cwd=tmp_path)
+    good_proc, bad_proc = _submit_sql(cluster, script, tmp_path / "good"), _submit_sql(cluster, bad, tmp_path / "bad")
+    try:
+        out, err = good_proc.communicate(timeout=240)
+        bad_out, bad_err = bad_proc.communicate(timeout=240)
+    finally:
+        for proc in (good_proc, bad_proc):
+            if proc.poll() is None:
+                os.killpg(proc.pid, 9)
+                proc.wait()
+    assert good_proc.returncode == 0, err[-4000:]
+    lines = out.splitlines()
+    assert "total" in lines and "45" in lines and "a;b" in lines
+
     # spark-submit's PythonRunner may merge the Python driver's stderr into stdout: look at both.
-    output = failed.stdout + failed.stderr
-    runner_errors = [line for line in output.splitlines() if "sql_runner:" in line]
-    assert failed.returncode == 1, runner_errors
+    runner_errors = [line for line in (bad_out + bad_err).splitlines() if "sql_runner:" in line]
+    assert bad_proc.returncode == 1, runner_errors
     assert any("TABLE_OR_VIEW_NOT_FOUND" in line for line in runner_errors), runner_errors
-    assert "[3/3]" not in failed.stdout
+    assert "[3/3]" not in bad_out
 
 
 # ---------------------------------------------------------------------------------------------

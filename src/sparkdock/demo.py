@@ -20,7 +20,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,12 +41,6 @@ def say(msg: str) -> None:
     """Print one timestamped line."""
     now = datetime.now().strftime("%H:%M:%S.%f")[:-3]
     print(f"[{now} +{time.monotonic() - _T0:6.1f}s] {msg}", flush=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def find_notebook(name: str) -> Path:
@@ -80,8 +73,9 @@ class Server:
         self.root.mkdir(parents=True, exist_ok=True)
         self.data.mkdir(parents=True, exist_ok=True)
         self.token = secrets.token_hex(24)
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
+        #: known once :meth:`start` has returned: the server binds a port the OS picks (no race for a port)
+        self.port = 0
+        self.url = ""
         self.backend = backend
         self.extra_args = extra_args or []
         self.app = app
@@ -98,8 +92,8 @@ class Server:
             env.pop(var, None)
         program = ["-m", "jupyter_server"] if self.app == "server" else ["-m", "jupyter", "lab"]
         cmd = [
-            sys.executable, *program, "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",
-            "--ServerApp.port_retries=0", f"--ServerApp.root_dir={self.root}",
+            sys.executable, *program, "--no-browser", "--ip=127.0.0.1", "--port=0",
+            f"--ServerApp.root_dir={self.root}",
             f"--IdentityProvider.token={self.token}", "--ServerApp.allow_unauthenticated_access=False",
             "--ServerApp.jpserver_extensions={'sparkdock': True}",
             f"--SparkDockApp.backend={self.backend}", f"--SparkDockApp.data_dir={self.data}",
@@ -114,11 +108,22 @@ class Server:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the Jupyter server exited with {self.proc.returncode} (log below)")
-            with contextlib.suppress(requests.RequestException):
-                if self.api("GET", "info", timeout=5).status_code == 200:
-                    return
+            if not self.port:
+                self._read_port(env["JUPYTER_RUNTIME_DIR"])
+            if self.port:
+                with contextlib.suppress(requests.RequestException):
+                    if self.api("GET", "info", timeout=5).status_code == 200:
+                        return
             time.sleep(0.3)
         raise RuntimeError(f"the Jupyter server did not answer within {timeout} s (log below)")
+
+    def _read_port(self, runtime_dir: str) -> None:
+        """The port the server bound, from the ``jpserver-*.json`` it writes into its own runtime folder."""
+        for info_file in Path(runtime_dir).glob("jpserver-*.json"):
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                self.port = int(json.loads(info_file.read_text())["port"])
+                self.url = f"http://127.0.0.1:{self.port}/"
+                return
 
     def api(self, method: str, path: str, **kw: Any) -> requests.Response:
         """A request to ``sparkdock/api/<path>`` with the server's token."""
@@ -257,8 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     seen: dict[str, tuple[Any, Any]] = {}
     states: dict[str, list[str]] = {}
     try:
-        say(f"starting a Jupyter server with sparkdock (backend={args.backend}) on {server.url}")
+        say(f"starting a Jupyter server with sparkdock (backend={args.backend})")
         server.start()
+        say(f"server listening on {server.url}")
         checks["server started"] = True
         client = Client(server.url, server.token)
         info = client.info()
