@@ -1,8 +1,10 @@
 """The Docker backend against a real engine and real Spark (``@pytest.mark.docker``).
 
 One module-scoped 2-worker cluster serves most checks (SQL, lab, inspection, logs, adoption, a driver,
-the health watcher, termination). The failure cases run first, so that at most one cluster runs at a time.
-Every test uses its own installation id, so it never touches another installation's containers.
+the health watcher); its fixture terminates it and checks that nothing is left. The failure cases start
+clusters that fail or are cancelled half-way (each needs its own), and run first, so that at most one cluster
+runs at a time. The module uses its own installation id, so it never touches another installation's
+containers.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import pytest
 import testrun
 from docker_fixtures import build_broken_image, docker_image  # noqa: F401 - session fixture
 from sparkdock.backends.base import BackendError, ClusterInfo, StagedApp
-from sparkdock.backends.docker import LABEL_INSTANCE, DockerBackend
+from sparkdock.backends.docker import LABEL_INSTANCE, LABEL_JOB, LABEL_ROLE, DockerBackend
 from sparkdock.cluster import probes
 from sparkdock.model.specs import ClusterSpec
 
@@ -179,14 +181,72 @@ def test_cancellation_removes_everything(backend: DockerBackend, dclient: Any, r
 JOB = "cluster1"
 
 
+async def _until(pred: Any, what: str, timeout: float = 60.0) -> None:
+    """Wait for ``pred()`` with a deadline."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, f"not met in {timeout:g} s: {what}"
+        await asyncio.sleep(0.1)
+
+
+async def _watching(backend: DockerBackend, calls: list[tuple[str, str, bool, str]]) -> asyncio.Future[None]:
+    """Start ``backend.watch`` recording into ``calls``; return once it is subscribed to the event stream."""
+
+    async def on_health(job_id: str, component: str, healthy: bool, message: str) -> None:
+        calls.append((job_id, component, healthy, message))
+
+    watcher = asyncio.ensure_future(backend.watch(on_health))
+    connected = await asyncio.to_thread(backend.watch_connected.wait, 60)
+    assert connected, "the watcher did not subscribe to the engine's events in 60 s"
+    return watcher
+
+
+def _terminate_watched(backend: DockerBackend, dclient: docker.DockerClient, image: str, run: Any) -> None:
+    """Stop the module cluster (twice: harmless) with the health watcher on. The containers the backend removes
+    are not reported: a sentinel container of the installation is killed afterwards, and the engine delivers
+    events in order, so once the sentinel's death is reported every earlier event has been seen."""
+    calls: list[tuple[str, str, bool, str]] = []
+
+    async def scenario() -> None:
+        watcher = await _watching(backend, calls)
+        try:
+            await backend.stop_cluster(JOB)
+            await backend.stop_cluster(JOB)  # harmless
+            labels = {LABEL_INSTANCE: INSTANCE, LABEL_JOB: "sentinel", LABEL_ROLE: "master"}
+            sentinel = await asyncio.to_thread(dclient.containers.run, image, entrypoint=["sleep", "300"],
+                                               labels=labels, detach=True)
+            try:
+                await asyncio.to_thread(sentinel.kill)
+                await _until(lambda: any(c[0] == "sentinel" for c in calls), "the sentinel's death reported")
+            finally:
+                await asyncio.to_thread(sentinel.remove, force=True)
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+
+    run(scenario())
+    assert [c for c in calls if c[0] != "sentinel"] == []
+
+
 @pytest.fixture(scope="module")
-def cluster(backend: DockerBackend, dclient: Any, run: Any) -> Iterator[tuple[ClusterInfo, Phases, float]]:
+def cluster(backend: DockerBackend, dclient: Any, run: Any, docker_image: str,  # noqa: F811
+            ) -> Iterator[tuple[ClusterInfo, Phases, float]]:
+    """The module's 2-worker cluster. When the module ends it is terminated with the watcher on, and nothing
+    of it may be left but its logs."""
     phases = Phases()
     t0 = time.monotonic()
     info = run(backend.start_cluster(JOB, ClusterSpec(workers=2, worker_memory="512m"), phases))
     elapsed = time.monotonic() - t0
-    yield info, phases, elapsed
-    run(backend.stop_cluster(JOB))
+    try:
+        yield info, phases, elapsed
+    finally:
+        _terminate_watched(backend, dclient, docker_image, run)
+    assert_nothing_left(dclient, JOB)
+    logs_dir = backend.job_dir(JOB) / "logs"
+    assert {p.name for p in logs_dir.iterdir()} >= {"master.log", "worker-1.log", "worker-2.log", "sql.log",
+                                                    "lab.log"}
+    assert "Master" in run(backend.logs(JOB, "master"))
+    assert JOB not in run(backend.list_job_ids())
 
 
 def test_cluster_phases_and_endpoints(cluster: Any) -> None:
@@ -360,37 +420,35 @@ def test_run_application_progress_and_cancel(cluster: Any, backend: DockerBacken
     assert "SLOW-STARTED" in (backend.job_dir("slow1") / "logs" / "driver.log").read_text()
 
 
-def test_watch_reports_death_then_terminate_leaves_nothing(
+def test_watch_reports_a_dead_worker(
     cluster: Any, backend: DockerBackend, dclient: docker.DockerClient, run: Any
 ) -> None:
+    """A worker container killed while the cluster runs is reported once; the test then starts it again and
+    waits until it is back with the master, so the module's cluster stays whole for the other tests."""
+    info, _, _ = cluster
     calls: list[tuple[str, str, bool, str]] = []
+    worker = dclient.containers.get(f"sparkdock-{INSTANCE}-{JOB}-worker-2")
+    ui = info.endpoints["spark_ui"]["url"]
 
-    async def on_health(job_id: str, component: str, healthy: bool, message: str) -> None:
-        calls.append((job_id, component, healthy, message))
+    def alive_workers() -> int:
+        try:
+            return probes.alive_workers(probes.master_status(ui, 5))
+        except probes.ProbeError:
+            return -1
 
     async def scenario() -> None:
-        watcher = asyncio.ensure_future(backend.watch(on_health))
-        await asyncio.sleep(1.5)  # the stream is connected
-        master = dclient.containers.get(f"sparkdock-{INSTANCE}-{JOB}-master")
-        await asyncio.get_running_loop().run_in_executor(None, master.kill)
-        for _ in range(100):
-            if calls:
-                break
-            await asyncio.sleep(0.1)
-        assert calls and calls[0][:3] == (JOB, "master", False), calls
-        assert "exited" in calls[0][3]
-        n = len(calls)
-        await backend.stop_cluster(JOB)
-        await backend.stop_cluster(JOB)  # harmless
-        await asyncio.sleep(2)
-        assert len(calls) == n, calls[n:]  # containers the backend removes are not reported
-        watcher.cancel()
-        await asyncio.gather(watcher, return_exceptions=True)
+        watcher = await _watching(backend, calls)
+        try:
+            await asyncio.to_thread(worker.kill)
+            await _until(lambda: bool(calls), "the worker's death reported")
+            assert calls[0][:3] == (JOB, "worker-2", False), calls
+            assert "exited" in calls[0][3]
+            await asyncio.to_thread(worker.start)
+            await _until(lambda: alive_workers() == 2, "worker-2 back with the master", 120)
+            assert [c[1] for c in calls] == ["worker-2"], calls  # reported once; a restart is no death
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
 
     run(scenario())
-    assert_nothing_left(dclient, JOB)
-    logs_dir = backend.job_dir(JOB) / "logs"
-    assert {p.name for p in logs_dir.iterdir()} >= {"master.log", "worker-1.log", "worker-2.log", "sql.log",
-                                                    "lab.log"}
-    assert "Master" in run(backend.logs(JOB, "master"))
-    assert JOB not in run(backend.list_job_ids())
+    assert JOB in run(backend.list_job_ids())
