@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -85,6 +86,8 @@ def lab_server(tmp_path_factory: pytest.TempPathFactory, sparkdock_cache_dir: Pa
         if left:
             print(f"jobs that did not end: {left}\n{server.log_tail()}")
         server.stop()
+    # a clean stop, not the SIGKILL after the timeout (a server that ignores its stop costs the suite a minute)
+    assert server.proc is None or server.proc.returncode != -signal.SIGKILL, server.log_tail()
     deadline = time.monotonic() + 60
     procs = spark_processes_of(server.data)
     while procs and time.monotonic() < deadline:
