@@ -341,7 +341,8 @@ def _check_runtime(env: Mapping[str, str], python: str, spark_home: str | None) 
         err = (out.stderr or out.stdout).strip().splitlines()
         raise fail(f"{python} cannot import pyspark and jupyterlab: {err[-1] if err else out.returncode}; "
                    "install them (pip install 'sparkdock[spark,lab]')")
-    first = version.splitlines()[0] if version else "java"
+    # the line naming the version (a JAVA_TOOL_OPTIONS in the environment makes the JVM say so first)
+    first = next((line for line in version.splitlines() if "version" in line), "java")
     return _Runtime(java=java, java_version=first, javac=javac, spark_home=str(home),
                     pyspark_version=out.stdout.strip().splitlines()[0] if out.stdout.strip() else "?",
                     python=python)
