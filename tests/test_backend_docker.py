@@ -99,6 +99,7 @@ def backend(tmp_path_factory: pytest.TempPathFactory, docker_image: str, dclient
 
 
 def test_missing_image_is_51(backend: DockerBackend, dclient: Any, run: Any) -> None:
+    """Its own cluster: one whose image cannot be had (nothing of it may be left)."""
     phases = Phases()
     spec = ClusterSpec(workers=1, worker_memory="512m", image=NO_SUCH_IMAGE)
     with pytest.raises(BackendError) as err:
@@ -140,6 +141,7 @@ def broken_sql_image(dclient: docker.DockerClient, docker_image: str) -> Iterato
 
 def test_sql_container_exiting_is_50(backend: DockerBackend, broken_sql_image: str, dclient: Any,
                                      run: Any) -> None:
+    """Its own cluster: one whose SQL container exits at once (the broken-sql image)."""
     phases = Phases()
     spec = ClusterSpec(workers=1, worker_memory="512m", image=broken_sql_image)
     t0 = time.monotonic()
@@ -160,6 +162,7 @@ def test_sql_container_exiting_is_50(backend: DockerBackend, broken_sql_image: s
 
 def test_cancellation_removes_everything(backend: DockerBackend, dclient: Any, run: Any,
                                          loop: asyncio.AbstractEventLoop) -> None:
+    """Its own cluster: one whose start is cancelled half-way."""
     async def scenario() -> list[str]:
         phases = Phases()
         task = asyncio.ensure_future(backend.start_cluster("cancelled", ClusterSpec(workers=1), phases))
@@ -373,8 +376,16 @@ def test_run_application(cluster: Any, backend: DockerBackend, tmp_path: Path, r
         "print('SPARKDOCK-RESULT', n, sys.argv[1:])\n"
         "spark.stop()\n"
     )
+    failing = tmp_path / "fail.py"
+    failing.write_text("import sys\nprint('going down')\nsys.exit(7)\n")
     phases = Phases()
-    result = run(backend.run_application("app1", info, StagedApp("pyspark", app_file, ["a1"]), phases))
+
+    async def both() -> tuple[Any, Any]:  # the two drivers run at the same time
+        return await asyncio.gather(
+            backend.run_application("app1", info, StagedApp("pyspark", app_file, ["a1"]), phases),
+            backend.run_application("app2", info, StagedApp("pyspark", failing), Phases()))
+
+    result, failed = run(both())
     log_text = (backend.job_dir("app1") / "logs" / "driver.log").read_text()
     assert result.exit_status == 0, log_text[-3000:]
     assert "SPARKDOCK-RESULT 4999950000 ['a1']" in log_text
@@ -382,11 +393,8 @@ def test_run_application(cluster: Any, backend: DockerBackend, tmp_path: Path, r
     assert not result.oom_killed
     assert "StartingDriver" in phases.phases
     assert labelled(dclient, "app1")[0] == []  # the driver container is gone
-    failing = tmp_path / "fail.py"
-    failing.write_text("import sys\nprint('going down')\nsys.exit(7)\n")
-    result = run(backend.run_application("app2", info, StagedApp("pyspark", failing), Phases()))
-    assert result.exit_status == 7
-    assert "going down" in result.output_tail
+    assert failed.exit_status == 7
+    assert "going down" in failed.output_tail
 
 
 def test_run_application_progress_and_cancel(cluster: Any, backend: DockerBackend, tmp_path: Path, run: Any,

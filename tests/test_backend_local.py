@@ -115,6 +115,7 @@ def test_check_refuses_unwritable_data_dir(tmp_path: Path) -> None:
 @pytest.mark.spark
 @needs_local
 def test_broken_java_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its own cluster: one that cannot start (JAVA_HOME points nowhere); nothing of it may be left."""
     monkeypatch.setenv("JAVA_HOME", str(tmp_path / "no-such-jdk"))
     backend = local_backend(tmp_path / "data", testrun.instance("local"))
     rec = Recorder()
@@ -199,7 +200,7 @@ def test_logs(cluster: Started) -> None:
 @pytest.mark.spark
 def test_run_application(cluster: Started, tmp_path: Path) -> None:
     """A driver's progress is reported while it runs (it waits for the test to have seen it), its output is
-    kept, and a failing driver's error is in its result."""
+    kept, and a failing driver's error is in its result. The two drivers run at the same time."""
     ok = tmp_path / "ok.py"
     release = tmp_path / "release"
     ok.write_text(
@@ -218,16 +219,21 @@ def test_run_application(cluster: Started, tmp_path: Path) -> None:
         running = [c for c in rec.calls if c[0] == "Running" and c[2] is not None]
         return bool(running) and running[-1][2]["jobs_total"] >= 1
 
-    async def run_and_release() -> Any:
+    bad = tmp_path / "bad.py"
+    bad.write_text("raise ValueError('sparkdock test failure')\n")
+
+    async def run_and_release() -> tuple[Any, Any]:
         app = StagedApp("pyspark", ok, args=[str(release)])
         task = asyncio.create_task(cluster.backend.run_application("a1", cluster.info, app, rec))
+        failing = asyncio.create_task(cluster.backend.run_application("a2", cluster.info,
+                                                                      StagedApp("pyspark", bad), Recorder()))
         try:
             await _until(lambda: progressed() or task.done(), "progress of the running driver", 120)
         finally:
             release.touch()
-        return await task
+        return await task, await failing
 
-    result = asyncio.run(run_and_release())
+    result, failed = asyncio.run(run_and_release())
     log = cluster.backend.job_dir("a1") / "logs" / "driver.log"
     assert result.exit_status == 0, result.output_tail
     assert "COUNT=100" in log.read_text() and "COUNT=100" in result.output_tail
@@ -236,12 +242,8 @@ def test_run_application(cluster: Started, tmp_path: Path) -> None:
     assert "a1" not in asyncio.run(cluster.backend.list_job_ids())
     assert progressed(), rec.calls
 
-    bad = tmp_path / "bad.py"
-    bad.write_text("raise ValueError('sparkdock test failure')\n")
-    app = StagedApp("pyspark", bad)
-    result = asyncio.run(cluster.backend.run_application("a2", cluster.info, app, Recorder()))
-    assert result.exit_status != 0
-    assert "sparkdock test failure" in result.output_tail
+    assert failed.exit_status != 0
+    assert "sparkdock test failure" in failed.output_tail
     asyncio.run(cluster.backend.stop_cluster("a1"))
     asyncio.run(cluster.backend.stop_cluster("a2"))
     assert not _marked_processes(cluster.backend.instance, "a1")
@@ -326,9 +328,10 @@ def test_second_cluster_adoption_and_watch(cluster: Started) -> None:
 
 
 @pytest.mark.spark
-def test_sql_timeout_gives_50_and_cleans_up(cluster: Started) -> None:
+@needs_local
+def test_sql_timeout_gives_50_and_cleans_up(tmp_path: Path, sparkdock_cache_dir: Path) -> None:
     """Its own cluster: one whose start fails (its SQL endpoint is given half a second)."""
-    backend = cluster.new_backend(sql_timeout=0.5)
+    backend = local_backend(tmp_path / "data", testrun.instance("local"), sparkdock_cache_dir, sql_timeout=0.5)
     instance = backend.instance
     rec = Recorder()
     with pytest.raises(BackendError) as err:
@@ -343,9 +346,10 @@ def test_sql_timeout_gives_50_and_cleans_up(cluster: Started) -> None:
 
 
 @pytest.mark.spark
-def test_cancellation_cleans_up(cluster: Started) -> None:
+@needs_local
+def test_cancellation_cleans_up(tmp_path: Path) -> None:
     """Its own cluster: one whose start is cancelled once its master process runs."""
-    backend = cluster.new_backend()
+    backend = local_backend(tmp_path / "data", testrun.instance("local"))
     instance = backend.instance
 
     async def start_and_cancel() -> None:

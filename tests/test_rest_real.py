@@ -111,6 +111,7 @@ async def _launch_query_terminate(jp_fetch, jp_ws_fetch, cluster: dict, timeout:
 @pytest.mark.spark
 @pytest.mark.parametrize("sparkdock_config", [{"backend_class": None, "backend": "local"}])
 async def test_rest_contract_on_a_local_cluster(jp_fetch, jp_ws_fetch, jp_serverapp):
+    """Its own cluster: launching one through REST, adopting it and terminating it is what is tested."""
     manager: JobManager = jp_serverapp.web_app.settings["sparkdock_manager"]
     jid, ws, body = await _launch_query_terminate(jp_fetch, jp_ws_fetch, {"workers": 1, "worker_cores": 2}, 300)
     state = manager.get(jid).backend_state
@@ -154,6 +155,7 @@ async def test_rest_contract_on_a_local_cluster(jp_fetch, jp_ws_fetch, jp_server
 @pytest.mark.docker
 @pytest.mark.parametrize("sparkdock_config", [{"backend_class": None, "backend": "docker"}])
 async def test_rest_contract_on_a_docker_cluster(jp_fetch, jp_ws_fetch, jp_serverapp, docker_image):  # noqa: F811
+    """Its own cluster: launching one through REST, killing its master and terminating it is what is tested."""
     import docker
 
     manager: JobManager = jp_serverapp.web_app.settings["sparkdock_manager"]
