@@ -53,6 +53,7 @@ lab: venv docker
 bench: venv docker
 	$(PY) bench/time_to_sql.py
 	$(PY) bench/job_overhead.py
+	$(PY) bench/widget_latency.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build dist
