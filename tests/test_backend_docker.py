@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -182,6 +183,12 @@ def test_cancellation_removes_everything(backend: DockerBackend, dclient: Any, r
 # ---------------------------------------------------------------------------------------------
 
 JOB = "cluster1"
+
+
+def _job_id(prefix: str) -> str:
+    """A job id of its own for each run of a test: the cluster is shared, and a log of an earlier run of the
+    same test (``--count 2``) must not answer for this one."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 async def _until(pred: Any, what: str, timeout: float = 60.0) -> None:
@@ -367,6 +374,7 @@ def test_adoption_by_a_new_backend(cluster: Any, dclient: Any, run: Any, backend
 def test_run_application(cluster: Any, backend: DockerBackend, tmp_path: Path, run: Any,
                          dclient: Any) -> None:
     info, _, _ = cluster
+    app1, app2 = _job_id("app1"), _job_id("app2")
     app_file = tmp_path / "app.py"
     app_file.write_text(
         "import sys\n"
@@ -382,17 +390,17 @@ def test_run_application(cluster: Any, backend: DockerBackend, tmp_path: Path, r
 
     async def both() -> tuple[Any, Any]:  # the two drivers run at the same time
         return await asyncio.gather(
-            backend.run_application("app1", info, StagedApp("pyspark", app_file, ["a1"]), phases),
-            backend.run_application("app2", info, StagedApp("pyspark", failing), Phases()))
+            backend.run_application(app1, info, StagedApp("pyspark", app_file, ["a1"]), phases),
+            backend.run_application(app2, info, StagedApp("pyspark", failing), Phases()))
 
     result, failed = run(both())
-    log_text = (backend.job_dir("app1") / "logs" / "driver.log").read_text()
+    log_text = (backend.job_dir(app1) / "logs" / "driver.log").read_text()
     assert result.exit_status == 0, log_text[-3000:]
     assert "SPARKDOCK-RESULT 4999950000 ['a1']" in log_text
-    assert result.log_path == backend.job_dir("app1") / "logs" / "driver.log"
+    assert result.log_path == backend.job_dir(app1) / "logs" / "driver.log"
     assert not result.oom_killed
     assert "StartingDriver" in phases.phases
-    assert labelled(dclient, "app1")[0] == []  # the driver container is gone
+    assert labelled(dclient, app1)[0] == []  # the driver container is gone
     assert failed.exit_status == 7
     assert "going down" in failed.output_tail
 
@@ -400,6 +408,7 @@ def test_run_application(cluster: Any, backend: DockerBackend, tmp_path: Path, r
 def test_run_application_progress_and_cancel(cluster: Any, backend: DockerBackend, tmp_path: Path, run: Any,
                                             dclient: Any) -> None:
     info, _, _ = cluster
+    slow1 = _job_id("slow1")
     app_file = tmp_path / "slow.py"
     app_file.write_text(
         "import time\n"
@@ -411,21 +420,21 @@ def test_run_application_progress_and_cancel(cluster: Any, backend: DockerBacken
     phases = Phases()
 
     async def scenario() -> None:
-        task = asyncio.ensure_future(backend.run_application("slow1", info, StagedApp("pyspark", app_file),
+        task = asyncio.ensure_future(backend.run_application(slow1, info, StagedApp("pyspark", app_file),
                                                              phases))
         for _ in range(1200):
             if phases.progress and phases.progress[-1]["jobs_running"] >= 1:
                 break
             await asyncio.sleep(0.1)
         assert phases.progress, phases.phases
-        assert labelled(dclient, "slow1")[0] != []
+        assert labelled(dclient, slow1)[0] != []
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
 
     run(scenario())
-    assert labelled(dclient, "slow1")[0] == []
-    assert "SLOW-STARTED" in (backend.job_dir("slow1") / "logs" / "driver.log").read_text()
+    assert labelled(dclient, slow1)[0] == []
+    assert "SLOW-STARTED" in (backend.job_dir(slow1) / "logs" / "driver.log").read_text()
 
 
 def test_watch_reports_a_dead_worker(

@@ -14,6 +14,7 @@ import signal
 import time
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,12 @@ async def _until(pred: Any, what: str, timeout: float = 60.0) -> None:
     while not pred():
         assert time.monotonic() < deadline, f"not met in {timeout:g} s: {what}"
         await asyncio.sleep(0.1)
+
+
+def _job_id(prefix: str) -> str:
+    """A job id of its own for each run of a test: the cluster is shared, and a log of an earlier run of the
+    same test (``--count 2``) must not answer for this one."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def _daemons(pids: Any) -> set[int]:
@@ -201,6 +208,7 @@ def test_logs(cluster: Started) -> None:
 def test_run_application(cluster: Started, tmp_path: Path) -> None:
     """A driver's progress is reported while it runs (it waits for the test to have seen it), its output is
     kept, and a failing driver's error is in its result. The two drivers run at the same time."""
+    a1, a2 = _job_id("a1"), _job_id("a2")
     ok = tmp_path / "ok.py"
     release = tmp_path / "release"
     ok.write_text(
@@ -224,8 +232,8 @@ def test_run_application(cluster: Started, tmp_path: Path) -> None:
 
     async def run_and_release() -> tuple[Any, Any]:
         app = StagedApp("pyspark", ok, args=[str(release)])
-        task = asyncio.create_task(cluster.backend.run_application("a1", cluster.info, app, rec))
-        failing = asyncio.create_task(cluster.backend.run_application("a2", cluster.info,
+        task = asyncio.create_task(cluster.backend.run_application(a1, cluster.info, app, rec))
+        failing = asyncio.create_task(cluster.backend.run_application(a2, cluster.info,
                                                                       StagedApp("pyspark", bad), Recorder()))
         try:
             await _until(lambda: progressed() or task.done(), "progress of the running driver", 120)
@@ -234,42 +242,43 @@ def test_run_application(cluster: Started, tmp_path: Path) -> None:
         return await task, await failing
 
     result, failed = asyncio.run(run_and_release())
-    log = cluster.backend.job_dir("a1") / "logs" / "driver.log"
+    log = cluster.backend.job_dir(a1) / "logs" / "driver.log"
     assert result.exit_status == 0, result.output_tail
     assert "COUNT=100" in log.read_text() and "COUNT=100" in result.output_tail
     assert result.log_path == log
-    assert not (cluster.backend.job_dir("a1") / "work").exists()
-    assert "a1" not in asyncio.run(cluster.backend.list_job_ids())
+    assert not (cluster.backend.job_dir(a1) / "work").exists()
+    assert a1 not in asyncio.run(cluster.backend.list_job_ids())
     assert progressed(), rec.calls
 
     assert failed.exit_status != 0
     assert "sparkdock test failure" in failed.output_tail
-    asyncio.run(cluster.backend.stop_cluster("a1"))
-    asyncio.run(cluster.backend.stop_cluster("a2"))
-    assert not _marked_processes(cluster.backend.instance, "a1")
+    asyncio.run(cluster.backend.stop_cluster(a1))
+    asyncio.run(cluster.backend.stop_cluster(a2))
+    assert not _marked_processes(cluster.backend.instance, a1)
 
 
 @pytest.mark.spark
 def test_run_application_cancel_kills_driver(cluster: Started, tmp_path: Path) -> None:
+    a3 = _job_id("a3")
     slow = tmp_path / "slow.py"
     slow.write_text("import time\nprint('SLOW STARTED', flush=True)\ntime.sleep(120)\n")
     backend = cluster.backend
 
     async def run_and_cancel() -> None:
-        task = asyncio.create_task(backend.run_application("a3", cluster.info, StagedApp("pyspark", slow),
+        task = asyncio.create_task(backend.run_application(a3, cluster.info, StagedApp("pyspark", slow),
                                                            Recorder()))
-        log = backend.job_dir("a3") / "logs" / "driver.log"
+        log = backend.job_dir(a3) / "logs" / "driver.log"
         deadline = time.monotonic() + 60
         while "SLOW STARTED" not in tail_lines(log, 5) and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
-        assert _marked_processes(backend.instance, "a3")
+        assert _marked_processes(backend.instance, a3)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
 
     asyncio.run(run_and_cancel())
-    assert not _marked_processes(backend.instance, "a3")
-    asyncio.run(backend.stop_cluster("a3"))
+    assert not _marked_processes(backend.instance, a3)
+    asyncio.run(backend.stop_cluster(a3))
 
 
 @pytest.mark.spark
