@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 from sparkdock.backends.base import cluster_components
@@ -60,3 +62,17 @@ async def describe(m: JobManager, job_id: str, lines: int = 20) -> str:
 def events(m: JobManager, job_id: str, kind: str | None = None) -> list[dict[str, Any]]:
     """The job's history events, of one kind if given."""
     return [e for e in m.history(job_id) if kind is None or e["event"] == kind]
+
+
+async def until(pred: Callable[[], object], what: str, timeout: float = 60.0) -> None:
+    """Wait for ``pred()`` to be true, polling, with a deadline; fail saying ``what`` was awaited."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, f"not met in {timeout:g} s: {what}"
+        await asyncio.sleep(0.05)
+
+
+def unique_job_id(prefix: str) -> str:
+    """A job id of its own for each run of a test: clusters are shared, and a log of an earlier run of the
+    same test (``--count 2``) must not answer for this one."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"

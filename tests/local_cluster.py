@@ -77,20 +77,21 @@ def pids_of(info: ClusterInfo) -> dict[str, tuple[int, int]]:
     return {c: (r["pid"], r["start_time"]) for c, r in info.state["processes"].items()}
 
 
-def _socket_inodes(port: int) -> set[str]:
-    """Inodes of the sockets listening on ``port`` (IPv4 and IPv6), from /proc/net."""
-    inodes = set()
+def listening_sockets() -> list[tuple[int, str, str]]:
+    """Listening TCP sockets (IPv4 and IPv6) as (port, hex address, inode), from /proc/net."""
+    found = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
             cols = line.split()
-            if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
-                inodes.add(cols[9])
-    return inodes
+            if cols[3] == "0A":
+                addr, port = cols[1].rsplit(":", 1)
+                found.append((int(port, 16), addr, cols[9]))
+    return found
 
 
 def listening_pids(port: int) -> set[int]:
     """Processes holding a socket that listens on ``port`` (empty when nothing listens)."""
-    inodes = {f"socket:[{i}]" for i in _socket_inodes(port)}
+    inodes = {f"socket:[{inode}]" for p, _, inode in listening_sockets() if p == port}
     owners = set()
     if not inodes:
         return owners

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,6 +20,7 @@ import pytest
 
 import testrun
 from docker_fixtures import build_broken_image, docker_image  # noqa: F401 - session fixture
+from job_helpers import unique_job_id, until
 from sparkdock.backends.base import BackendError, ClusterInfo, StagedApp
 from sparkdock.backends.docker import LABEL_INSTANCE, LABEL_JOB, LABEL_ROLE, DockerBackend
 from sparkdock.cluster import probes
@@ -185,20 +185,6 @@ def test_cancellation_removes_everything(backend: DockerBackend, dclient: Any, r
 JOB = "cluster1"
 
 
-def _job_id(prefix: str) -> str:
-    """A job id of its own for each run of a test: the cluster is shared, and a log of an earlier run of the
-    same test (``--count 2``) must not answer for this one."""
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-async def _until(pred: Any, what: str, timeout: float = 60.0) -> None:
-    """Wait for ``pred()`` with a deadline."""
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, f"not met in {timeout:g} s: {what}"
-        await asyncio.sleep(0.1)
-
-
 async def _watching(backend: DockerBackend, calls: list[tuple[str, str, bool, str]]) -> asyncio.Future[None]:
     """Start ``backend.watch`` recording into ``calls``; return once it is subscribed to the event stream."""
 
@@ -227,7 +213,7 @@ def _terminate_watched(backend: DockerBackend, dclient: docker.DockerClient, ima
                                                labels=labels, detach=True)
             try:
                 await asyncio.to_thread(sentinel.kill)
-                await _until(lambda: any(c[0] == "sentinel" for c in calls), "the sentinel's death reported")
+                await until(lambda: any(c[0] == "sentinel" for c in calls), "the sentinel's death reported")
             finally:
                 await asyncio.to_thread(sentinel.remove, force=True)
         finally:
@@ -374,7 +360,7 @@ def test_adoption_by_a_new_backend(cluster: Any, dclient: Any, run: Any, backend
 def test_run_application(cluster: Any, backend: DockerBackend, tmp_path: Path, run: Any,
                          dclient: Any) -> None:
     info, _, _ = cluster
-    app1, app2 = _job_id("app1"), _job_id("app2")
+    app1, app2 = unique_job_id("app1"), unique_job_id("app2")
     app_file = tmp_path / "app.py"
     app_file.write_text(
         "import sys\n"
@@ -408,7 +394,7 @@ def test_run_application(cluster: Any, backend: DockerBackend, tmp_path: Path, r
 def test_run_application_progress_and_cancel(cluster: Any, backend: DockerBackend, tmp_path: Path, run: Any,
                                             dclient: Any) -> None:
     info, _, _ = cluster
-    slow1 = _job_id("slow1")
+    slow1 = unique_job_id("slow1")
     app_file = tmp_path / "slow.py"
     app_file.write_text(
         "import time\n"
@@ -457,11 +443,11 @@ def test_watch_reports_a_dead_worker(
         watcher = await _watching(backend, calls)
         try:
             await asyncio.to_thread(worker.kill)
-            await _until(lambda: bool(calls), "the worker's death reported")
+            await until(lambda: bool(calls), "the worker's death reported")
             assert calls[0][:3] == (JOB, "worker-2", False), calls
             assert "exited" in calls[0][3]
             await asyncio.to_thread(worker.start)
-            await _until(lambda: alive_workers() == 2, "worker-2 back with the master", 120)
+            await until(lambda: alive_workers() == 2, "worker-2 back with the master", 120)
             assert [c[1] for c in calls] == ["worker-2"], calls  # reported once; a restart is no death
         finally:
             watcher.cancel()

@@ -14,14 +14,14 @@ import signal
 import time
 import urllib.error
 import urllib.request
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import testrun
-from local_cluster import Recorder, Started, assert_gone, local_backend, pids_of
+from job_helpers import unique_job_id, until
+from local_cluster import Recorder, Started, assert_gone, listening_sockets, local_backend, pids_of
 from sparkdock.backends.base import BackendError, ClusterInfo, StagedApp
 from sparkdock.backends.local import LocalBackend, _marked_processes, local_available, tail_lines
 from sparkdock.cluster import probes
@@ -31,18 +31,6 @@ AVAILABLE, WHY = local_available()
 if not AVAILABLE and os.environ.get("CI") == "true":  # on CI the local backend's tests must run
     raise RuntimeError(f"CI=true but the local backend is unavailable (Java/pyspark): {WHY}")
 needs_local = pytest.mark.skipif(not AVAILABLE, reason=f"local backend unavailable: {WHY}")
-
-
-def _listening() -> dict[int, set[str]]:
-    """Listening TCP ports (IPv4 and IPv6) and the addresses they are bound to, from /proc/net."""
-    found: dict[int, set[str]] = {}
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            cols = line.split()
-            if cols[3] == "0A":
-                addr, port = cols[1].split(":")
-                found.setdefault(int(port, 16), set()).add(addr)
-    return found
 
 
 def _sql(info: ClusterInfo, statement: str, password: str | None = None) -> list[tuple[Any, ...]]:
@@ -57,20 +45,6 @@ def _sql(info: ClusterInfo, statement: str, password: str | None = None) -> list
         return list(cur.fetchall())
     finally:
         conn.close()
-
-
-async def _until(pred: Any, what: str, timeout: float = 60.0) -> None:
-    """Wait for ``pred()`` with a deadline."""
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, f"not met in {timeout:g} s: {what}"
-        await asyncio.sleep(0.1)
-
-
-def _job_id(prefix: str) -> str:
-    """A job id of its own for each run of a test: the cluster is shared, and a log of an earlier run of the
-    same test (``--count 2``) must not answer for this one."""
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def _daemons(pids: Any) -> set[int]:
@@ -166,7 +140,9 @@ def test_phases_endpoints_and_state(cluster: Started) -> None:
     for pid, _ in pids_of(cluster.info).values():
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
         assert cluster.info.sql_password not in cmdline and cluster.info.lab_token not in cmdline
-    listening = _listening()
+    listening: dict[int, set[str]] = {}
+    for port, addr, _ in listening_sockets():
+        listening.setdefault(port, set()).add(addr)
     loopback = {"0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}
     for name, port in ports.items():
         assert listening.get(port), f"{name} port {port} is not listening"
@@ -208,7 +184,7 @@ def test_logs(cluster: Started) -> None:
 def test_run_application(cluster: Started, tmp_path: Path) -> None:
     """A driver's progress is reported while it runs (it waits for the test to have seen it), its output is
     kept, and a failing driver's error is in its result. The two drivers run at the same time."""
-    a1, a2 = _job_id("a1"), _job_id("a2")
+    a1, a2 = unique_job_id("a1"), unique_job_id("a2")
     ok = tmp_path / "ok.py"
     release = tmp_path / "release"
     ok.write_text(
@@ -236,7 +212,7 @@ def test_run_application(cluster: Started, tmp_path: Path) -> None:
         failing = asyncio.create_task(cluster.backend.run_application(a2, cluster.info,
                                                                       StagedApp("pyspark", bad), Recorder()))
         try:
-            await _until(lambda: progressed() or task.done(), "progress of the running driver", 120)
+            await until(lambda: progressed() or task.done(), "progress of the running driver", 120)
         finally:
             release.touch()
         return await task, await failing
@@ -259,7 +235,7 @@ def test_run_application(cluster: Started, tmp_path: Path) -> None:
 
 @pytest.mark.spark
 def test_run_application_cancel_kills_driver(cluster: Started, tmp_path: Path) -> None:
-    a3 = _job_id("a3")
+    a3 = unique_job_id("a3")
     slow = tmp_path / "slow.py"
     slow.write_text("import time\nprint('SLOW STARTED', flush=True)\ntime.sleep(120)\n")
     backend = cluster.backend
@@ -317,12 +293,12 @@ def test_second_cluster_adoption_and_watch(cluster: Started) -> None:
                 seen.append((job_id, component, healthy, message))
 
             task = asyncio.create_task(backend.watch(on_health))
-            await _until(lambda: backend.watch_passes >= 2, "two health passes", 30)
+            await until(lambda: backend.watch_passes >= 2, "two health passes", 30)
             assert seen == []  # a healthy cluster: nothing to report
             os.killpg(info.state["processes"]["sql"]["pid"], signal.SIGKILL)
-            await _until(lambda: bool(seen), "the SQL process' death reported", 30)
+            await until(lambda: bool(seen), "the SQL process' death reported", 30)
             passes = backend.watch_passes
-            await _until(lambda: backend.watch_passes >= passes + 2, "two more health passes", 30)
+            await until(lambda: backend.watch_passes >= passes + 2, "two more health passes", 30)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
@@ -364,7 +340,7 @@ def test_cancellation_cleans_up(tmp_path: Path) -> None:
     async def start_and_cancel() -> None:
         rec = Recorder()
         task = asyncio.create_task(backend.start_cluster("c4", ClusterSpec(workers=1), rec))
-        await _until(lambda: bool(_marked_processes(instance, "c4")) or task.done(), "the master process", 60)
+        await until(lambda: bool(_marked_processes(instance, "c4")) or task.done(), "the master process", 60)
         assert not task.done() and "StartingMaster" in rec.phases, rec.phases
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

@@ -10,6 +10,7 @@ import pytest
 import tornado.httpclient
 
 from fake_backend import FakeBackend
+from job_helpers import until
 
 H = {"Content-Type": "application/json"}
 
@@ -21,14 +22,6 @@ async def _post(jp_fetch, body, path=("sparkdock", "api", "jobs")):
 async def _get(jp_fetch, *path, **params):
     r = await jp_fetch("sparkdock", "api", *path, params=params or None, raise_error=False)
     return r.code, json.loads(r.body)
-
-
-async def _until(pred, what: str, timeout: float = 15.0) -> None:
-    """Wait for ``pred()`` with a deadline (generous: a loaded CI machine is slow, a healthy one is quick)."""
-    deadline = asyncio.get_event_loop().time() + timeout
-    while not pred():
-        assert asyncio.get_event_loop().time() < deadline, f"not met in {timeout:g} s: {what}"
-        await asyncio.sleep(0.02)
 
 
 async def _wait_state(jp_fetch, job_id, states, timeout=20.0):
@@ -255,9 +248,9 @@ async def test_websocket_refuses_unauthenticated_and_cross_origin(jp_ws_fetch, j
 async def test_listener_of_a_closed_socket_is_removed(jp_fetch, jp_ws_fetch, jp_serverapp):
     manager = jp_serverapp.web_app.settings["sparkdock_manager"]
     ws = await jp_ws_fetch("sparkdock", "api", "events")
-    await _until(lambda: manager.bus.subscriber_count == 1, "the socket subscribed")
+    await until(lambda: manager.bus.subscriber_count == 1, "the socket subscribed")
     ws.close()
-    await _until(lambda: manager.bus.subscriber_count == 0, "the closed socket's listener removed")
+    await until(lambda: manager.bus.subscriber_count == 0, "the closed socket's listener removed")
 
 
 def test_every_route_is_authenticated_for_jupyter_server(jp_serverapp):
