@@ -20,6 +20,7 @@ from sparkdock.backends.base import cluster_components
 from sparkdock.server.manager import JobManager
 
 H = {"Content-Type": "application/json"}
+TERMINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}
 
 
 async def _explain(jp_fetch, job_id: str, lines: int = 20) -> str:
@@ -43,7 +44,7 @@ async def _follow_until(ws, job_id: str, target: str, timeout: float, jp_fetch=N
     deadline = time.monotonic() + timeout
     while target not in states:
         left = deadline - time.monotonic()
-        failed = bool(states) and states[-1] == "SYSTEM_ERROR"
+        failed = bool(states) and states[-1] in TERMINAL  # and not the target
         if left <= 0 or failed:
             why = await _explain(jp_fetch, job_id) if jp_fetch is not None else ""
             raise AssertionError(f"{job_id} did not reach {target} in {timeout:g} s; saw {states}\n{why}")
@@ -166,6 +167,21 @@ async def test_rest_contract_on_a_docker_cluster(jp_fetch, jp_ws_fetch, jp_serve
     # the master container dies while RUNNING: seen through the Docker events stream
     master = client.containers.list(filters={"label": [f"sparkdock.job={jid}", "sparkdock.role=master"]})
     assert len(master) == 1
+
+    # an automated job on this cluster: its driver container imports sparkdock.spark.errors, the public path
+    # of the application errors inside the image, and ends with kernel exit code 4
+    app = {"type": "pyspark", "code": (
+        "from sparkdock.spark.errors import IntegrityError, require_outputs\n"
+        "raise IntegrityError('integrity check failed: 100 rows, expected 101')\n")}
+    r = await jp_fetch("sparkdock", "api", "jobs", method="POST", headers=dict(H), body=json.dumps(
+        {"kind": "automated", "name": "errors-import", "application": app, "cluster_job": jid}))
+    aid = json.loads(r.body)["id"]
+    await _follow_until(ws, aid, "EXECUTOR_ERROR", 180, jp_fetch)
+    _, auto = await _get(jp_fetch, "jobs", aid)
+    assert auto["exit_code"] == 18 and "kernel exit code: 4" in auto["exit_message"], auto
+    _, logs = await _get(jp_fetch, "jobs", aid, "logs", component="driver")
+    assert "IntegrityError: integrity check failed: 100 rows" in logs["logs"], logs["logs"][-2000:]
+
     master[0].kill()
     job = await _until_flagged(jp_fetch, jid, 30)
     assert "master" in job["runtime_status"]["error"]
