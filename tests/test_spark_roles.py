@@ -189,14 +189,14 @@ def test_driver_command() -> None:
     py = roles.driver_command(spark_home=SPARK_HOME, python=PY, master_url="spark://m:7077", host="d",
                               app_file="/app/job.py", args=["a", "b"], worker_memory="1g", worker_cores=1,
                               extra_conf={"spark.driver.memory": "1g", "spark.executor.memory": "600m"})
-    assert py.argv[-3:] == ["/app/job.py", "a", "b"]
+    assert py.argv[-4:] == [roles.py_runner_path(), "/app/job.py", "a", "b"]
     assert py.argv[py.argv.index("--driver-memory") + 1] == "1g"
     assert _conf(py.argv)["spark.executor.memory"] == "600m"  # user conf wins
     assert "spark.driver.memory" not in _conf(py.argv)
     sql = roles.driver_command(spark_home=SPARK_HOME, python=PY, master_url="spark://m:7077", host="d",
                                app_file="/app/q.sql", app_type="sql", worker_memory="1g", worker_cores=1)
-    assert sql.argv[-2:] == [roles.sql_runner_path(), "/app/q.sql"]
-    assert Path(roles.sql_runner_path()).is_file()
+    assert sql.argv[-3:] == [roles.py_runner_path(), roles.sql_runner_path(), "/app/q.sql"]
+    assert Path(roles.sql_runner_path()).is_file() and Path(roles.py_runner_path()).is_file()
     with pytest.raises(ValueError):
         roles.driver_command(spark_home=SPARK_HOME, python=PY, master_url="m", host="d", app_file="x",
                              app_type="scala", worker_memory="1g", worker_cores=1)

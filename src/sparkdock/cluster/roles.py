@@ -55,6 +55,7 @@ __all__ = [
     "lab_startup_source",
     "master_command",
     "parse_memory_mb",
+    "py_runner_path",
     "shared_app_conf",
     "sql_command",
     "sql_runner_path",
@@ -529,6 +530,12 @@ def sql_runner_path() -> str:
     return str(Path(__file__).with_name("sql_runner.py"))
 
 
+def py_runner_path() -> str:
+    """Path of the bundled application runner (``py_runner.py`` next to this module), the file ``spark-submit``
+    runs for every Python and SQL application."""
+    return str(Path(__file__).with_name("py_runner.py"))
+
+
 def driver_command(
     *,
     spark_home: str,
@@ -582,10 +589,11 @@ def driver_command(
         "--driver-memory", conf.pop("spark.driver.memory", daemon_memory("driver")),
     ]
     argv += _conf_args(conf)
+    # py_runner.py runs the application and makes sure its last output (why it failed) reaches the log
     if app_type == "sql":
-        argv += [sql_runner_path(), app_file, *args]
+        argv += [py_runner_path(), sql_runner_path(), app_file, *args]
     else:
-        argv += [app_file, *args]
+        argv += [py_runner_path(), app_file, *args]
     env = {"PYSPARK_PYTHON": python, "PYSPARK_DRIVER_PYTHON": python, **_local_ip(bind_host)}
     return RoleCommand("driver", argv, env)
 
