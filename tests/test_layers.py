@@ -62,7 +62,6 @@ RULES: dict[str, Rule] = {
 class Import:
     """One import found in a module."""
 
-    path: Path
     line: int
     target: str
     """the imported module, absolute (``sparkdock.server.manager``, ``os.path``, ``pyspark.sql``)"""
@@ -115,7 +114,7 @@ def imports_of(path: Path, src: Path) -> Iterator[Import]:
             inner = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
             if isinstance(child, ast.Import):
                 for alias in child.names:
-                    yield Import(path, child.lineno, alias.name, inner)
+                    yield Import(child.lineno, alias.name, inner)
             elif isinstance(child, ast.ImportFrom):
                 if child.level:
                     base = package.split(".")
@@ -125,11 +124,11 @@ def imports_of(path: Path, src: Path) -> Iterator[Import]:
                     target = child.module or ""
                 if target == PACKAGE:  # from sparkdock import server: the layer is the name imported
                     for alias in child.names:
-                        yield Import(path, child.lineno, f"{PACKAGE}.{alias.name}", inner)
+                        yield Import(child.lineno, f"{PACKAGE}.{alias.name}", inner)
                 else:
-                    yield Import(path, child.lineno, target, inner)
+                    yield Import(child.lineno, target, inner)
             elif isinstance(child, ast.Call) and (target := _import_module_target(child)):
-                yield Import(path, child.lineno, target, inner)
+                yield Import(child.lineno, target, inner)
             yield from visit(child, inner)
 
     yield from visit(tree, False)

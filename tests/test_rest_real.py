@@ -17,10 +17,10 @@ import pytest
 
 from docker_fixtures import docker_image  # noqa: F401
 from sparkdock.backends.base import cluster_components
+from sparkdock.model.lifecycle import is_terminal
 from sparkdock.server.manager import JobManager
 
 H = {"Content-Type": "application/json"}
-TERMINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}
 
 
 async def _explain(jp_fetch, job_id: str, lines: int = 20) -> str:
@@ -41,11 +41,11 @@ async def _explain(jp_fetch, job_id: str, lines: int = 20) -> str:
 
 async def _follow_until(ws, job_id: str, target: str, timeout: float, jp_fetch=None) -> list[str]:
     states: list[str] = []
+    ended = False  # in a terminal state that is not the target
     deadline = time.monotonic() + timeout
     while target not in states:
         left = deadline - time.monotonic()
-        failed = bool(states) and states[-1] in TERMINAL  # and not the target
-        if left <= 0 or failed:
+        if left <= 0 or ended:
             why = await _explain(jp_fetch, job_id) if jp_fetch is not None else ""
             raise AssertionError(f"{job_id} did not reach {target} in {timeout:g} s; saw {states}\n{why}")
         try:
@@ -56,6 +56,7 @@ async def _follow_until(ws, job_id: str, target: str, timeout: float, jp_fetch=N
             st = msg["job"]["state"]
             if not states or states[-1] != st:
                 states.append(st)
+            ended = st != target and is_terminal(msg["job"]["kind"], st)
     return states
 
 

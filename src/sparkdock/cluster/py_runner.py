@@ -18,9 +18,13 @@ Standard library only: it runs in the image and in local drivers alike.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import runpy
+import stat
+import struct
 import sys
+import termios
 import time
 import traceback
 from types import TracebackType
@@ -29,32 +33,27 @@ from types import TracebackType
 DRAIN_TIMEOUT = 5.0
 
 
-def unread_bytes(fd: int) -> int | None:
-    """Bytes written to the pipe ``fd`` and not read yet by the other end (``None``: not a pipe, or unknown)."""
+def unread_bytes(fd: int) -> int:
+    """Bytes written to the pipe ``fd`` and not read yet by the other end (0 when ``fd`` is not a pipe)."""
     try:
-        import fcntl
-        import stat
-        import struct
-        import termios
-
         if not stat.S_ISFIFO(os.fstat(fd).st_mode):
-            return None
+            return 0
         return int(struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0])
-    except (OSError, ImportError, ValueError):
-        return None
+    except OSError:
+        return 0
 
 
-def drain(streams: tuple[object, ...] = (sys.stdout, sys.stderr), timeout: float = DRAIN_TIMEOUT) -> None:
-    """Flush ``streams`` and wait until the reader of each pipe among them has taken every byte."""
-    fds: list[int] = []
-    for stream in streams:
+def drain(timeout: float = DRAIN_TIMEOUT) -> None:
+    """Flush stdout and stderr, and wait until the reader of each (a pipe) has taken every byte."""
+    fds = set()
+    for stream in (sys.stdout, sys.stderr):
         try:
-            stream.flush()  # type: ignore[attr-defined]
-            fds.append(stream.fileno())  # type: ignore[attr-defined]
-        except (AttributeError, OSError, ValueError):
+            stream.flush()
+            fds.add(stream.fileno())
+        except (AttributeError, OSError, ValueError):  # closed or replaced by the application
             continue
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any((unread_bytes(fd) or 0) > 0 for fd in set(fds)):
+    while time.monotonic() < deadline and any(unread_bytes(fd) for fd in fds):
         time.sleep(0.01)
 
 
