@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sparkdock import _aliases
-
-__version__ = "0.1.0"
+from sparkdock._version import __version__
 
 __all__ = ["__version__", "connect"]
 

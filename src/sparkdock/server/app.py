@@ -9,7 +9,7 @@ from typing import Any
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Float, Int, Type, Unicode, default, validate
 
-from sparkdock import __version__
+from sparkdock._version import __version__
 from sparkdock.backends.base import Backend
 from sparkdock.server.events import EventBus
 from sparkdock.server.manager import JobManager, ManagerConfig, data_dir_default

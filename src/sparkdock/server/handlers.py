@@ -20,6 +20,7 @@ from jupyter_server.auth.decorator import authorized, ws_authenticated
 from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from tornado import web, websocket
 
+from sparkdock._version import __version__
 from sparkdock.model import exit_codes
 from sparkdock.model.lifecycle import Kind, State, style_catalog
 from sparkdock.model.specs import SpecError
@@ -253,8 +254,6 @@ class InfoHandler(SparkDockHandler):
     @authorized
     @json_errors
     async def get(self) -> None:
-        from sparkdock import __version__
-
         self.finish(json.dumps({"version": __version__, **self.manager.info(), "states": style_catalog()}))
 
 
