@@ -6,6 +6,7 @@ Real clusters run through the same manager in test_rest_real.py, test_automated_
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from fake_backend import FakeBackend
 from job_helpers import describe, events, wait_for
 from sparkdock.model.lifecycle import State
+from sparkdock.server.automated import RunHost
 from sparkdock.server.manager import JobConflict, JobManager, ManagerConfig, QuotaExceeded
 from sparkdock.server.store import JobStore
 
@@ -60,6 +62,23 @@ def automated(fake: dict | None = None, code: str = "print(1)", policy=None, ima
     return body
 
 
+
+
+def test_the_manager_is_what_an_automated_run_needs() -> None:
+    """The manager drives automated runs through :class:`RunHost` (automated.py does not import the manager):
+    it has every member of that interface, with the same parameters."""
+    members = [n for n in vars(RunHost) if not n.startswith("_")] + list(RunHost.__annotations__)
+    assert {"store", "backend", "stopping", "cancel", "safe_stop"} <= set(members)
+    for name in members:
+        want = getattr(RunHost, name, None)
+        if callable(want):
+            got = getattr(JobManager, name)
+            assert list(inspect.signature(got).parameters) == list(inspect.signature(want).parameters), name
+            assert inspect.iscoroutinefunction(got) == inspect.iscoroutinefunction(want), name
+        elif isinstance(want, property):
+            assert isinstance(getattr(JobManager, name), property), name
+        else:  # data members: set on each manager
+            assert name in JobManager.__init__.__code__.co_names, name
 
 
 async def test_capacity_queues_in_order(make_manager):

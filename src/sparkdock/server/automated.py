@@ -1,6 +1,7 @@
 """The lifecycle of one automated job: staging, its cluster, the driver, policies and exit codes.
 
-An :class:`AutomatedRun` is driven by the :class:`~sparkdock.server.manager.JobManager` as the job's task:
+An :class:`AutomatedRun` is driven by the :class:`~sparkdock.server.manager.JobManager` as the job's task,
+through the small :class:`RunHost` interface (so this module does not import the manager):
 
 * ``INITIALIZING``: stage the application (11/12 on bad input), then provision an ephemeral cluster or
   attach to a RUNNING interactive job's cluster. A provisioning failure is a *Start Failed* (seed 003):
@@ -21,7 +22,7 @@ import asyncio
 import contextlib
 import re
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sparkdock.backends.base import AppResult, BackendError, ClusterInfo, StagedApp
 from sparkdock.cluster import roles
@@ -32,7 +33,8 @@ from sparkdock.model.specs import ClusterSpec
 from sparkdock.server.staging import StagingError, stage_application
 
 if TYPE_CHECKING:
-    from sparkdock.server.manager import JobManager
+    from sparkdock.backends.base import Backend, Reporter
+    from sparkdock.server.store import Job, JobStore
 
 # spark-submit's own refusals (argument validation in SparkSubmit, a JVM that cannot start). A failing Python
 # application never prints these: its errors are Python tracebacks.
@@ -51,10 +53,61 @@ class _Retry(Exception):
         super().__init__(detail)
 
 
+class RunHost(Protocol):
+    """What an automated run needs of whoever drives it: the :class:`~sparkdock.server.manager.JobManager`.
+
+    The manager imports this module and hands itself over; this module never imports the manager.
+    """
+
+    store: JobStore
+    backend: Backend
+
+    @property
+    def stopping(self) -> bool:
+        """True while the server shuts down (a cancelled run leaves its cluster alone)."""
+        ...
+
+    def retry_delay(self, attempt: int) -> float:
+        """Seconds to wait before the attempt after ``attempt`` (exponential backoff)."""
+        ...
+
+    def touch(self, job_id: str) -> None:
+        """Record activity on an interactive cluster (an automated job running on it)."""
+        ...
+
+    def kick(self) -> None:
+        """Wake the scheduler (a job was requeued)."""
+        ...
+
+    def reporter(self, job_id: str) -> Reporter:
+        """The callback a backend reports a job's phases through."""
+        ...
+
+    def cluster_of(self, job: Job) -> ClusterInfo:
+        """The cluster of a RUNNING interactive job."""
+        ...
+
+    def record_failure_logs(self, job_id: str, err: BackendError) -> None:
+        """Add the last log lines of a failed component to the job's history."""
+        ...
+
+    async def safe_stop(self, job_id: str) -> None:
+        """Remove the job's cluster, logging rather than raising a failure."""
+        ...
+
+    async def finish_cancel(self, job_id: str) -> None:
+        """Remove a CANCELING job's resources and move it to its final state."""
+        ...
+
+    async def cancel(self, job_id: str, reason: str = "user", detail: str = "", wait: bool = False) -> Job:
+        """Cancel a job (``reason``: overrun or resources, from the watchdogs)."""
+        ...
+
+
 class AutomatedRun:
     """One automated job's task (all of its attempts)."""
 
-    def __init__(self, manager: JobManager, job_id: str) -> None:
+    def __init__(self, manager: RunHost, job_id: str) -> None:
         self.m = manager
         self.store = manager.store
         self.backend = manager.backend
@@ -72,11 +125,11 @@ class AutomatedRun:
         try:
             await self._attempt()
         except asyncio.CancelledError:
-            if self.m._stopping:
+            if self.m.stopping:
                 await self._teardown()
                 raise
             await self._teardown()
-            await self.m._finish_cancel(self.job_id)
+            await self.m.finish_cancel(self.job_id)
         except Exception as exc:  # never leave a job hanging
             await self._teardown()
             with contextlib.suppress(Exception):
@@ -99,7 +152,7 @@ class AutomatedRun:
 
     async def _teardown(self) -> None:
         if self.cluster_job is None:
-            await self.m._safe_stop(self.job_id)
+            await self.m.safe_stop(self.job_id)
 
     # ---- one attempt ----------------------------------------------------------------------------
     async def _attempt(self) -> None:
@@ -146,7 +199,7 @@ class AutomatedRun:
         master.
         """
         driver = asyncio.ensure_future(
-            self.backend.run_application(self.job_id, self.cluster, app, self.m._reporter(self.job_id)))
+            self.backend.run_application(self.job_id, self.cluster, app, self.m.reporter(self.job_id)))
         guard = asyncio.ensure_future(self._cluster_gone())
         try:
             await asyncio.wait({driver, guard}, return_when=asyncio.FIRST_COMPLETED)
@@ -189,14 +242,14 @@ class AutomatedRun:
                 self._fail(27, f"interactive cluster {self.cluster_job} {why}", phase="ClusterLost")
                 return None
             self._report("AttachingToCluster", f"using the cluster of interactive job {self.cluster_job}")
-            return self.m._cluster_of(target)
+            return self.m.cluster_of(target)
         spec = ClusterSpec(**self.spec["cluster"])
         try:
             await self.backend.check()
-            return await self.backend.start_cluster(self.job_id, spec, self.m._reporter(self.job_id))
+            return await self.backend.start_cluster(self.job_id, spec, self.m.reporter(self.job_id))
         except BackendError as err:
-            self.m._record_failure_logs(self.job_id, err)
-            await self.m._safe_stop(self.job_id)
+            self.m.record_failure_logs(self.job_id, err)
+            await self.m.safe_stop(self.job_id)
             code = 21 if err.component == "master" else 20
             raise _Retry(err.detail, code) from None
 
@@ -204,14 +257,14 @@ class AutomatedRun:
         job = self.store.get(self.job_id)
         retries = int(self.policy.get("retries") or 0)
         if job.attempt <= retries:
-            delay = min(self.m.config.retry_backoff * 2 ** (job.attempt - 1), self.m.config.retry_backoff_max)
+            delay = self.m.retry_delay(job.attempt)
             self.store.transition(
                 self.job_id, State.QUEUED, phase="StartFailed", attempt=job.attempt + 1,
                 description=f"Start Failed (attempt {job.attempt} of {retries + 1}): {r.detail}; "
                             f"retrying in {delay:g} s",
             )
             await asyncio.sleep(delay)
-            self.m._kick()
+            self.m.kick()
             return
         if retries:
             self._fail(24, r.detail, phase="RetriesExhausted", attempts=job.attempt)
@@ -360,7 +413,7 @@ class AutomatedRun:
                 description=f"kernel exit code {kernel} is in rerun_on_exit_codes: rerun "
                             f"(attempt {job.attempt + 1} of {max_attempts}); {outcome.reason[:300]}",
             )
-            self.m._kick()
+            self.m.kick()
             return
         self.store.add_event(self.job_id, f"driver failed: {outcome.reason[:1000]}", event="DRIVER")
         self.store.transition(

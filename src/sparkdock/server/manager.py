@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sparkdock.backends.base import Backend, BackendError, ClusterInfo
+from sparkdock.backends.base import Backend, BackendError, ClusterInfo, Reporter
 from sparkdock.model import exit_codes
 from sparkdock.model.lifecycle import Kind, State
 from sparkdock.model.specs import AutomatedJobRequest, ClusterSpec, InteractiveJobRequest, SpecError, parse_job_request
+from sparkdock.server.automated import AutomatedRun
 from sparkdock.server.events import EventBus
 from sparkdock.server.hiveserver2 import SQLResult, run_statement
 from sparkdock.server.store import Job, JobStore, parse_time, utcnow
@@ -113,7 +114,7 @@ class JobManager:
             self._spawn(self._watchdog_loop(), "watchdog")
             self._spawn(self._watch_backend(), "backend-watch")
             self._started = True
-            self._kick()
+            self.kick()
 
     async def stop(self) -> None:
         """Stop background work. Clusters keep running unless ``terminate_on_shutdown``."""
@@ -146,7 +147,17 @@ class JobManager:
         if not task.cancelled() and task.exception() is not None:
             log.error("sparkdock task %s failed", task.get_name(), exc_info=task.exception())
 
-    def _kick(self) -> None:
+    @property
+    def stopping(self) -> bool:
+        """True while the manager shuts down."""
+        return self._stopping
+
+    def retry_delay(self, attempt: int) -> float:
+        """Seconds before the attempt after ``attempt``: ``retry_backoff`` doubled per attempt, capped."""
+        return min(self.config.retry_backoff * 2 ** (attempt - 1), self.config.retry_backoff_max)
+
+    def kick(self) -> None:
+        """Wake the scheduler."""
         if self._wake is not None:
             self._wake.set()
 
@@ -208,7 +219,7 @@ class JobManager:
             )
             return self.store.get(job.id)
         job = self.store.transition(job.id, State.QUEUED, phase="Queued", description="queued for capacity")
-        self._kick()
+        self.kick()
         return job
 
     def _cluster_spec(self, given: dict[str, Any]) -> ClusterSpec:
@@ -280,12 +291,12 @@ class JobManager:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await asyncio.wait({task}, timeout=120)
         else:
-            finisher = self._spawn(self._finish_cancel(job_id), f"cancel-{job_id}")
+            finisher = self._spawn(self.finish_cancel(job_id), f"cancel-{job_id}")
             if wait:
                 await asyncio.wait({finisher}, timeout=120)
         return self.store.get(job_id)
 
-    async def _finish_cancel(self, job_id: str) -> None:
+    async def finish_cancel(self, job_id: str) -> None:
         """Remove every resource of a CANCELING job and move it to its final state."""
         job = self.store.get(job_id)
         if job.state != State.CANCELING:
@@ -308,7 +319,7 @@ class JobManager:
             )
             self.store.transition(job_id, State.CANCELED, phase="Canceled", exit_code=code, exit_message=msg)
         self._rt.pop(job_id, None)
-        self._kick()
+        self.kick()
 
     # ---- SQL and logs ---------------------------------------------------------------------------
     async def sql(self, job_id: str, statement: str, limit: int | None = None) -> SQLResult:
@@ -317,7 +328,7 @@ class JobManager:
         if job.kind != Kind.INTERACTIVE or job.state != State.RUNNING:
             raise JobConflict(f"job {job_id} is a {job.kind.value} job in state {job.state}; "
                               "SQL needs a RUNNING interactive job")
-        cluster = self._cluster_of(job)
+        cluster = self.cluster_of(job)
         sql_ep = cluster.endpoints["sql"]
         self.touch(job_id)
         limit = min(limit or self.config.sql_row_limit, self.config.sql_row_limit)
@@ -338,7 +349,7 @@ class JobManager:
         job = self.store.get(job_id)
         if job.kind != Kind.INTERACTIVE or job.state != State.RUNNING:
             raise JobConflict(f"job {job_id} is {job.state}; credentials exist only for a RUNNING interactive job")
-        cluster = self._cluster_of(job)
+        cluster = self.cluster_of(job)
         endpoints = cluster.endpoints or job.endpoints or {}
         lab_url = (endpoints.get("lab") or {}).get("url")
         token = cluster.lab_token
@@ -363,7 +374,8 @@ class JobManager:
             target = job.spec["cluster_job"]
         return await self.backend.logs(target, component, tail)
 
-    def _cluster_of(self, job: Job) -> ClusterInfo:
+    def cluster_of(self, job: Job) -> ClusterInfo:
+        """The cluster of a job that has one (raises :class:`JobConflict` otherwise)."""
         rt = self._rt.get(job.id)
         if rt is not None and rt.cluster is not None:
             return rt.cluster
@@ -407,14 +419,16 @@ class JobManager:
             runner = self._run_interactive if job.kind == Kind.INTERACTIVE else self._run_automated
             rt.task = self._spawn(runner(job.id), f"job-{job.id}")
 
-    def _reporter(self, job_id: str) -> Any:
+    def reporter(self, job_id: str) -> Reporter:
+        """The callback a backend reports the job's phases through (late reports are dropped)."""
         def report(phase: str, activity: str, *, progress: dict[str, Any] | None = None) -> None:
             with contextlib.suppress(Exception):  # a late report after a state change is dropped
                 self.store.update(job_id, phase=phase, activity=activity, progress=progress)
 
         return report
 
-    def _record_failure_logs(self, job_id: str, err: BackendError) -> None:
+    def record_failure_logs(self, job_id: str, err: BackendError) -> None:
+        """Add a failed component's last log lines to the job's history."""
         if err.logs:
             comp = err.component or "cluster"
             self.store.add_event(job_id, f"last log lines of {comp}:\n{err.logs[-8000:]}", event="LOGS")
@@ -427,10 +441,10 @@ class JobManager:
         try:
             try:
                 await self.backend.check()
-                info = await self.backend.start_cluster(job_id, spec, self._reporter(job_id))
+                info = await self.backend.start_cluster(job_id, spec, self.reporter(job_id))
             except BackendError as err:
-                self._record_failure_logs(job_id, err)
-                await self._safe_stop(job_id)
+                self.record_failure_logs(job_id, err)
+                await self.safe_stop(job_id)
                 code = err.code if err.code in (50, 51, 52) else 51
                 endpoint = err.component if err.component in ("sql", "lab") else "sql or lab"
                 self.store.transition(
@@ -449,16 +463,17 @@ class JobManager:
         except asyncio.CancelledError:
             if self._stopping:
                 raise
-            await self._safe_stop(job_id)
-            await self._finish_cancel(job_id)
+            await self.safe_stop(job_id)
+            await self.finish_cancel(job_id)
         except Exception as exc:  # never leave a job hanging in INITIALIZING
             log.exception("interactive job %s failed", job_id)
-            await self._safe_stop(job_id)
+            await self.safe_stop(job_id)
             with contextlib.suppress(Exception):
                 self.store.transition(job_id, State.SYSTEM_ERROR, phase="Failed", exit_code=52,
                                       exit_message=exit_codes.message(52, detail=str(exc)))
 
-    async def _safe_stop(self, job_id: str) -> None:
+    async def safe_stop(self, job_id: str) -> None:
+        """Remove the job's cluster; a failure is logged, not raised."""
         try:
             job = self.store.find(job_id)
             await asyncio.shield(self.backend.stop_cluster(job_id, job.backend_state if job else None))
@@ -467,10 +482,7 @@ class JobManager:
 
     # ---- automated ------------------------------------------------------------------------------
     async def _run_automated(self, job_id: str) -> None:
-        from sparkdock.server.automated import AutomatedRun
-
-        run = AutomatedRun(self, job_id)
-        await run.run()
+        await AutomatedRun(self, job_id).run()
 
     # ---- watchdogs ------------------------------------------------------------------------------
     async def _watchdog_loop(self) -> None:
@@ -550,14 +562,14 @@ class JobManager:
         if job.state == State.UNKNOWN:
             self.store.transition(job.id, State.QUEUED, phase="Queued", description="queued after restart")
         elif job.state == State.INITIALIZING:
-            await self._safe_stop(job.id)
+            await self.safe_stop(job.id)
             self.store.transition(
                 job.id, State.QUEUED, phase="Requeued",
                 description="the server restarted while the job was initializing; partial resources removed "
                 "and the job requeued",
             )
         elif job.state == State.CANCELING:
-            await self._finish_cancel(job.id)
+            await self.finish_cancel(job.id)
         elif job.state == State.RUNNING and job.kind == Kind.INTERACTIVE:
             info = None
             if found is None or job.id in found:
@@ -575,7 +587,7 @@ class JobManager:
                 rt.cluster = info
                 self.store.add_event(job.id, "adopted after server restart (same endpoints)", event="ADOPTED")
                 return
-            await self._safe_stop(job.id)
+            await self.safe_stop(job.id)
             what = "its resources were found but its endpoints do not answer" if found and job.id in found \
                 else "none of its resources were found"
             self.store.transition(
@@ -583,7 +595,7 @@ class JobManager:
                 exit_message=exit_codes.message(50, endpoint="sql and lab", detail=f"after a server restart {what}"),
             )
         elif job.state == State.RUNNING:
-            await self._safe_stop(job.id)  # its driver (and ephemeral cluster); never the cluster_job's cluster
+            await self.safe_stop(job.id)  # its driver (and ephemeral cluster); never the cluster_job's cluster
             self.store.transition(
                 job.id, State.SYSTEM_ERROR, phase="Lost", exit_code=27,
                 exit_message=exit_codes.message(27, detail="the server restarted while the driver ran; the driver "
