@@ -4,20 +4,27 @@ Every ``import`` and ``from … import`` counts, wherever it is: at module level
 ``if TYPE_CHECKING:``; so do ``importlib.import_module("sparkdock.…")`` calls with a literal (or f-string
 prefix) name. Relative imports are resolved against the importing module.
 
-Step 1 of the layers (issue 24) puts two layers under the rule:
+The layers, from the bottom up (:data:`RULES` says what each may import; every layer is under the rule):
 
+- ``version`` (``_version.py``) imports nothing: every layer above ``cluster`` may read ``__version__``;
 - ``model`` (lifecycle, exit codes, specs) imports nothing of sparkdock outside itself;
 - ``cluster`` (and ``spark``, its former name, shipped with it in the image) imports nothing of sparkdock outside
   itself, and is standard-library only: the image ships it without sparkdock's dependencies. The only other
   imports it may make are of the runtime the image installs (pyspark, impyla), inside a function, so that
-  importing any ``sparkdock.cluster`` module needs the standard library alone.
+  importing any ``sparkdock.cluster`` module needs the standard library alone;
+- ``backends`` imports ``model`` and ``cluster``;
+- ``server`` imports the layers below it; ``notebook`` talks to the server over HTTP only, so it imports
+  ``model`` alone;
+- the top (the package root, ``cli``, ``demo``) may import every layer.
 
-Step 2 adds the other layers to :data:`RULES`. A planted bad module in a copy of the tree proves the check fails.
+No module takes part in an import circle, within a layer or across layers. A planted bad module and a planted
+circle in a copy of the tree prove that the checks fail.
 """
 
 from __future__ import annotations
 
 import ast
+import itertools
 import re
 import shutil
 import sys
@@ -36,6 +43,8 @@ LAYER_OF_PACKAGE = {"model": "model", "cluster": "cluster", "spark": "cluster", 
                     "server": "server", "notebook": "notebook"}
 #: modules at the package root (``sparkdock/__init__.py``, ``cli.py``, ``demo.py``, ``_aliases.py``)
 TOP = "top"
+#: modules at the package root that are their own layer
+LEAF_MODULES = {"_version": "version"}
 
 #: third-party modules the image installs next to the cluster layer (import name -> pip name in the Dockerfile)
 IMAGE_RUNTIME = {"pyspark": "pyspark", "impala": "impyla"}
@@ -51,10 +60,15 @@ class Rule:
     """True: outside sparkdock, only the standard library at module level, and :data:`IMAGE_RUNTIME` in functions"""
 
 
-#: the layers under the rule, and what each may import; a layer missing here is not checked yet (step 2)
+#: every layer, and what it may import
 RULES: dict[str, Rule] = {
+    "version": Rule(frozenset({"version"}), stdlib_only=True),
     "model": Rule(frozenset({"model"})),
     "cluster": Rule(frozenset({"cluster"}), stdlib_only=True),
+    "backends": Rule(frozenset({"backends", "cluster", "model"})),
+    "server": Rule(frozenset({"server", "backends", "cluster", "model", "version"})),
+    "notebook": Rule(frozenset({"notebook", "model"})),
+    TOP: Rule(frozenset({TOP, "notebook", "server", "backends", "cluster", "model", "version"})),
 }
 
 
@@ -66,6 +80,8 @@ class Import:
     target: str
     """the imported module, absolute (``sparkdock.server.manager``, ``os.path``, ``pyspark.sql``)"""
     in_function: bool
+    names: tuple[str, ...] = ()
+    """``from target import names``: the names imported (each may be a sub-module of ``target``)"""
 
 
 def module_name(path: Path, src: Path) -> str:
@@ -85,6 +101,8 @@ def layer_of(module: str) -> str | None:
         return TOP
     if parts[1] in LAYER_OF_PACKAGE:
         return LAYER_OF_PACKAGE[parts[1]]
+    if parts[1] in LEAF_MODULES:
+        return LEAF_MODULES[parts[1]]
     return TOP if parts[1] in {"cli", "demo", "_aliases", "__main__"} else "?"
 
 
@@ -126,7 +144,7 @@ def imports_of(path: Path, src: Path) -> Iterator[Import]:
                     for alias in child.names:
                         yield Import(child.lineno, f"{PACKAGE}.{alias.name}", inner)
                 else:
-                    yield Import(child.lineno, target, inner)
+                    yield Import(child.lineno, target, inner, tuple(a.name for a in child.names))
             elif isinstance(child, ast.Call) and (target := _import_module_target(child)):
                 yield Import(child.lineno, target, inner)
             yield from visit(child, inner)
@@ -177,9 +195,120 @@ def violations(src: Path, rules: dict[str, Rule] = RULES) -> list[Violation]:
     return found
 
 
-def test_model_and_cluster_keep_the_import_rule() -> None:
+def import_graph(src: Path) -> dict[str, dict[str, int]]:
+    """sparkdock's modules and the sparkdock modules each imports (with the line of the first such import).
+
+    An edge names the module the source names: ``from pkg import mod`` is an edge to ``pkg.mod`` when that is a
+    module, else to ``pkg``; ``import a.b.c`` is an edge to ``a.b.c``. The parent packages Python runs on the way
+    are not edges of their own: a package's ``__init__`` importing its modules is no circle.
+    """
+    paths = {module_name(path, src): path for path in sorted((src / PACKAGE).rglob("*.py"))}
+
+    def resolve(name: str) -> str | None:
+        while name and name not in paths:  # sparkdock.__version__ -> sparkdock
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, dict[str, int]] = {}
+    for module, path in paths.items():
+        edges = graph.setdefault(module, {})
+        for imp in imports_of(path, src):
+            if layer_of(imp.target) is None:
+                continue
+            subs = [f"{imp.target}.{n}" for n in imp.names if f"{imp.target}.{n}" in paths]
+            whole = len(subs) < len(imp.names) or not imp.names  # some name is not a sub-module
+            for target in [*subs, *([resolve(imp.target)] if whole else [])]:
+                if target and target != module:
+                    edges.setdefault(target, imp.line)
+    return graph
+
+
+def import_circles(src: Path) -> list[list[str]]:
+    """Each group of modules that import one another, as one circle through them (``a -> b -> a``); empty
+    when the import graph has none (Tarjan's strongly connected components)."""
+    graph = import_graph(src)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    groups: list[set[str]] = []
+
+    def connect(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                connect(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = set()
+            while True:
+                w = stack.pop()
+                group.add(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                groups.append(group)
+
+    for v in sorted(graph):
+        if v not in index:
+            connect(v)
+
+    def circle(group: set[str]) -> list[str]:
+        start = min(group)
+        paths = {start: [start]}
+        todo = [start]
+        while todo:  # breadth first, inside the group, back to the start
+            v = todo.pop(0)
+            for w in sorted(graph[v]):
+                if w == start:
+                    return [*paths[v], start]
+                if w in group and w not in paths:
+                    paths[w] = [*paths[v], w]
+                    todo.append(w)
+        raise AssertionError(group)  # a strongly connected group always closes
+
+    return sorted(circle(g) for g in groups)
+
+
+def describe_circle(circle: list[str], src: Path) -> str:
+    """``a (line 12) -> b (line 3) -> a``: each step with the line of the import that makes it."""
+    graph = import_graph(src)
+    steps = [f"{a} (line {graph[a][b]})" for a, b in itertools.pairwise(circle)]
+    return " -> ".join([*steps, circle[-1]])
+
+
+def test_every_layer_keeps_the_import_rule() -> None:
     found = violations(SRC)
     assert not found, "imports against the layer rule:\n" + "\n".join(map(str, found))
+
+
+def test_every_layer_is_under_the_rule() -> None:
+    """No layer is left unchecked: each layer a module can be in has its rule, and each has modules."""
+    layers = set(LAYER_OF_PACKAGE.values()) | set(LEAF_MODULES.values()) | {TOP}
+    assert set(RULES) == layers
+    seen = {layer_of(module_name(path, SRC)) for path in (SRC / PACKAGE).rglob("*.py")}
+    assert seen == layers, seen ^ layers
+
+
+def test_no_import_circles() -> None:
+    """No module imports, through any chain of imports (in functions and under TYPE_CHECKING too), itself."""
+    circles = import_circles(SRC)
+    assert not circles, "import circles:\n" + "\n".join(describe_circle(c, SRC) for c in circles)
+
+
+def test_the_graph_sees_the_imports_a_circle_would_use() -> None:
+    """The edges the circle check reads: a sub-module named by ``from pkg import mod``, an import inside a
+    function, one under ``TYPE_CHECKING``, and a name from a package (an edge to its ``__init__``)."""
+    graph = import_graph(SRC)
+    assert "sparkdock.server.automated" in graph["sparkdock.server.manager"]
+    assert "sparkdock.notebook.widgets.render" in graph["sparkdock.notebook.widgets.card"]  # from … import render
+    assert "sparkdock.notebook.widgets" not in graph["sparkdock.notebook.widgets.card"]
+    assert "sparkdock.notebook.widgets.card" in graph["sparkdock.notebook.client"]  # inside a function
+    assert "sparkdock.notebook.client" in graph["sparkdock.notebook.widgets.panels"]  # under TYPE_CHECKING
+    assert "sparkdock.server.app" in graph["sparkdock"]  # the entry point, inside a function
+    assert "sparkdock._version" in graph["sparkdock.server.app"]
 
 
 def test_the_rule_reads_every_layer() -> None:
@@ -190,6 +319,7 @@ def test_the_rule_reads_every_layer() -> None:
         if layer in RULES and list(imports_of(path, SRC)):
             per_layer[layer] = per_layer.get(layer, 0) + 1
     assert per_layer.get("model", 0) >= 3 and per_layer.get("cluster", 0) >= 6, per_layer
+    assert all(per_layer.get(layer, 0) >= 1 for layer in set(RULES) - {"version"}), per_layer
 
 
 def test_the_image_installs_the_cluster_runtime() -> None:
@@ -277,3 +407,30 @@ def test_a_planted_bad_module_fails_the_check(tmp_path: Path) -> None:
 ])
 def test_layer_of(module: str, layer: str | None) -> None:
     assert layer_of(module) == layer
+
+
+def test_a_planted_circle_fails_the_check(tmp_path: Path) -> None:
+    """Circles planted in a copy of the tree: one inside a layer (through a function-level import and one under
+    TYPE_CHECKING), one through a package's ``__init__``; each is reported once, with its lines."""
+    src = tmp_path / "src"
+    shutil.copytree(SRC / PACKAGE, src / PACKAGE, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    assert import_circles(src) == []
+    server = src / PACKAGE / "server"
+    (server / "ring_a.py").write_text("def f():\n    from sparkdock.server import ring_b\n")
+    (server / "ring_b.py").write_text(
+        "from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n    from .ring_c import X\n")
+    (server / "ring_c.py").write_text("from . import ring_a\nX = 1\n")
+    widgets = src / PACKAGE / "notebook" / "widgets"
+    (widgets / "loop.py").write_text("from sparkdock.notebook.widgets import JobCard\n")  # the package itself
+    init = widgets / "__init__.py"
+    init.write_text(init.read_text() + "from sparkdock.notebook.widgets.loop import *\n")
+
+    circles = import_circles(src)
+    assert circles == [
+        ["sparkdock.notebook.widgets", "sparkdock.notebook.widgets.loop", "sparkdock.notebook.widgets"],
+        ["sparkdock.server.ring_a", "sparkdock.server.ring_b", "sparkdock.server.ring_c", "sparkdock.server.ring_a"],
+    ], circles
+    assert describe_circle(circles[1], src) == (
+        "sparkdock.server.ring_a (line 2) -> sparkdock.server.ring_b (line 4) -> sparkdock.server.ring_c (line 1)"
+        " -> sparkdock.server.ring_a"
+    )
