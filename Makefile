@@ -42,7 +42,7 @@ timings-reset:
 	@rm -f "$(SPARKDOCK_TIMINGS)"
 
 test-fast: venv
-	$(VENV)/bin/pytest -m "not docker and not spark and not browser"
+	$(VENV)/bin/pytest -m "not docker and not spark and not browser and not install"
 
 demo: venv docker
 	$(PY) -m sparkdock.demo
