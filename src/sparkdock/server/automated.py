@@ -64,7 +64,7 @@ class RunHost(Protocol):
 
     @property
     def stopping(self) -> bool:
-        """True while the server shuts down (a cancelled run leaves its cluster alone)."""
+        """True while the server shuts down: a cancelled run then stops, without finishing the job as canceled."""
         ...
 
     def retry_delay(self, attempt: int) -> float:
