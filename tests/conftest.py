@@ -20,10 +20,6 @@ os.environ.setdefault("JAVA_TOOL_OPTIONS", "-XX:TieredStopAtLevel=1")
 pytest_plugins = ["pytest_jupyter.jupyter_server", "local_cluster", "lab_server"]
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "install: builds the wheel and installs it in a fresh venv (slow)")
-
-
 @pytest.fixture(scope="session", autouse=True)
 def _remove_leftovers_of_earlier_runs() -> None:
     """Processes, containers, networks and test-only images of dead test runs (a killed run, a killed engine)

@@ -52,7 +52,7 @@ def fresh_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path,
     yield venv, env
 
 
-def test_the_wheel_carries_the_version_of_pyproject() -> None:
+def test_pyproject_and_the_package_carry_one_version() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["version"] == __version__
 

@@ -41,10 +41,10 @@ PACKAGE = "sparkdock"
 #: sub-package -> the layer it belongs to (``spark`` is the compatibility name of ``cluster``)
 LAYER_OF_PACKAGE = {"model": "model", "cluster": "cluster", "spark": "cluster", "backends": "backends",
                     "server": "server", "notebook": "notebook"}
-#: modules at the package root (``sparkdock/__init__.py``, ``cli.py``, ``demo.py``, ``_aliases.py``)
+#: the layer of the package root (``sparkdock/__init__.py``) and of the modules beside it but ``_version``
 TOP = "top"
-#: modules at the package root that are their own layer
-LEAF_MODULES = {"_version": "version"}
+#: module at the package root -> its layer (``_version`` is a leaf layer of its own)
+ROOT_MODULES = {"cli": TOP, "demo": TOP, "_aliases": TOP, "__main__": TOP, "_version": "version"}
 
 #: third-party modules the image installs next to the cluster layer (import name -> pip name in the Dockerfile)
 IMAGE_RUNTIME = {"pyspark": "pyspark", "impala": "impyla"}
@@ -99,11 +99,7 @@ def layer_of(module: str) -> str | None:
         return None
     if len(parts) == 1:
         return TOP
-    if parts[1] in LAYER_OF_PACKAGE:
-        return LAYER_OF_PACKAGE[parts[1]]
-    if parts[1] in LEAF_MODULES:
-        return LEAF_MODULES[parts[1]]
-    return TOP if parts[1] in {"cli", "demo", "_aliases", "__main__"} else "?"
+    return LAYER_OF_PACKAGE.get(parts[1]) or ROOT_MODULES.get(parts[1], "?")
 
 
 def _import_module_target(call: ast.Call) -> str | None:
@@ -223,10 +219,9 @@ def import_graph(src: Path) -> dict[str, dict[str, int]]:
     return graph
 
 
-def import_circles(src: Path) -> list[list[str]]:
-    """Each group of modules that import one another, as one circle through them (``a -> b -> a``); empty
-    when the import graph has none (Tarjan's strongly connected components)."""
-    graph = import_graph(src)
+def import_circles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
+    """Each group of modules of :func:`import_graph` that import one another, as one circle through them
+    (``a -> b -> a``); empty when there is none (Tarjan's strongly connected components)."""
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
@@ -272,9 +267,8 @@ def import_circles(src: Path) -> list[list[str]]:
     return sorted(circle(g) for g in groups)
 
 
-def describe_circle(circle: list[str], src: Path) -> str:
+def describe_circle(circle: list[str], graph: dict[str, dict[str, int]]) -> str:
     """``a (line 12) -> b (line 3) -> a``: each step with the line of the import that makes it."""
-    graph = import_graph(src)
     steps = [f"{a} (line {graph[a][b]})" for a, b in itertools.pairwise(circle)]
     return " -> ".join([*steps, circle[-1]])
 
@@ -286,7 +280,7 @@ def test_every_layer_keeps_the_import_rule() -> None:
 
 def test_every_layer_is_under_the_rule() -> None:
     """No layer is left unchecked: each layer a module can be in has its rule, and each has modules."""
-    layers = set(LAYER_OF_PACKAGE.values()) | set(LEAF_MODULES.values()) | {TOP}
+    layers = set(LAYER_OF_PACKAGE.values()) | set(ROOT_MODULES.values())
     assert set(RULES) == layers
     seen = {layer_of(module_name(path, SRC)) for path in (SRC / PACKAGE).rglob("*.py")}
     assert seen == layers, seen ^ layers
@@ -294,8 +288,9 @@ def test_every_layer_is_under_the_rule() -> None:
 
 def test_no_import_circles() -> None:
     """No module imports, through any chain of imports (in functions and under TYPE_CHECKING too), itself."""
-    circles = import_circles(SRC)
-    assert not circles, "import circles:\n" + "\n".join(describe_circle(c, SRC) for c in circles)
+    graph = import_graph(SRC)
+    circles = import_circles(graph)
+    assert not circles, "import circles:\n" + "\n".join(describe_circle(c, graph) for c in circles)
 
 
 def test_the_graph_sees_the_imports_a_circle_would_use() -> None:
@@ -414,7 +409,7 @@ def test_a_planted_circle_fails_the_check(tmp_path: Path) -> None:
     TYPE_CHECKING), one through a package's ``__init__``; each is reported once, with its lines."""
     src = tmp_path / "src"
     shutil.copytree(SRC / PACKAGE, src / PACKAGE, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    assert import_circles(src) == []
+    assert import_circles(import_graph(src)) == []
     server = src / PACKAGE / "server"
     (server / "ring_a.py").write_text("def f():\n    from sparkdock.server import ring_b\n")
     (server / "ring_b.py").write_text(
@@ -425,12 +420,13 @@ def test_a_planted_circle_fails_the_check(tmp_path: Path) -> None:
     init = widgets / "__init__.py"
     init.write_text(init.read_text() + "from sparkdock.notebook.widgets.loop import *\n")
 
-    circles = import_circles(src)
+    graph = import_graph(src)
+    circles = import_circles(graph)
     assert circles == [
         ["sparkdock.notebook.widgets", "sparkdock.notebook.widgets.loop", "sparkdock.notebook.widgets"],
         ["sparkdock.server.ring_a", "sparkdock.server.ring_b", "sparkdock.server.ring_c", "sparkdock.server.ring_a"],
     ], circles
-    assert describe_circle(circles[1], src) == (
+    assert describe_circle(circles[1], graph) == (
         "sparkdock.server.ring_a (line 2) -> sparkdock.server.ring_b (line 4) -> sparkdock.server.ring_c (line 1)"
         " -> sparkdock.server.ring_a"
     )

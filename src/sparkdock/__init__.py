@@ -39,7 +39,7 @@ def __getattr__(name: str) -> Any:
     if full in _aliases.MOVED:
         return importlib.import_module(full)
     if name in _CLIENT_ERRORS:
-        return getattr(importlib.import_module("sparkdock.notebook.client"), name)
+        return getattr(importlib.import_module("sparkdock.notebook.errors"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
