@@ -24,6 +24,7 @@ from job_helpers import unique_job_id, until
 from local_cluster import Recorder, Started, assert_gone, listening_sockets, local_backend, pids_of
 from sparkdock.backends.base import BackendError, ClusterInfo, StagedApp
 from sparkdock.backends.local import LocalBackend, _marked_processes, local_available, tail_lines
+from sparkdock.backends.provisioning import Deadlines
 from sparkdock.cluster import probes
 from sparkdock.model.specs import ClusterSpec
 
@@ -127,7 +128,7 @@ def test_phases_endpoints_and_state(cluster: Started) -> None:
     assert ep["sql"] == {"host": "127.0.0.1", "port": ports["sql"],
                          "jdbc_url": f"jdbc:hive2://127.0.0.1:{ports['sql']}/default"}
     assert ep["lab"]["url"] == f"http://127.0.0.1:{ports['lab']}/lab"
-    assert ep["spark_ui"]["url"] == f"http://127.0.0.1:{ports['master_ui']}"
+    assert ep["spark_ui"]["url"] == f"http://127.0.0.1:{ports['master_ui']}/"
     text = repr(ep)
     assert cluster.info.sql_password not in text and cluster.info.lab_token not in text
     assert set(cluster.info.state["processes"]) == {"master", "worker-1", "sql", "lab"}
@@ -316,7 +317,8 @@ def test_second_cluster_adoption_and_watch(cluster: Started) -> None:
 @needs_local
 def test_sql_timeout_gives_50_and_cleans_up(tmp_path: Path, sparkdock_cache_dir: Path) -> None:
     """Its own cluster: one whose start fails (its SQL endpoint is given half a second)."""
-    backend = local_backend(tmp_path / "data", testrun.instance("local"), sparkdock_cache_dir, sql_timeout=0.5)
+    backend = local_backend(tmp_path / "data", testrun.instance("local"), sparkdock_cache_dir,
+                            deadlines=Deadlines(sql=0.5))
     instance = backend.instance
     rec = Recorder()
     with pytest.raises(BackendError) as err:

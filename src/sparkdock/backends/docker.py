@@ -16,9 +16,11 @@ Only the SQL endpoint, the lab and the master's web UI (the cluster's Spark UI) 
 ``bind_address`` with host ports chosen by the engine; plus, while a driver runs, its application UI, so
 that progress can be followed. Secrets (SQL password, lab token) go only through containers' environments.
 
-Readiness is checked at the protocol level (:mod:`sparkdock.cluster.probes`): the master's ``/json/`` for
-the master and its workers, a HiveServer2 session with ``SELECT 1`` for SQL, ``/api/status`` with the
-token for the lab. A published port accepts TCP at once (docker-proxy), so a TCP check proves nothing.
+A cluster is built by the shared sequence of :mod:`sparkdock.backends.provisioning` (phases, deadlines,
+readiness probes at the protocol level, exit codes); this module gives it the Docker primitives
+(:class:`_DockerParts`) and its own phases ``CheckingImage``, ``PullingImage``, ``CreatingNetwork`` and
+``CreatingContainers``. The probes reach the published ports: a published port accepts TCP at once
+(docker-proxy), so a TCP check would prove nothing.
 
 docker-py is blocking: every call runs in the backend's thread pool (dockerspawner's pattern), and the
 health watcher follows the engine's event stream in a thread of its own.
@@ -35,11 +37,10 @@ import io
 import json
 import logging
 import re
-import secrets
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -59,7 +60,8 @@ from sparkdock.backends.base import (
     StagedApp,
     cluster_components,
 )
-from sparkdock.cluster import probes, roles
+from sparkdock.backends.provisioning import ERROR_LOG_LINES, ClusterParts, ClusterPlan, Deadlines, endpoints, provision
+from sparkdock.cluster import roles
 from sparkdock.model.specs import ClusterSpec
 
 __all__ = ["DEFAULT_IMAGE", "LABEL_COMPONENT", "LABEL_INSTANCE", "LABEL_JOB", "LABEL_ROLE", "DockerBackend"]
@@ -78,8 +80,6 @@ LABEL_COMPONENT = "sparkdock.component"
 #: On a driver container: the job whose cluster it runs on.
 LABEL_CLUSTER = "sparkdock.cluster"
 
-#: Lines of a failing container's log kept in a :class:`BackendError`.
-ERROR_LOG_LINES = 40
 #: Folder of a staged application inside the driver container.
 APP_DIR_IN_CONTAINER = "/opt/sparkdock/app"
 
@@ -136,9 +136,7 @@ class DockerBackend(Backend):
         bind_address: host address the published ports bind (default loopback only).
         docker_host: engine URL (e.g. ``unix:///var/run/docker.sock``); default ``DOCKER_HOST`` or the
             local socket.
-        start_timeout: seconds for the master and all workers to be up.
-        sql_timeout: seconds for the SQL endpoint to answer ``SELECT 1`` once its container started.
-        lab_timeout: seconds for the lab to answer ``/api/status``.
+        deadlines: seconds the master and workers, the SQL endpoint and the lab may take to come up.
         pids_limit: maximum number of processes/threads in each container.
         pull_timeout: seconds allowed to pull a missing image.
         api_timeout: seconds allowed for one engine API call.
@@ -156,9 +154,7 @@ class DockerBackend(Backend):
         image: str = DEFAULT_IMAGE,
         bind_address: str = "127.0.0.1",
         docker_host: str | None = None,
-        start_timeout: float = 120.0,
-        sql_timeout: float = 240.0,
-        lab_timeout: float = 120.0,
+        deadlines: Deadlines | None = None,
         pids_limit: int = 2048,
         pull_timeout: float = 600.0,
         api_timeout: float = 120.0,
@@ -170,9 +166,7 @@ class DockerBackend(Backend):
         self.image = image
         self.bind_address = bind_address
         self.docker_host = docker_host
-        self.start_timeout = start_timeout
-        self.sql_timeout = sql_timeout
-        self.lab_timeout = lab_timeout
+        self.deadlines = deadlines or Deadlines()
         self.pids_limit = pids_limit
         self.pull_timeout = pull_timeout
         self.api_timeout = api_timeout
@@ -337,6 +331,10 @@ class DockerBackend(Backend):
     async def start_cluster(self, job_id: str, spec: ClusterSpec, report: Reporter) -> ClusterInfo:
         """Provision the network and containers of an interactive cluster and wait until it is ready.
 
+        Runs the shared sequence (:func:`~sparkdock.backends.provisioning.provision`) on this backend's
+        primitives; the Docker-only phases are ``CheckingImage`` (``PullingImage``), ``CreatingNetwork`` and
+        ``CreatingContainers``.
+
         Raises:
             BackendError: 51 (image missing, container cannot be created/started, master or a worker
                 exited or did not come up), 52 (engine unreachable or refusing), 50 (SQL or lab endpoint
@@ -345,22 +343,9 @@ class DockerBackend(Backend):
         """
         self._starting.add(job_id)
         try:
-            return await self._start_cluster(job_id, spec, report)
-        except BaseException:
-            await self._cleanup_shielded(job_id)
-            raise
+            return await provision(_DockerParts(self, job_id), ClusterPlan(job_id, spec), report, self.deadlines)
         finally:
             self._starting.discard(job_id)
-
-    async def _cleanup_shielded(self, job_id: str) -> None:
-        task = asyncio.ensure_future(self._remove_job(job_id))
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            # Cancelled again while cleaning up: let the cleanup finish in the background.
-            raise
-        except Exception as exc:
-            log.warning("cleanup of job %s failed: %s", job_id, exc)
 
     async def _ensure_image(self, image: str, report: Reporter) -> None:
         report("CheckingImage", f"Checking that the image {image} is present")
@@ -389,6 +374,20 @@ class DockerBackend(Backend):
         except docker.errors.APIError as exc:
             raise BackendError(51, f"image {image} is not present and cannot be pulled: "
                                f"{_engine_message(exc)}", phase="ErrImagePull") from exc
+
+    async def _create_network(self, job_id: str) -> str:
+        """Create the job's bridge network; return its id."""
+        name = self._network_name(job_id)
+        try:
+            network = await self._run(
+                lambda: self._docker().networks.create(
+                    name, driver="bridge", check_duplicate=True, labels=self._labels(job_id, "network")),
+                _job=job_id,
+            )
+        except docker.errors.APIError as exc:
+            raise BackendError(52, f"cannot create the network {name}: {_engine_message(exc)}",
+                               phase="ContainerCannotRun") from exc
+        return str(network.id)
 
     def _b_create(self, job_id: str, component: str, role: str, image: str, network: str,
                   env: dict[str, str], mem_limit: str, ports: Iterable[int] = (),
@@ -436,213 +435,6 @@ class DockerBackend(Backend):
             return await self._run(self._b_container_logs, container, lines)
         except Exception:
             return None
-
-    async def _check_alive(self, containers: dict[str, Container], code_of: Callable[[str], int]) -> None:
-        """Raise ``BackendError`` if one of ``containers`` is no longer running."""
-        states = await asyncio.gather(*(self._run(self._b_state, c) for c in containers.values()))
-        for (component, container), state in zip(containers.items(), states, strict=True):
-            if state.get("Running") or state.get("Status") in ("created", "running", "restarting"):
-                continue
-            detail = f"the {component} container exited with code {state.get('ExitCode')}"
-            if state.get("OOMKilled"):
-                detail += " (killed: out of memory)"
-            if state.get("Error"):
-                detail += f": {state['Error']}"
-            raise BackendError(code_of(component), detail, phase="CrashLoopBackOff", component=component,
-                               logs=await self._logs_of(container))
-
-    async def _start_cluster(self, job_id: str, spec: ClusterSpec, report: Reporter) -> ClusterInfo:
-        image = spec.image or self.image
-        n_workers = spec.workers
-        await self._ensure_image(image, report)
-
-        report("CreatingNetwork", "Creating the cluster's network")
-        net_name = self._network_name(job_id)
-        try:
-            network = await self._run(
-                lambda: self._docker().networks.create(
-                    net_name, driver="bridge", check_duplicate=True,
-                    labels=self._labels(job_id, "network")),
-                _job=job_id,
-            )
-        except docker.errors.APIError as exc:
-            raise BackendError(52, f"cannot create the network {net_name}: {_engine_message(exc)}",
-                               phase="ContainerCannotRun") from exc
-
-        sql_password = secrets.token_urlsafe(24)
-        lab_token = secrets.token_hex(24)
-        sql_user = "sparkdock"
-        master_host = _dns_name(self._container_name(job_id, "master"))
-        master_url = f"spark://{master_host}:{roles.DEFAULT_PORTS['master']}"
-        base_env = {
-            "SPARK_MASTER_URL": master_url,
-            "SPARKDOCK_WORKER_CORES": str(spec.worker_cores),
-            "SPARKDOCK_WORKER_MEMORY": spec.worker_memory,
-        }
-
-        def env_for(component: str, **extra: str) -> dict[str, str]:
-            return {**base_env, "SPARKDOCK_HOST": _dns_name(self._container_name(job_id, component)), **extra}
-
-        def mem(role: str) -> str:
-            return roles.container_memory_limit(role, spec.worker_memory, spec.worker_cores)
-
-        report("CreatingContainers", f"Creating the containers: master, {n_workers} worker(s), SQL, lab")
-        worker_names = [f"worker-{i}" for i in range(1, n_workers + 1)]
-        created = await asyncio.gather(
-            self._create(job_id, "master", "master", image, net_name, env_for("master"), mem("master"),
-                         ports=[roles.DEFAULT_PORTS["master_ui"]]),
-            *(self._create(job_id, w, "worker", image, net_name, env_for(w), mem("worker"))
-              for w in worker_names),
-            self._create(job_id, "sql", "sql", image, net_name,
-                         env_for("sql", SPARKDOCK_SQL_PASSWORD=sql_password), mem("sql"),
-                         ports=[roles.DEFAULT_PORTS["sql"]]),
-            self._create(job_id, "lab", "lab", image, net_name,
-                         env_for("lab", SPARKDOCK_LAB_TOKEN=lab_token), mem("lab"),
-                         ports=[roles.DEFAULT_PORTS["lab"]]),
-        )
-        components = ["master", *worker_names, "sql", "lab"]
-        containers: dict[str, Container] = dict(zip(components, created, strict=True))
-
-        def code_of(component: str) -> int:
-            return 50 if component in ("sql", "lab") else 51
-
-        # master ---------------------------------------------------------------------------
-        report("StartingMaster", "Starting the Spark master")
-        await self._start(job_id, "master", containers["master"])
-        ui_port = await self._published_port(containers, "master", roles.DEFAULT_PORTS["master_ui"], code_of)
-        ui_url = f"http://{self.public_host}:{ui_port}"
-        deadline = time.monotonic() + self.start_timeout
-        await self._poll(
-            lambda: self._master_alive(ui_url), deadline, {"master": containers["master"]}, code_of,
-            what="the Spark master", timeout_code=51, component="master",
-        )
-
-        # workers, SQL endpoint and lab start together once the master is up ---------------------
-        report(f"WaitingForWorkers 0/{n_workers}",
-               f"Starting {n_workers} worker(s), the SQL endpoint and the lab")
-        await asyncio.gather(*(self._start(job_id, c, containers[c]) for c in components[1:]))
-        sql_port, lab_port = await asyncio.gather(
-            self._published_port(containers, "sql", roles.DEFAULT_PORTS["sql"], code_of),
-            self._published_port(containers, "lab", roles.DEFAULT_PORTS["lab"], code_of))
-
-        seen = 0
-
-        def workers_up() -> int:
-            alive = probes.alive_workers(probes.master_status(ui_url))
-            if alive < n_workers:
-                raise probes.ProbeError(f"{alive}/{n_workers} workers registered with the master")
-            return alive
-
-        async def on_progress(exc: probes.ProbeError) -> None:
-            nonlocal seen
-            m = re.match(r"(\d+)/", str(exc))
-            if m and int(m.group(1)) != seen:
-                seen = int(m.group(1))
-                report(f"WaitingForWorkers {seen}/{n_workers}", f"{seen} of {n_workers} workers registered")
-
-        await self._poll(workers_up, deadline, containers, code_of, what="the Spark workers",
-                         timeout_code=51, component="worker-1", on_error=on_progress)
-        report(f"WaitingForWorkers {n_workers}/{n_workers}", f"All {n_workers} workers registered")
-
-        # SQL endpoint ---------------------------------------------------------------------------
-        report("StartingSQLEndpoint", "Waiting for the SQL endpoint (Spark Thrift Server) to answer SELECT 1")
-        host = self.public_host
-        await self._poll(
-            lambda: probes.probe_sql(host, sql_port, sql_user, sql_password, timeout=10.0),
-            time.monotonic() + self.sql_timeout, containers, code_of,
-            what="the SQL endpoint", timeout_code=50, component="sql", interval=1.0,
-        )
-
-        # lab -----------------------------------------------------------------------------------
-        report("StartingLab", "Waiting for JupyterLab to answer")
-        lab_base = f"http://{host}:{lab_port}/"
-        await self._poll(
-            lambda: probes.probe_lab(lab_base, lab_token, timeout=5.0),
-            time.monotonic() + self.lab_timeout, containers, code_of,
-            what="the lab", timeout_code=50, component="lab",
-        )
-
-        ports = {"sql": sql_port, "lab": lab_port, "spark_ui": ui_port}
-        state = {
-            "backend": self.name,
-            "instance": self.instance,
-            "image": image,
-            "network": {"id": network.id, "name": net_name},
-            "containers": {c: {"id": containers[c].id, "name": containers[c].name} for c in components},
-            "host": host,
-            "ports": ports,
-            "sql_user": sql_user,
-            "sql_password": sql_password,
-            "lab_token": lab_token,
-            "master_url": master_url,
-            "workers": n_workers,
-            "worker_cores": spec.worker_cores,
-            "worker_memory": spec.worker_memory,
-        }
-        return ClusterInfo(job_id=job_id, endpoints=self._endpoints(host, ports), state=state)
-
-    async def _published_port(self, containers: dict[str, Container], component: str, port: int,
-                              code_of: Callable[[str], int]) -> int:
-        """The host port the engine chose for ``port`` of a started container."""
-        ports = await self._run(self._b_ports, containers[component])
-        if f"{port}/tcp" in ports:
-            return ports[f"{port}/tcp"]
-        # No binding: the container has exited already (or the engine did not publish the port).
-        await self._check_alive({component: containers[component]}, code_of)
-        raise BackendError(51, f"the engine published no host port for {component} port {port}",
-                           phase="ContainerCannotRun", component=component,
-                           logs=await self._logs_of(containers[component]))
-
-    @staticmethod
-    def _endpoints(host: str, ports: dict[str, int]) -> dict[str, Any]:
-        return {
-            "sql": {"host": host, "port": ports["sql"],
-                    "jdbc_url": f"jdbc:hive2://{host}:{ports['sql']}/default"},
-            "lab": {"url": f"http://{host}:{ports['lab']}/lab"},
-            "spark_ui": {"url": f"http://{host}:{ports['spark_ui']}/"},
-        }
-
-    @staticmethod
-    def _master_alive(ui_url: str) -> dict[str, Any]:
-        status = probes.master_status(ui_url)
-        if str(status.get("status", "")).upper() != "ALIVE":
-            raise probes.ProbeError(f"the Spark master is {status.get('status')}")
-        return status
-
-    async def _poll(
-        self,
-        check: Callable[[], Any],
-        deadline: float,
-        watched: dict[str, Container],
-        code_of: Callable[[str], int],
-        *,
-        what: str,
-        timeout_code: int,
-        component: str,
-        interval: float = 0.5,
-        on_error: Callable[[probes.ProbeError], Any] | None = None,
-    ) -> Any:
-        """Run the blocking probe ``check`` until it succeeds, a watched container exits, or timeout."""
-        last: BaseException | None = None
-        while True:
-            try:
-                return await self._run(check)
-            except probes.SQLAuthError as exc:
-                raise BackendError(50, str(exc), phase="EndpointAuthFailed", component=component) from exc
-            except probes.ProbeError as exc:
-                last = exc
-                if on_error is not None:
-                    result = on_error(exc)
-                    if inspect.isawaitable(result):
-                        await result
-            await self._check_alive(watched, code_of)
-            if time.monotonic() >= deadline:
-                container = watched.get(component)
-                logs = await self._logs_of(container) if container is not None else None
-                raise BackendError(timeout_code, f"{what} was not ready in time: {last}",
-                                   phase="EndpointTimeout" if timeout_code == 50 else "StartTimeout",
-                                   component=component, logs=logs)
-            await asyncio.sleep(interval)
 
     async def _remove_job(self, job_id: str) -> None:
         """Save the logs of, then remove, every container and network of the job (by label)."""
@@ -712,7 +504,8 @@ class DockerBackend(Backend):
             "worker_memory": state.get("worker_memory") or env.get("SPARKDOCK_WORKER_MEMORY") or "1g",
             "image": state.get("image") or by_component["master"].attrs.get("Config", {}).get("Image"),
         })
-        return ClusterInfo(job_id=job_id, endpoints=self._endpoints(host, ports), state=state)
+        addresses = {c: (host, ports[key]) for c, key in (("master", "spark_ui"), ("sql", "sql"), ("lab", "lab"))}
+        return ClusterInfo(job_id=job_id, endpoints=endpoints(**addresses), state=state)
 
     async def list_job_ids(self) -> set[str]:
         """Ids of the jobs with a container or a network labelled with this installation."""
@@ -763,19 +556,7 @@ class DockerBackend(Backend):
         """
         st = cluster.state
         network = (st.get("network") or {}).get("name") or self._network_name(cluster.job_id)
-        image = st.get("image") or self.image
         app_file = Path(app.file)
-        in_container = f"{APP_DIR_IN_CONTAINER}/{app_file.name}"
-        env = {
-            "SPARK_MASTER_URL": str(st.get("master_url")),
-            "SPARKDOCK_HOST": _dns_name(self._container_name(job_id, "driver")),
-            "SPARKDOCK_WORKER_CORES": str(st.get("worker_cores", 1)),
-            "SPARKDOCK_WORKER_MEMORY": str(st.get("worker_memory", "1g")),
-            "SPARKDOCK_APP_TYPE": app.type,
-            "SPARKDOCK_APP_NAME": f"sparkdock-{job_id}",
-            "SPARKDOCK_SPARK_CONF": json.dumps(app.conf),
-            "PYTHONUNBUFFERED": "1",
-        }
         log_path = self.job_dir(job_id) / "logs" / "driver.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         ui_port = roles.DEFAULT_PORTS["driver_ui"]
@@ -788,52 +569,78 @@ class DockerBackend(Backend):
         container: Container | None = None
         try:
             container = await self._create(
-                job_id, "driver", "driver", image, network, env, roles.container_memory_limit("driver"),
-                ports=[ui_port], command=["driver", in_container, *app.args],
+                job_id, "driver", "driver", st.get("image") or self.image, network,
+                self._driver_env(job_id, st, app), roles.container_memory_limit("driver"),
+                ports=[ui_port], command=["driver", f"{APP_DIR_IN_CONTAINER}/{app_file.name}", *app.args],
             )
-            data = await self._run(app_file.read_bytes)
-            archive = io.BytesIO()
-            with tarfile.open(fileobj=archive, mode="w") as tar:
-                info = tarfile.TarInfo(f"app/{app_file.name}")
-                info.size = len(data)
-                info.mode = 0o644
-                info.mtime = int(time.time())
-                tar.addfile(info, io.BytesIO(data))
-            await self._run(container.put_archive, str(Path(APP_DIR_IN_CONTAINER).parent), archive.getvalue())
+            await self._run(self._b_copy_app, container, app_file)
             report("StartingDriver", "Starting the driver")
             await self._start(job_id, "driver", container)
             ports = await self._run(self._b_ports, container)
             report("Running", "The driver is running")
-            progress_task = None
-            if f"{ui_port}/tcp" in ports:
-                progress_task = asyncio.ensure_future(
-                    self._follow_progress(f"http://{self.public_host}:{ports[f'{ui_port}/tcp']}", report))
-            # Waiting and following the output last as long as the driver: a client without timeout.
-            long_client = await self._run(self._new_client, None)
-            try:
-                following = await self._run(long_client.containers.get, container.id)
-                await self._run(self._b_stream_logs, following, log_path)
-                result = await self._run(following.wait)
-            finally:
-                await self._run(long_client.close)
-                if progress_task is not None:
-                    progress_task.cancel()
-                    await asyncio.gather(progress_task, return_exceptions=True)
+            ui = f"http://{self.public_host}:{ports[f'{ui_port}/tcp']}" if f"{ui_port}/tcp" in ports else None
+            status = await self._follow_driver(container, log_path, ui, report)
             state = await self._run(self._b_state, container)
-            status = int(result.get("StatusCode", state.get("ExitCode", -1)))
             text = await self._run(log_path.read_text, encoding="utf-8", errors="replace")
-            return AppResult(exit_status=status, output_tail=_tail(text, ERROR_LOG_LINES), log_path=log_path,
+            return AppResult(exit_status=int(state.get("ExitCode", -1)) if status is None else status,
+                             output_tail=_tail(text, ERROR_LOG_LINES), log_path=log_path,
                              oom_killed=bool(state.get("OOMKilled")))
         finally:
             if container is not None:
-                cont = container
-                task = asyncio.ensure_future(self._run(self._b_remove_container, job_id, cont, False))
-                try:
-                    await asyncio.shield(task)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    log.warning("could not remove the driver of job %s: %s", job_id, exc)
+                await self._remove_driver(job_id, container)
+
+    def _driver_env(self, job_id: str, st: dict[str, Any], app: StagedApp) -> dict[str, str]:
+        """The driver container's environment: the cluster's master, the executors' size, the application."""
+        return {
+            "SPARK_MASTER_URL": str(st.get("master_url")),
+            "SPARKDOCK_HOST": _dns_name(self._container_name(job_id, "driver")),
+            "SPARKDOCK_WORKER_CORES": str(st.get("worker_cores", 1)),
+            "SPARKDOCK_WORKER_MEMORY": str(st.get("worker_memory", "1g")),
+            "SPARKDOCK_APP_TYPE": app.type,
+            "SPARKDOCK_APP_NAME": f"sparkdock-{job_id}",
+            "SPARKDOCK_SPARK_CONF": json.dumps(app.conf),
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def _b_copy_app(self, container: Container, app_file: Path) -> None:
+        """Copy the staged file into the created container, under ``APP_DIR_IN_CONTAINER``."""
+        data = app_file.read_bytes()
+        archive = io.BytesIO()
+        with tarfile.open(fileobj=archive, mode="w") as tar:
+            info = tarfile.TarInfo(f"app/{app_file.name}")
+            info.size = len(data)
+            info.mode = 0o644
+            info.mtime = int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+        container.put_archive(str(Path(APP_DIR_IN_CONTAINER).parent), archive.getvalue())
+
+    async def _follow_driver(self, container: Container, log_path: Path, ui: str | None,
+                             report: Reporter) -> int | None:
+        """Stream the driver's output to ``log_path`` and report its progress until it ends; its status."""
+        progress_task = asyncio.ensure_future(self._follow_progress(ui, report)) if ui else None
+        # Waiting and following the output last as long as the driver: a client without timeout.
+        long_client = await self._run(self._new_client, None)
+        try:
+            following = await self._run(long_client.containers.get, container.id)
+            await self._run(self._b_stream_logs, following, log_path)
+            result = await self._run(following.wait)
+        finally:
+            await self._run(long_client.close)
+            if progress_task is not None:
+                progress_task.cancel()
+                await asyncio.gather(progress_task, return_exceptions=True)
+        status = result.get("StatusCode")
+        return None if status is None else int(status)
+
+    async def _remove_driver(self, job_id: str, container: Container) -> None:
+        """Remove the driver container, to its end even when the run is being cancelled."""
+        task = asyncio.ensure_future(self._run(self._b_remove_container, job_id, container, False))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("could not remove the driver of job %s: %s", job_id, exc)
 
     def _b_stream_logs(self, container: Container, path: Path) -> None:
         with path.open("wb") as out:
@@ -904,57 +711,12 @@ class DockerBackend(Backend):
                 log.exception("health callback failed for %s/%s", job_id, component)
 
         def handle(event: dict[str, Any]) -> None:
-            actor = event.get("Actor") or {}
-            attrs = actor.get("Attributes") or {}
-            cid = actor.get("ID") or event.get("id") or ""
-            if attrs.get(LABEL_INSTANCE) != self.instance or cid in self._removing:
-                return
-            job_id = attrs.get(LABEL_JOB)
-            role = attrs.get(LABEL_ROLE)
-            if not job_id or role == "driver" or job_id in self._starting:
-                return
-            component = attrs.get(LABEL_COMPONENT) or role or "unknown"
-            action = event.get("Action") or event.get("status")
-            if action == "oom":
-                message = f"the {component} container ran out of memory"
-            else:
-                message = f"the {component} container exited with code {attrs.get('exitCode', '?')}"
-            asyncio.run_coroutine_threadsafe(dispatch(job_id, component, message), loop)
+            death = self._death_of(event)
+            if death is not None:
+                asyncio.run_coroutine_threadsafe(dispatch(*death), loop)
 
-        def follow() -> None:
-            since = int(time.time())
-            backoff = 1.0
-            while not stop.is_set():
-                client = None
-                try:
-                    client = self._new_client()
-                    stream = client.events(
-                        decode=True, since=since,
-                        filters={"type": "container", "event": ["die", "oom"],
-                                 "label": [f"{LABEL_INSTANCE}={self.instance}"]},
-                    )
-                    current["stream"] = stream
-                    self.watch_connected.set()  # events() returns once the engine has subscribed us
-                    if stop.is_set():
-                        stream.close()
-                        break
-                    backoff = 1.0
-                    for event in stream:
-                        since = max(since, int(event.get("time", since)))
-                        handle(event)
-                except Exception as exc:
-                    if not stop.is_set():
-                        log.warning("Docker event stream failed (%s); reconnecting", exc)
-                finally:
-                    self.watch_connected.clear()
-                    current.pop("stream", None)
-                    if client is not None:
-                        with contextlib.suppress(Exception):
-                            client.close()
-                if not stop.wait(backoff):
-                    backoff = min(backoff * 2, 30.0)
-
-        thread = threading.Thread(target=follow, name=f"sparkdock-docker-events-{self.instance}", daemon=True)
+        thread = threading.Thread(target=self._b_follow_events, args=(handle, stop, current),
+                                  name=f"sparkdock-docker-events-{self.instance}", daemon=True)
         thread.start()
         try:
             while thread.is_alive():
@@ -966,6 +728,59 @@ class DockerBackend(Backend):
                 with contextlib.suppress(Exception):
                     stream.close()
 
+    def _death_of(self, event: dict[str, Any]) -> tuple[str, str, str] | None:
+        """``(job_id, component, message)`` of an engine event that is a health change to report, else None."""
+        actor = event.get("Actor") or {}
+        attrs = actor.get("Attributes") or {}
+        cid = actor.get("ID") or event.get("id") or ""
+        if attrs.get(LABEL_INSTANCE) != self.instance or cid in self._removing:
+            return None
+        job_id = attrs.get(LABEL_JOB)
+        role = attrs.get(LABEL_ROLE)
+        if not job_id or role == "driver" or job_id in self._starting:
+            return None
+        component = attrs.get(LABEL_COMPONENT) or role or "unknown"
+        if (event.get("Action") or event.get("status")) == "oom":
+            return job_id, component, f"the {component} container ran out of memory"
+        return job_id, component, f"the {component} container exited with code {attrs.get('exitCode', '?')}"
+
+    def _b_follow_events(self, handle: Callable[[dict[str, Any]], None], stop: threading.Event,
+                         current: dict[str, Any]) -> None:
+        """The event thread: subscribe, hand every event to ``handle``, reconnect with backoff until ``stop``.
+
+        The open stream is kept in ``current["stream"]`` so that the loop's side can close it."""
+        since = int(time.time())
+        backoff = 1.0
+        while not stop.is_set():
+            client = None
+            try:
+                client = self._new_client()
+                stream = client.events(
+                    decode=True, since=since,
+                    filters={"type": "container", "event": ["die", "oom"],
+                             "label": [f"{LABEL_INSTANCE}={self.instance}"]},
+                )
+                current["stream"] = stream
+                self.watch_connected.set()  # events() returns once the engine has subscribed us
+                if stop.is_set():
+                    stream.close()
+                    break
+                backoff = 1.0
+                for event in stream:
+                    since = max(since, int(event.get("time", since)))
+                    handle(event)
+            except Exception as exc:
+                if not stop.is_set():
+                    log.warning("Docker event stream failed (%s); reconnecting", exc)
+            finally:
+                self.watch_connected.clear()
+                current.pop("stream", None)
+                if client is not None:
+                    with contextlib.suppress(Exception):
+                        client.close()
+            if not stop.wait(backoff):
+                backoff = min(backoff * 2, 30.0)
+
     async def close(self) -> None:
         """Close the client and the thread pool (clusters keep running)."""
         client, self._client = self._client, None
@@ -974,3 +789,116 @@ class DockerBackend(Backend):
                 await self._run(client.close)
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+
+
+#: The port of each component that the sequence reaches, published on the host.
+_PUBLISHED = {"master": roles.DEFAULT_PORTS["master_ui"], "sql": roles.DEFAULT_PORTS["sql"],
+              "lab": roles.DEFAULT_PORTS["lab"]}
+
+
+class _DockerParts(ClusterParts):
+    """The Docker primitives of one cluster: a bridge network, a container a component, published ports."""
+
+    def __init__(self, backend: DockerBackend, job_id: str) -> None:
+        self.backend = backend
+        self.job_id = job_id
+        self.plan: ClusterPlan | None = None
+        self.image = backend.image
+        self.network_id: str | None = None
+        self.containers: dict[str, Container] = {}
+        self.ports: dict[str, int] = {}
+
+    def _host(self, component: str) -> str:
+        """The component's name on the cluster's network (a DNS name: used in ``spark://`` URLs)."""
+        return _dns_name(self.backend._container_name(self.job_id, component))
+
+    @property
+    def master_url(self) -> str:
+        return f"spark://{self._host('master')}:{roles.DEFAULT_PORTS['master']}"
+
+    async def prepare(self, plan: ClusterPlan, report: Reporter) -> None:
+        """``CheckingImage`` (pulling it if missing), ``CreatingNetwork``, ``CreatingContainers``."""
+        self.plan = plan
+        self.image = plan.spec.image or self.backend.image
+        await self.backend._ensure_image(self.image, report)
+        report("CreatingNetwork", "Creating the cluster's network")
+        self.network_id = await self.backend._create_network(self.job_id)
+        report("CreatingContainers",
+               f"Creating the containers: master, {plan.spec.workers} worker(s), SQL, lab")
+        created = await asyncio.gather(*(self._create(c) for c in plan.components))
+        self.containers = dict(zip(plan.components, created, strict=True))
+
+    async def _create(self, component: str) -> Container:
+        assert self.plan is not None
+        spec = self.plan.spec
+        role = "worker" if component.startswith("worker-") else component
+        env = {
+            "SPARK_MASTER_URL": self.master_url,
+            "SPARKDOCK_WORKER_CORES": str(spec.worker_cores),
+            "SPARKDOCK_WORKER_MEMORY": spec.worker_memory,
+            "SPARKDOCK_HOST": self._host(component),
+        }
+        if component == "sql":
+            env["SPARKDOCK_SQL_PASSWORD"] = self.plan.sql_password
+        elif component == "lab":
+            env["SPARKDOCK_LAB_TOKEN"] = self.plan.lab_token
+        memory = roles.container_memory_limit(role, spec.worker_memory, spec.worker_cores)
+        ports = [_PUBLISHED[component]] if component in _PUBLISHED else []
+        return await self.backend._create(self.job_id, component, role, self.image,
+                                          self.backend._network_name(self.job_id), env, memory, ports=ports)
+
+    async def start(self, component: str) -> None:
+        await self.backend._start(self.job_id, component, self.containers[component])
+
+    async def exited(self, components: Sequence[str]) -> dict[str, str]:
+        """One engine call a container: its ``State`` (exit code, OOM kill, the engine's error)."""
+        watched = [c for c in components if c in self.containers]
+        states = await asyncio.gather(*(self.backend._run(self.backend._b_state, self.containers[c])
+                                        for c in watched))
+        gone: dict[str, str] = {}
+        for component, state in zip(watched, states, strict=True):
+            if state.get("Running") or state.get("Status") in ("created", "running", "restarting"):
+                continue
+            detail = f"the {component} container exited with code {state.get('ExitCode')}"
+            if state.get("OOMKilled"):
+                detail += " (killed: out of memory)"
+            if state.get("Error"):
+                detail += f": {state['Error']}"
+            gone[component] = detail
+        return gone
+
+    async def address(self, component: str) -> tuple[str, int] | None:
+        """The host port the engine chose for the component's published port."""
+        ports = await self.backend._run(self.backend._b_ports, self.containers[component])
+        port = ports.get(f"{_PUBLISHED[component]}/tcp")
+        if port is None:
+            return None
+        self.ports[component] = port
+        return self.backend.public_host, port
+
+    async def last_logs(self, component: str, lines: int) -> str | None:
+        container = self.containers.get(component)
+        return await self.backend._logs_of(container, lines) if container is not None else None
+
+    async def remove(self) -> None:
+        await self.backend._remove_job(self.job_id)
+
+    def state(self) -> dict[str, Any]:
+        assert self.plan is not None
+        spec = self.plan.spec
+        return {
+            "backend": self.backend.name,
+            "instance": self.backend.instance,
+            "image": self.image,
+            "network": {"id": self.network_id, "name": self.backend._network_name(self.job_id)},
+            "containers": {c: {"id": k.id, "name": k.name} for c, k in self.containers.items()},
+            "host": self.backend.public_host,
+            "ports": {"sql": self.ports["sql"], "lab": self.ports["lab"], "spark_ui": self.ports["master"]},
+            "sql_user": self.plan.sql_user,
+            "sql_password": self.plan.sql_password,
+            "lab_token": self.plan.lab_token,
+            "master_url": self.master_url,
+            "workers": spec.workers,
+            "worker_cores": spec.worker_cores,
+            "worker_memory": spec.worker_memory,
+        }

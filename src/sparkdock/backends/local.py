@@ -2,8 +2,10 @@
 
 For users without Docker. Every role of a cluster (Spark standalone master, N workers, the Spark Thrift
 Server as SQL endpoint, JupyterLab as lab endpoint) and every automated job's driver is a local process
-started from the command lines of :mod:`sparkdock.cluster.roles`, with the same phases, readiness probes
-(:mod:`sparkdock.cluster.probes`) and exit codes as the Docker backend.
+started from the command lines of :mod:`sparkdock.cluster.roles`. A cluster is built by the shared
+sequence of :mod:`sparkdock.backends.provisioning` (the same phases, readiness probes and exit codes as the
+Docker backend); this module gives it the local primitives (:class:`_LocalParts`) and its own phase
+``CheckingRuntime``.
 
 Layout of a job's folder (``<data_dir>/jobs/<job_id>/``)::
 
@@ -26,10 +28,9 @@ Processes:
 
 Secrets (the SQL password, the lab token) go through the environment only, never on a command line.
 
-Exit codes: Java or pyspark missing or broken, and a master or worker that exits or never registers, are
-51 (phase ``ContainerCannotRun``: the process could not run); the SQL or lab endpoint not ready in time, or
-its process exiting, is 50 (``EndpointTimeout``/``EndpointFailed``, with the component and its last log
-lines); the launcher itself unable to work (data folder not writable, no free port, fork failure) is 52.
+Exit codes of the local-only steps: Java or pyspark missing or broken is 51 (phase ``ContainerCannotRun``:
+the processes could not run); the launcher itself unable to work (data folder not writable, no free port,
+fork failure) is 52. The sequence's own table covers the rest.
 """
 
 from __future__ import annotations
@@ -53,12 +54,13 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
+from sparkdock.backends import provisioning
 from sparkdock.backends.base import AppResult, Backend, BackendError, ClusterInfo, HealthCallback, Reporter, StagedApp
 from sparkdock.cluster import probes, roles
 from sparkdock.model.specs import ClusterSpec
@@ -67,15 +69,11 @@ __all__ = ["LocalBackend", "local_available"]
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
 #: Environment markers put in every process of a job.
 JOB_ENV = "SPARKDOCK_JOB"
 INSTANCE_ENV = "SPARKDOCK_INSTANCE"
 #: Address every process binds and advertises.
 LOOPBACK = "127.0.0.1"
-#: Lines of a component's log attached to a BackendError.
-ERROR_LOG_LINES = 40
 #: Lines of the driver's output returned in AppResult.output_tail.
 DRIVER_TAIL_LINES = 60
 #: Oldest Java major version Spark 4 runs on.
@@ -91,29 +89,6 @@ _SCRUB_ENV = (
 )
 
 _jar_lock = threading.Lock()
-_probe_state = threading.local()
-
-
-class _QuietProbes(logging.Filter):
-    """Drops the connection errors thrift logs while a readiness probe polls an endpoint that is starting."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not getattr(_probe_state, "quiet", False)
-
-
-_QUIET_FILTER = _QuietProbes()
-for _name in ("thrift.transport.TSocket", "impala.hiveserver2"):
-    if _QUIET_FILTER not in logging.getLogger(_name).filters:
-        logging.getLogger(_name).addFilter(_QUIET_FILTER)
-
-
-def _quiet_probe_sql(host: str, port: int, user: str, password: str | None, timeout: float) -> None:
-    """:func:`probes.probe_sql` without thrift's "Could not connect" error logs (expected while starting)."""
-    _probe_state.quiet = True
-    try:
-        probes.probe_sql(host, port, user, password, timeout=timeout)
-    finally:
-        _probe_state.quiet = False
 _ports_lock = threading.Lock()
 _recent_ports: dict[int, float] = {}
 _PORT_HOLD_S = 120.0
@@ -282,70 +257,84 @@ class _Runtime:
     python: str
 
 
+def _runtime_error(detail: str) -> BackendError:
+    return BackendError(51, detail, phase="ContainerCannotRun")
+
+
 def _check_runtime(env: Mapping[str, str], python: str, spark_home: str | None) -> _Runtime:
     """Check Java and pyspark as the cluster's processes will see them.
 
     Raises:
         BackendError: code 51, phase ``ContainerCannotRun``, with a message saying what to fix.
     """
+    home = _check_spark_home(spark_home)
+    java, javac = _find_java(env)
+    version = _java_version(java, env)
+    pyspark_version = _check_python(python, env)
+    # the line naming the version (a JAVA_TOOL_OPTIONS in the environment makes the JVM say so first)
+    first = next((line for line in version.splitlines() if "version" in line), "java")
+    return _Runtime(java=java, java_version=first, javac=javac, spark_home=str(home),
+                    pyspark_version=pyspark_version, python=python)
 
-    def fail(detail: str) -> BackendError:
-        return BackendError(51, detail, phase="ContainerCannotRun")
 
-    # pyspark: the Spark installation and an importable package for the lab and drivers.
+def _check_spark_home(spark_home: str | None) -> Path:
+    """pyspark's Spark installation: ``bin/spark-class`` and ``jars/``."""
     if not spark_home:
-        raise fail("pyspark is not installed (pip install 'pyspark==4.3.0'), and SPARK_HOME is not set")
+        raise _runtime_error("pyspark is not installed (pip install 'pyspark==4.3.0'), and SPARK_HOME is not set")
     home = Path(spark_home)
     if not (home / "bin" / "spark-class").is_file() or not (home / "jars").is_dir():
-        raise fail(f"{spark_home} is not a Spark installation (no bin/spark-class or jars/); "
-                   "reinstall pyspark or fix SPARK_HOME")
+        raise _runtime_error(f"{spark_home} is not a Spark installation (no bin/spark-class or jars/); "
+                             "reinstall pyspark or fix SPARK_HOME")
+    return home
 
-    # Java: what spark-class runs ($JAVA_HOME/bin/java, else java on PATH).
+
+def _find_java(env: Mapping[str, str]) -> tuple[str, str | None]:
+    """What spark-class runs (``$JAVA_HOME/bin/java``, else ``java`` on PATH), and the ``javac`` beside it."""
     java_home = env.get("JAVA_HOME", "")
     if java_home:
         java = str(Path(java_home) / "bin" / "java")
         if not os.access(java, os.X_OK):
-            raise fail(f"JAVA_HOME is set to {java_home!r}, but {java} does not exist or is not executable; "
-                       "point JAVA_HOME at a Java 17+ installation or unset it")
-        javac: str | None = str(Path(java_home) / "bin" / "javac")
-        if not os.access(javac, os.X_OK):
-            javac = None
-    else:
-        found = shutil.which("java", path=env.get("PATH"))
-        if not found:
-            raise fail("no 'java' on PATH and JAVA_HOME is not set; install a Java 17+ runtime "
-                       "(e.g. openjdk-17-jdk-headless) or set JAVA_HOME")
-        java = found
-        javac = shutil.which("javac", path=env.get("PATH"))
+            raise _runtime_error(f"JAVA_HOME is set to {java_home!r}, but {java} does not exist or is not "
+                                 "executable; point JAVA_HOME at a Java 17+ installation or unset it")
+        javac = str(Path(java_home) / "bin" / "javac")
+        return java, javac if os.access(javac, os.X_OK) else None
+    found = shutil.which("java", path=env.get("PATH"))
+    if not found:
+        raise _runtime_error("no 'java' on PATH and JAVA_HOME is not set; install a Java 17+ runtime "
+                             "(e.g. openjdk-17-jdk-headless) or set JAVA_HOME")
+    return found, shutil.which("javac", path=env.get("PATH"))
+
+
+def _java_version(java: str, env: Mapping[str, str]) -> str:
+    """The output of ``java -version``, checked to be Java 17 or newer."""
     try:
         out = subprocess.run([java, "-version"], env=dict(env), capture_output=True, text=True, timeout=60,
                              stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise fail(f"cannot run {java} -version: {exc}") from exc
+        raise _runtime_error(f"cannot run {java} -version: {exc}") from exc
     version = (out.stderr or out.stdout).strip()
     if out.returncode != 0:
-        raise fail(f"{java} -version failed with exit status {out.returncode}: {version[-500:]}")
+        raise _runtime_error(f"{java} -version failed with exit status {out.returncode}: {version[-500:]}")
     major = _java_major(version)
     if major is not None and major < MIN_JAVA:
-        raise fail(f"Spark 4 needs Java {MIN_JAVA} or newer, but {java} is Java {major}; "
-                   "set JAVA_HOME to a newer Java")
+        raise _runtime_error(f"Spark 4 needs Java {MIN_JAVA} or newer, but {java} is Java {major}; "
+                             "set JAVA_HOME to a newer Java")
+    return version
 
-    # The Python of the lab and drivers must import pyspark (and jupyterlab for the lab).
+
+def _check_python(python: str, env: Mapping[str, str]) -> str:
+    """The Python of the lab and drivers must import pyspark and jupyterlab; pyspark's version."""
     probe = "import pyspark, sys; print(pyspark.__version__); import jupyterlab"
     try:
         out = subprocess.run([python, "-c", probe], env=dict(env), capture_output=True, text=True,
                              timeout=120, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise fail(f"cannot run {python}: {exc}") from exc
+        raise _runtime_error(f"cannot run {python}: {exc}") from exc
     if out.returncode != 0:
         err = (out.stderr or out.stdout).strip().splitlines()
-        raise fail(f"{python} cannot import pyspark and jupyterlab: {err[-1] if err else out.returncode}; "
-                   "install them (pip install 'sparkdock[spark,lab]')")
-    # the line naming the version (a JAVA_TOOL_OPTIONS in the environment makes the JVM say so first)
-    first = next((line for line in version.splitlines() if "version" in line), "java")
-    return _Runtime(java=java, java_version=first, javac=javac, spark_home=str(home),
-                    pyspark_version=out.stdout.strip().splitlines()[0] if out.stdout.strip() else "?",
-                    python=python)
+        raise _runtime_error(f"{python} cannot import pyspark and jupyterlab: "
+                             f"{err[-1] if err else out.returncode}; install them (pip install 'sparkdock[spark,lab]')")
+    return out.stdout.strip().splitlines()[0] if out.stdout.strip() else "?"
 
 
 def _base_env(python: str, spark_home: str | None, extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -424,10 +413,7 @@ class LocalBackend(Backend):
         spark_home: the Spark installation (default: ``SPARK_HOME`` or pyspark's package folder).
         sql_auth: ``"auto"`` (password when a JDK's ``javac`` is available, else no authentication on
             loopback, with a warning), ``"password"`` (51 when it cannot be built) or ``"none"``.
-        master_timeout: seconds for the master to answer on its web UI.
-        worker_timeout: seconds for all workers to register.
-        sql_timeout: seconds for the SQL endpoint to answer ``SELECT 1``.
-        lab_timeout: seconds for the lab to answer ``/api/status``.
+        deadlines: seconds the master and workers, the SQL endpoint and the lab may take to come up.
         stop_timeout: seconds between SIGTERM and SIGKILL on stop.
         adopt_timeout: seconds the SQL endpoint gets to answer when adopting a cluster.
         watch_interval: seconds between two health checks of :meth:`watch`.
@@ -450,10 +436,7 @@ class LocalBackend(Backend):
         python: str | None = None,
         spark_home: str | None = None,
         sql_auth: str = "auto",
-        master_timeout: float = 90.0,
-        worker_timeout: float = 120.0,
-        sql_timeout: float = 180.0,
-        lab_timeout: float = 120.0,
+        deadlines: provisioning.Deadlines | None = None,
         stop_timeout: float = 10.0,
         adopt_timeout: float = 30.0,
         watch_interval: float = 2.0,
@@ -468,10 +451,7 @@ class LocalBackend(Backend):
         self.python = python or sys.executable
         self._spark_home = spark_home
         self.sql_auth = sql_auth
-        self.master_timeout = master_timeout
-        self.worker_timeout = worker_timeout
-        self.sql_timeout = sql_timeout
-        self.lab_timeout = lab_timeout
+        self.deadlines = deadlines or provisioning.Deadlines()
         self.stop_timeout = stop_timeout
         self.adopt_timeout = adopt_timeout
         self.watch_interval = watch_interval
@@ -584,73 +564,14 @@ class LocalBackend(Backend):
                                phase="ContainerCannotRun", component=component) from exc
         return _Proc(component, popen.pid, proc_start_time(popen.pid), popen)
 
-    def _log_tail(self, job_id: str, component: str, lines: int = ERROR_LOG_LINES) -> str:
+    def _log_tail(self, job_id: str, component: str, lines: int = provisioning.ERROR_LOG_LINES) -> str:
         return tail_lines(self.job_dir(job_id) / "logs" / f"{component}.log", lines)
 
-    def _endpoints(self, state: Mapping[str, Any]) -> dict[str, Any]:
-        ports = state["ports"]
-        return {
-            "sql": {"host": LOOPBACK, "port": ports["sql"],
-                    "jdbc_url": f"jdbc:hive2://{LOOPBACK}:{ports['sql']}/default"},
-            "lab": {"url": f"http://{LOOPBACK}:{ports['lab']}/lab"},
-            "spark_ui": {"url": f"http://{LOOPBACK}:{ports['master_ui']}"},
-        }
-
-    async def _wait(
-        self,
-        job_id: str,
-        what: str,
-        check: Callable[[float], T],
-        *,
-        timeout: float,
-        watch: Iterable[_Proc],
-        code: int,
-        component: str,
-        interval: float = 0.5,
-        on_error: Callable[[BaseException], None] | None = None,
-    ) -> T:
-        """Run the blocking ``check(remaining)`` in a thread until it returns without ProbeError.
-
-        A process of ``watch`` that exits, or the timeout, raises BackendError(code) with ``component``'s log.
-        """
-        watched = list(watch)
-        deadline = time.monotonic() + timeout
-        last: BaseException | None = None
-        endpoint = code == 50
-        while True:
-            for proc in watched:
-                if not proc.alive():
-                    status = proc.exit_status()
-                    detail = f"the {proc.component} process exited"
-                    detail += f" with status {status}" if status is not None else ""
-                    detail += f" before {what} was ready"
-                    phase = "EndpointFailed" if endpoint else "ContainerCannotRun"
-                    raise BackendError(code, detail, phase=phase, component=proc.component,
-                                       logs=self._log_tail(job_id, proc.component))
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise BackendError(
-                    code, f"{what} was not ready after {timeout:.0f}s: {last}",
-                    phase="EndpointTimeout" if endpoint else "ContainerCannotRun",
-                    component=component, logs=self._log_tail(job_id, component),
-                )
-            try:
-                return await asyncio.to_thread(check, remaining)
-            except probes.ProbeError as exc:
-                if on_error is not None:
-                    on_error(exc)
-                last = exc
-            await asyncio.sleep(min(interval, max(0.0, deadline - time.monotonic())))
-
     @staticmethod
-    def _report(report: Reporter, phase: str, activity: str, progress: dict[str, Any] | None = None) -> None:
-        try:
-            if progress is None:
-                report(phase, activity)
-            else:
-                report(phase, activity, progress=progress)
-        except Exception:  # a broken reporter must not break the cluster
-            log.exception("sparkdock local backend: reporter failed for phase %s", phase)
+    def _endpoints(state: Mapping[str, Any]) -> dict[str, Any]:
+        ports = state["ports"]
+        return provisioning.endpoints(master=(LOOPBACK, ports["master_ui"]), sql=(LOOPBACK, ports["sql"]),
+                                      lab=(LOOPBACK, ports["lab"]))
 
     # -- Backend API --------------------------------------------------------------------------
 
@@ -675,153 +596,18 @@ class LocalBackend(Backend):
     async def start_cluster(self, job_id: str, spec: ClusterSpec, report: Reporter) -> ClusterInfo:
         """Start master, workers, SQL endpoint and lab as local processes; wait until all are ready.
 
-        Phases: ``CheckingRuntime``, ``StartingMaster``, ``WaitingForWorkers k/N``, ``StartingSQLEndpoint``,
-        ``StartingLab``. On any failure or cancellation every process of the job is stopped and its work
-        folder removed (logs are kept) before the error propagates.
+        Runs the shared sequence (:func:`~sparkdock.backends.provisioning.provision`) on this backend's
+        primitives; the local-only phase is ``CheckingRuntime``. On any failure or cancellation every
+        process of the job is stopped and its work folder removed (logs are kept) before the error
+        propagates.
         """
         if job_id in self._clusters:
             raise BackendError(52, f"a cluster for job {job_id} is already managed by this backend")
-        self._report(report, "CheckingRuntime", "checking Java and pyspark")
-        await self.check()
-        env = self._env()
-        rt = await self._runtime(env)
-
-        job_dir = self.job_dir(job_id)
-        work = job_dir / "work"
-        logs = job_dir / "logs"
-        n = spec.workers
-        cluster = _Cluster(job_id, state={})
-        self._clusters[job_id] = cluster
-        try:
-            try:
-                ports_list = await asyncio.to_thread(_pick_ports, 6)
-                for sub in ("tmp", "sql", "lab/notebooks", "lab/ipython", "lab/runtime"):
-                    (work / sub).mkdir(parents=True, exist_ok=True)
-                logs.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise BackendError(52, f"the local launcher cannot prepare job {job_id}: {exc}",
-                                   phase="CreatingContainers") from exc
-            ports = dict(zip(("master", "master_ui", "sql", "sql_ui", "lab", "driver_ui"), ports_list,
-                             strict=True))
-            del ports["driver_ui"]
-            jar = await asyncio.to_thread(self._auth_jar, rt, env)
-            master_url = f"spark://{LOOPBACK}:{ports['master']}"
-            ui_url = f"http://{LOOPBACK}:{ports['master_ui']}"
-            password = secrets.token_urlsafe(24)
-            token = secrets.token_urlsafe(32)
-            cluster.state = {
-                "backend": self.name,
-                "instance": self.instance,
-                "job_dir": str(job_dir),
-                "work_dir": str(work),
-                "spark_home": rt.spark_home,
-                "python": self.python,
-                "master_url": master_url,
-                "ports": ports,
-                "processes": {},
-                "sql_user": "sparkdock",
-                "sql_password": password,
-                "sql_auth": "CUSTOM" if jar else "NONE",
-                "lab_token": token,
-                "workers": n,
-                "worker_cores": spec.worker_cores,
-                "worker_memory": spec.worker_memory,
-            }
-            env["SPARK_LOCAL_DIRS"] = str(work / "tmp")
-
-            async def spawn(component: str, cmd: roles.RoleCommand, **kw: Any) -> _Proc:
-                proc = await asyncio.to_thread(self._spawn, job_id, component, cmd, env, logs, **kw)
-                cluster.procs[component] = proc
-                cluster.state["processes"][component] = proc.as_state()
-                return proc
-
-            # master
-            self._report(report, "StartingMaster", f"starting the Spark master on {master_url}")
-            master = await spawn("master", roles.master_command(
-                spark_home=rt.spark_home, host=LOOPBACK, port=ports["master"], webui_port=ports["master_ui"]))
-            await self._wait(job_id, "the Spark master", lambda r: probes.master_status(ui_url, min(r, 5)),
-                             timeout=self.master_timeout, watch=[master], code=51, component="master")
-
-            # workers, then SQL endpoint and lab, all at once: none of them waits for another
-            workers = []
-            for i in range(1, n + 1):
-                workers.append(await spawn(f"worker-{i}", roles.worker_command(
-                    spark_home=rt.spark_home, master_url=master_url, host=LOOPBACK, cores=spec.worker_cores,
-                    memory=spec.worker_memory, work_dir=str(work / f"worker-{i}"), webui_port=0)))
-            sql_cmd = roles.sql_command(
-                spark_home=rt.spark_home, master_url=master_url, host=LOOPBACK, work_dir=str(work / "sql"),
-                worker_memory=spec.worker_memory, worker_cores=spec.worker_cores, port=ports["sql"],
-                bind_host=LOOPBACK, ui_port=ports["sql_ui"], auth_jar=jar, python=self.python,
-                extra_conf=self.spark_conf)
-            sql = await spawn("sql", sql_cmd, extra_env={"SPARKDOCK_SQL_PASSWORD": password} if jar else None)
-            ipython_dir = str(work / "lab" / "ipython")
-            await asyncio.to_thread(roles.write_lab_startup, ipython_dir)
-            lab_cmd = roles.lab_command(
-                python=self.python, master_url=master_url, host=LOOPBACK,
-                root_dir=str(work / "lab" / "notebooks"), ipython_dir=ipython_dir,
-                worker_memory=spec.worker_memory, worker_cores=spec.worker_cores,
-                port=ports["lab"], bind_host=LOOPBACK, token=token,
-                extra_conf={**self.spark_conf, "spark.ui.port": "0"})
-            # The lab must not load sparkdock itself (it would manage this installation's jobs too).
-            lab_argv = [*lab_cmd.argv, "--ServerApp.jpserver_extensions=sparkdock=False"]
-            lab_cmd = roles.RoleCommand(lab_cmd.role, lab_argv, lab_cmd.env, lab_cmd.cwd)
-            lab_env = {"JUPYTER_RUNTIME_DIR": str(work / "lab" / "runtime")}
-            lab = await spawn("lab", lab_cmd, extra_env=lab_env)
-
-            # workers registered
-            seen = [-1]
-
-            def count_workers(remaining: float) -> int:
-                alive = probes.alive_workers(probes.master_status(ui_url, min(remaining, 5)))
-                if alive != seen[0]:
-                    seen[0] = alive
-                    self._report(report, f"WaitingForWorkers {min(alive, n)}/{n}",
-                                 f"{min(alive, n)} of {n} Spark workers registered with the master")
-                if alive < n:
-                    raise probes.ProbeError(f"{alive} of {n} workers registered")
-                return alive
-
-            await self._wait(job_id, f"{n} Spark worker(s)", count_workers, timeout=self.worker_timeout,
-                             watch=[master, *workers], code=51, component=workers[0].component)
-
-            # SQL endpoint and lab, in parallel
-            self._report(report, "StartingSQLEndpoint",
-                         f"waiting for the SQL endpoint (Spark Thrift Server) on {LOOPBACK}:{ports['sql']}")
-            self._report(report, "StartingLab", f"waiting for JupyterLab on {LOOPBACK}:{ports['lab']}")
-
-            def sql_ready(remaining: float) -> None:
-                try:
-                    _quiet_probe_sql(LOOPBACK, ports["sql"], "sparkdock", password, min(remaining, 20))
-                except probes.SQLAuthError as exc:
-                    raise BackendError(50, f"the SQL endpoint refused its own password: {exc}",
-                                       phase="EndpointFailed", component="sql",
-                                       logs=self._log_tail(job_id, "sql")) from exc
-
-            lab_url = f"http://{LOOPBACK}:{ports['lab']}/"
-            await _first_failure(
-                self._wait(job_id, "the SQL endpoint", sql_ready, timeout=self.sql_timeout,
-                           watch=[sql, master], code=50, component="sql", interval=1.0),
-                self._wait(job_id, "the lab", lambda r: probes.probe_lab(lab_url, token, min(r, 5)),
-                           timeout=self.lab_timeout, watch=[lab], code=50, component="lab"),
-            )
-        except BaseException as exc:
-            await self._stop_shielded(job_id, cluster.state)
-            if isinstance(exc, Exception) and not isinstance(exc, BackendError):
-                raise BackendError(52, f"the local launcher failed: {type(exc).__name__}: {exc}") from exc
-            raise
+        cluster = self._clusters[job_id] = _Cluster(job_id, state={})
+        plan = provisioning.ClusterPlan(job_id, spec)
+        info = await provisioning.provision(_LocalParts(self, cluster), plan, report, self.deadlines)
         cluster.ready = True
-        return ClusterInfo(job_id=job_id, endpoints=self._endpoints(cluster.state), state=cluster.state)
-
-    async def _stop_shielded(self, job_id: str, state: dict[str, Any] | None) -> None:
-        """Stop a job even if the caller is being cancelled (a second cancel does not interrupt it)."""
-        task = asyncio.ensure_future(self.stop_cluster(job_id, state))
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            await asyncio.wait({task})
-            raise
-        except Exception:
-            log.exception("sparkdock local backend: cleanup of job %s failed", job_id)
+        return info
 
     async def stop_cluster(self, job_id: str, state: dict[str, Any] | None = None) -> None:
         """Stop every process of the job (SIGTERM to the process groups, SIGKILL after ``stop_timeout``)
@@ -912,7 +698,7 @@ class LocalBackend(Backend):
         try:
             await asyncio.to_thread(
                 probes.wait_until,
-                lambda: _quiet_probe_sql(LOOPBACK, sql_port, user, password, timeout=10),
+                lambda: provisioning.quiet_probe_sql(LOOPBACK, sql_port, user, password, timeout=10),
                 self.adopt_timeout, 1.0, "the SQL endpoint",
             )
         except probes.ProbeError as exc:
@@ -976,6 +762,7 @@ class LocalBackend(Backend):
         ``logs/driver.log``. Progress comes from the driver's UI REST API. Cancellation kills the
         driver's process group and propagates."""
         state = cluster.state
+        report = provisioning.safe_reporter(report)
         env = self._env()
         await self._runtime(env)
         job_dir = self.job_dir(job_id)
@@ -999,28 +786,12 @@ class LocalBackend(Backend):
             app_type=app.type, args=app.args, name=f"sparkdock-{job_id}", bind_host=LOOPBACK,
             ui_port=ui_port, extra_conf={**self.spark_conf, **app.conf},
         )
-        self._report(report, "StartingDriver", f"spark-submit of {app.file.name} on {state['master_url']}")
+        report("StartingDriver", f"spark-submit of {app.file.name} on {state['master_url']}")
         proc = await asyncio.to_thread(self._spawn, job_id, "driver", cmd, env, logs_dir, None, str(workdir))
         self._drivers[job_id] = proc
         assert proc.popen is not None
-        ui = f"http://{LOOPBACK}:{ui_port}"
-        last_progress: dict[str, int] | None = None
-        next_poll = time.monotonic() + self.progress_interval
         try:
-            while proc.popen.poll() is None:
-                await asyncio.sleep(0.25)
-                if time.monotonic() < next_poll:
-                    continue
-                next_poll = time.monotonic() + self.progress_interval
-                progress = await asyncio.to_thread(_driver_progress, ui)
-                if progress is not None and progress != last_progress:
-                    last_progress = progress
-                    self._report(
-                        report, "Running",
-                        f"jobs {progress['jobs_done']}/{progress['jobs_total']}, "
-                        f"tasks {progress['tasks_done']}/{progress['tasks_total']}",
-                        progress=dict(progress),
-                    )
+            await self._follow_driver(proc, f"http://{LOOPBACK}:{ui_port}", report)
         except BaseException:
             await asyncio.shield(asyncio.to_thread(self._kill_driver, proc, workdir))
             self._drivers.pop(job_id, None)
@@ -1032,6 +803,22 @@ class LocalBackend(Backend):
             status = 128 - status
         output = await asyncio.to_thread(_read_from, log_path, start_offset, DRIVER_TAIL_LINES)
         return AppResult(exit_status=status, output_tail=output, log_path=log_path)
+
+    async def _follow_driver(self, proc: _Proc, ui: str, report: Reporter) -> None:
+        """Until the driver ends, report its Spark jobs and tasks (from its UI) whenever they change."""
+        assert proc.popen is not None
+        last_progress: dict[str, int] | None = None
+        next_poll = time.monotonic() + self.progress_interval
+        while proc.popen.poll() is None:
+            await asyncio.sleep(0.25)
+            if time.monotonic() < next_poll:
+                continue
+            next_poll = time.monotonic() + self.progress_interval
+            progress = await asyncio.to_thread(_driver_progress, ui)
+            if progress is not None and progress != last_progress:
+                last_progress = progress
+                report("Running", f"jobs {progress['jobs_done']}/{progress['jobs_total']}, "
+                       f"tasks {progress['tasks_done']}/{progress['tasks_total']}", progress=dict(progress))
 
     def _kill_driver(self, proc: _Proc, workdir: Path) -> None:
         _signal(proc.pid, signal.SIGTERM, group=True)
@@ -1085,19 +872,128 @@ def _driver_progress(ui: str) -> dict[str, int] | None:
     tasks_total = sum(int(j.get("numTasks", 0)) for j in jobs)
     tasks_done = sum(int(j.get("numCompletedTasks", 0)) + int(j.get("numSkippedTasks", 0)) for j in jobs)
     return {"jobs_done": done, "jobs_total": len(jobs), "tasks_done": tasks_done, "tasks_total": tasks_total}
+class _LocalParts(provisioning.ClusterParts):
+    """The local primitives of one cluster: a process a component, ports of 127.0.0.1, the job's folders."""
 
+    def __init__(self, backend: LocalBackend, cluster: _Cluster) -> None:
+        self.backend = backend
+        self.cluster = cluster
+        self.job_id = cluster.job_id
+        self.job_dir = backend.job_dir(cluster.job_id)
+        self.plan: provisioning.ClusterPlan | None = None
+        self.env: dict[str, str] = {}
+        self.spark_home = ""
+        self.jar: str | None = None
 
-async def _first_failure(*aws: Awaitable[Any]) -> list[Any]:
-    """Await all; on the first failure cancel the others and raise it (no ExceptionGroup)."""
-    tasks = [asyncio.ensure_future(a) for a in aws]
-    try:
-        done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        for task in done:
-            if task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
-        return [t.result() for t in tasks]
-    finally:
-        for task in tasks:
-            if not task.done():
-                task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    @property
+    def ports(self) -> dict[str, int]:
+        return self.cluster.state["ports"]
+
+    async def prepare(self, plan: provisioning.ClusterPlan, report: Reporter) -> None:
+        """``CheckingRuntime``: the data folder, Java and pyspark; then the job's folders, ports and the
+        SQL authenticator."""
+        self.plan = plan
+        report("CheckingRuntime", "Checking Java and pyspark")
+        await self.backend.check()
+        self.env = self.backend._env()
+        rt = await self.backend._runtime(self.env)
+        self.spark_home = rt.spark_home
+        work = self.job_dir / "work"
+        try:
+            picked = await asyncio.to_thread(self._make_folders_and_pick_ports, work)
+        except OSError as exc:
+            raise BackendError(52, f"the local launcher cannot prepare job {self.job_id}: {exc}",
+                               phase="CreatingContainers") from exc
+        self.jar = await asyncio.to_thread(self.backend._auth_jar, rt, self.env)
+        self.env["SPARK_LOCAL_DIRS"] = str(work / "tmp")
+        spec = plan.spec
+        self.cluster.state = {
+            "backend": self.backend.name,
+            "instance": self.backend.instance,
+            "job_dir": str(self.job_dir),
+            "work_dir": str(work),
+            "spark_home": rt.spark_home,
+            "python": self.backend.python,
+            "master_url": f"spark://{LOOPBACK}:{picked['master']}",
+            "ports": picked,
+            "processes": {},
+            "sql_user": plan.sql_user,
+            "sql_password": plan.sql_password,
+            "sql_auth": "CUSTOM" if self.jar else "NONE",
+            "lab_token": plan.lab_token,
+            "workers": spec.workers,
+            "worker_cores": spec.worker_cores,
+            "worker_memory": spec.worker_memory,
+        }
+
+    def _make_folders_and_pick_ports(self, work: Path) -> dict[str, int]:
+        for sub in ("tmp", "sql", "lab/notebooks", "lab/ipython", "lab/runtime"):
+            (work / sub).mkdir(parents=True, exist_ok=True)
+        (self.job_dir / "logs").mkdir(parents=True, exist_ok=True)
+        return dict(zip(("master", "master_ui", "sql", "sql_ui", "lab"), _pick_ports(5), strict=True))
+
+    def _command(self, component: str) -> tuple[roles.RoleCommand, dict[str, str] | None]:
+        """The command line of a component and the environment it adds (its secret, never on the line)."""
+        assert self.plan is not None
+        spec, work, ports = self.plan.spec, self.job_dir / "work", self.ports
+        master_url = self.cluster.state["master_url"]
+        common = {"spark_home": self.spark_home, "master_url": master_url, "host": LOOPBACK}
+        if component == "master":
+            return roles.master_command(spark_home=self.spark_home, host=LOOPBACK, port=ports["master"],
+                                        webui_port=ports["master_ui"]), None
+        if component.startswith("worker-"):
+            return roles.worker_command(**common, cores=spec.worker_cores, memory=spec.worker_memory,
+                                        work_dir=str(work / component), webui_port=0), None
+        if component == "sql":
+            cmd = roles.sql_command(
+                **common, work_dir=str(work / "sql"), worker_memory=spec.worker_memory,
+                worker_cores=spec.worker_cores, port=ports["sql"], bind_host=LOOPBACK, ui_port=ports["sql_ui"],
+                auth_jar=self.jar, python=self.backend.python, extra_conf=self.backend.spark_conf)
+            return cmd, {"SPARKDOCK_SQL_PASSWORD": self.plan.sql_password} if self.jar else None
+        return self._lab_command()
+
+    def _lab_command(self) -> tuple[roles.RoleCommand, dict[str, str]]:
+        assert self.plan is not None
+        spec, work = self.plan.spec, self.job_dir / "work"
+        cmd = roles.lab_command(
+            python=self.backend.python, master_url=self.cluster.state["master_url"], host=LOOPBACK,
+            root_dir=str(work / "lab" / "notebooks"), ipython_dir=str(work / "lab" / "ipython"),
+            worker_memory=spec.worker_memory, worker_cores=spec.worker_cores, port=self.ports["lab"],
+            bind_host=LOOPBACK, token=self.plan.lab_token,
+            extra_conf={**self.backend.spark_conf, "spark.ui.port": "0"})
+        # The lab must not load sparkdock itself (it would manage this installation's jobs too).
+        argv = [*cmd.argv, "--ServerApp.jpserver_extensions=sparkdock=False"]
+        return (roles.RoleCommand(cmd.role, argv, cmd.env, cmd.cwd),
+                {"JUPYTER_RUNTIME_DIR": str(work / "lab" / "runtime")})
+
+    async def start(self, component: str) -> None:
+        cmd, extra_env = self._command(component)
+        if component == "lab":
+            await asyncio.to_thread(roles.write_lab_startup, str(self.job_dir / "work" / "lab" / "ipython"))
+        proc = await asyncio.to_thread(self.backend._spawn, self.job_id, component, cmd, self.env,
+                                       self.job_dir / "logs", extra_env)
+        self.cluster.procs[component] = proc
+        self.cluster.state["processes"][component] = proc.as_state()
+
+    async def exited(self, components: Sequence[str]) -> dict[str, str]:
+        gone: dict[str, str] = {}
+        for component in components:
+            proc = self.cluster.procs.get(component)
+            if proc is None or proc.alive():
+                continue
+            status = proc.exit_status()
+            gone[component] = f"the {component} process exited" + (
+                f" with status {status}" if status is not None else "")
+        return gone
+
+    async def address(self, component: str) -> tuple[str, int] | None:
+        return LOOPBACK, self.ports["master_ui" if component == "master" else component]
+
+    async def last_logs(self, component: str, lines: int) -> str | None:
+        return await asyncio.to_thread(self.backend._log_tail, self.job_id, component, lines)
+
+    async def remove(self) -> None:
+        await self.backend.stop_cluster(self.job_id, self.cluster.state)
+
+    def state(self) -> dict[str, Any]:
+        return self.cluster.state

@@ -11,6 +11,7 @@ from traitlets import Bool, Float, Int, Type, Unicode, default, validate
 
 from sparkdock._version import __version__
 from sparkdock.backends.base import Backend
+from sparkdock.backends.provisioning import Deadlines
 from sparkdock.server.events import EventBus
 from sparkdock.server.manager import JobManager, ManagerConfig, data_dir_default
 from sparkdock.server.store import JobStore
@@ -97,6 +98,9 @@ class SparkDockApp(ExtensionApp):
             return self.instance
         return hashlib.sha256(str(Path(self.data_dir).resolve()).encode()).hexdigest()[:8]
 
+    def _deadlines(self) -> Deadlines:
+        return Deadlines(start=self.start_timeout, sql=self.endpoint_timeout, lab=self.endpoint_timeout)
+
     def _make_backend(self, data_dir: Path, instance: str) -> tuple[Backend, str]:
         if self.backend_class is not None:
             return self.backend_class(data_dir, instance), f"configured backend_class={self.backend_class.__name__}"
@@ -113,15 +117,13 @@ class SparkDockApp(ExtensionApp):
 
             be: Backend = DockerBackend(
                 data_dir, instance, image=self.image, bind_address=self.bind_address,
-                docker_host=self.docker_host or None, start_timeout=self.start_timeout,
-                sql_timeout=self.endpoint_timeout, lab_timeout=self.endpoint_timeout,
+                docker_host=self.docker_host or None, deadlines=self._deadlines(),
             )
         else:
             from sparkdock.backends.local import LocalBackend
 
             be = LocalBackend(
-                data_dir, instance, master_timeout=self.start_timeout, worker_timeout=self.start_timeout,
-                sql_timeout=self.endpoint_timeout, lab_timeout=self.endpoint_timeout,
+                data_dir, instance, deadlines=self._deadlines(),
                 cache_dir=self.cache_dir or None,
             )
         return be, reason
