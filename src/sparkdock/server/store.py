@@ -389,47 +389,9 @@ class JobStore:
         now = utcnow()
         with self._write() as conn:
             job = self._get(conn, job_id)
-            if expect is not None and job.state not in expect:
-                raise IllegalTransition(
-                    job.kind, job.state, target,
-                    f"job {job_id} is {job.state}, expected {', '.join(sorted(expect))}",
-                )
-            check_transition(job.kind, job.state, target)
-            if target in EXIT_CODE_STATES:
-                if exit_code is None:
-                    raise IllegalTransition(job.kind, job.state, target, f"{target} needs an exit code")
-                if exit_code not in exit_codes.codes_for(target, job.kind):
-                    raise IllegalTransition(
-                        job.kind, job.state, target,
-                        f"exit code {exit_code} does not go with {target} for {job.kind.value} jobs",
-                    )
-            elif exit_code is not None:
-                raise IllegalTransition(job.kind, job.state, target, f"{target} carries no exit code")
-            requeue = target == State.QUEUED and job.state in (State.INITIALIZING, State.RUNNING)
-            job.state = target
-            if phase is not _UNSET:
-                job.phase = phase
-            if target in EXIT_CODE_STATES:
-                job.exit_code = exit_code
-                job.exit_message = exit_message or exit_codes.get(exit_code).format()
-            if requeue:
-                job.runtime_status = {"activity": None, "warning": None, "error": None}
-                job.endpoints = None
-            if runtime_status:
-                job.runtime_status.update(runtime_status)
-            if endpoints is not _UNSET:
-                job.endpoints = endpoints
-            if attempt is not None:
-                job.attempt = attempt
-            if target == State.RUNNING and job.started_at is None:
-                job.started_at = now
-            if target == State.CANCELING:
-                job.runtime_status["activity"] = "removing the job's resources"
-            if job.terminal:
-                job.ended_at = now
-                job.runtime_status["activity"] = None  # a finished job does nothing; warning/error stay as record
-                if job.kind == Kind.INTERACTIVE:
-                    job.endpoints = None
+            _check_move(job, target, expect, exit_code)
+            _apply_move(job, target, now, phase=phase, exit_code=exit_code, exit_message=exit_message,
+                        runtime_status=runtime_status, endpoints=endpoints, attempt=attempt)
             job.updated_at = now
             job.seq += 1
             conn.execute(
@@ -578,3 +540,57 @@ class JobStore:
             oldest_first=True,
         )
         return jobs
+
+
+def _check_move(job: Job, target: State, expect: set[State] | frozenset[State] | None,
+                exit_code: int | None) -> None:
+    """Raise :class:`IllegalTransition` unless ``job`` may move to ``target`` with ``exit_code``: the job is
+    in one of ``expect`` (when given), the lifecycle allows the move, and the exit code is one of the
+    catalog's for that state and kind (required on CANCELED/EXECUTOR_ERROR/SYSTEM_ERROR, refused elsewhere)."""
+    if expect is not None and job.state not in expect:
+        raise IllegalTransition(job.kind, job.state, target,
+                                f"job {job.id} is {job.state}, expected {', '.join(sorted(expect))}")
+    check_transition(job.kind, job.state, target)
+    if target not in EXIT_CODE_STATES:
+        if exit_code is not None:
+            raise IllegalTransition(job.kind, job.state, target, f"{target} carries no exit code")
+        return
+    if exit_code is None:
+        raise IllegalTransition(job.kind, job.state, target, f"{target} needs an exit code")
+    if exit_code not in exit_codes.codes_for(target, job.kind):
+        raise IllegalTransition(job.kind, job.state, target,
+                                f"exit code {exit_code} does not go with {target} for {job.kind.value} jobs")
+
+
+def _apply_move(job: Job, target: State, now: str, *, phase: Any, exit_code: int | None,
+                exit_message: str | None, runtime_status: dict[str, str | None] | None, endpoints: Any,
+                attempt: int | None) -> None:
+    """Change the job as a move to ``target`` does: state, phase, exit code and message, runtime status
+    (cleared on a requeue, the activity emptied at the end), endpoints (an ended interactive job has none),
+    start and end times, the attempt. ``phase`` and ``endpoints`` are left alone when ``_UNSET``."""
+    requeue = target == State.QUEUED and job.state in (State.INITIALIZING, State.RUNNING)
+    job.state = target
+    if phase is not _UNSET:
+        job.phase = phase
+    if target in EXIT_CODE_STATES:
+        assert exit_code is not None
+        job.exit_code = exit_code
+        job.exit_message = exit_message or exit_codes.get(exit_code).format()
+    if requeue:
+        job.runtime_status = {"activity": None, "warning": None, "error": None}
+        job.endpoints = None
+    if runtime_status:
+        job.runtime_status.update(runtime_status)
+    if endpoints is not _UNSET:
+        job.endpoints = endpoints
+    if attempt is not None:
+        job.attempt = attempt
+    if target == State.RUNNING and job.started_at is None:
+        job.started_at = now
+    if target == State.CANCELING:
+        job.runtime_status["activity"] = "removing the job's resources"
+    if job.terminal:
+        job.ended_at = now
+        job.runtime_status["activity"] = None  # a finished job does nothing; warning/error stay as record
+        if job.kind == Kind.INTERACTIVE:
+            job.endpoints = None
