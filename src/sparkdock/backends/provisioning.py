@@ -60,7 +60,6 @@ __all__ = [
     "endpoints",
     "provision",
     "quiet_probe_sql",
-    "remove_shielded",
     "safe_reporter",
 ]
 
@@ -148,11 +147,7 @@ def quiet_probe_sql(host: str, port: int, user: str, password: str | None, timeo
 
 
 #: The real probes, against Spark and JupyterLab.
-SPARK_PROBES = Probes(
-    master=lambda url, timeout: probes.master_status(url, timeout),
-    sql=quiet_probe_sql,
-    lab=lambda url, token, timeout: probes.probe_lab(url, token, timeout),
-)
+SPARK_PROBES = Probes(master=probes.master_status, sql=quiet_probe_sql, lab=probes.probe_lab)
 
 _executor: concurrent.futures.ThreadPoolExecutor | None = None
 _executor_lock = threading.Lock()
@@ -221,7 +216,7 @@ def endpoints(master: tuple[str, int], sql: tuple[str, int], lab: tuple[str, int
     }
 
 
-async def remove_shielded(remove: Callable[[], Awaitable[None]], what: str) -> None:
+async def _remove_shielded(remove: Callable[[], Awaitable[None]], what: str) -> None:
     """Run a cleanup to its end even if the caller is cancelled, again, while it runs."""
     task = asyncio.ensure_future(remove())
     try:
@@ -261,7 +256,7 @@ async def provision(parts: ClusterParts, plan: ClusterPlan, report: Reporter, de
     except BaseException as exc:
         if isinstance(exc, BackendError) and exc.component and exc.logs is None:
             exc.logs = await _last_logs(parts, exc.component)
-        await remove_shielded(parts.remove, f"job {plan.job_id}")
+        await _remove_shielded(parts.remove, f"job {plan.job_id}")
         if isinstance(exc, Exception) and not isinstance(exc, BackendError):
             log.exception("sparkdock: provisioning of job %s failed unexpectedly", plan.job_id)
             raise BackendError(52, f"the backend failed: {type(exc).__name__}: {exc}",
