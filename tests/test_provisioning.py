@@ -33,6 +33,7 @@ QUICK = Deadlines(start=0.5, sql=0.2, lab=0.2, interval=0.01)
 class Fake(ClusterParts):
     """Primitives that record every call; ``exits`` says which component is dead after its start."""
 
+    plan: ClusterPlan = field(default_factory=lambda: ClusterPlan("job1", ClusterSpec(workers=2)))
     exits: set[str] = field(default_factory=set)
     start_error: dict[str, BaseException] = field(default_factory=dict)
     prepare_error: BaseException | None = None
@@ -42,7 +43,7 @@ class Fake(ClusterParts):
     removed: int = 0
     remove_gate: asyncio.Event | None = None
 
-    async def prepare(self, plan: ClusterPlan, report: Any) -> None:
+    async def prepare(self, report: Any) -> None:
         self.calls.append("prepare")
         report("CheckingFake", "a phase of this backend only")
         if self.prepare_error is not None:
@@ -117,12 +118,11 @@ class Phases:
         self.phases.append(phase)
 
 
-def run(parts: Fake, checks: Endpoints, workers: int = 2, deadlines: Deadlines = QUICK,
+def run(parts: Fake, checks: Endpoints, deadlines: Deadlines = QUICK,
         report: Callable[..., None] | None = None) -> tuple[Any, Phases, ClusterPlan]:
     phases = Phases()
-    plan = ClusterPlan("job1", ClusterSpec(workers=workers))
-    info = asyncio.run(provision(parts, plan, report or phases, deadlines, checks.probes()))
-    return info, phases, plan
+    info = asyncio.run(provision(parts, report or phases, deadlines, checks.probes()))
+    return info, phases, parts.plan
 
 
 def test_phases_in_order_and_the_cluster_info() -> None:
@@ -209,8 +209,7 @@ def test_failure_mapping(planted: str) -> None:
     parts, checks = make()
     phases = Phases()
     with pytest.raises(BackendError) as err:
-        asyncio.run(provision(parts, ClusterPlan("job1", ClusterSpec(workers=2)), phases, QUICK,
-                              checks.probes()))
+        asyncio.run(provision(parts, phases, QUICK, checks.probes()))
     e = err.value
     assert (e.code, e.phase, e.component) == (code, phase, component), e.detail
     assert phases.phases[-1] == last_phase, phases.phases
@@ -226,8 +225,7 @@ def test_cancellation_removes_everything_even_when_cancelled_again() -> None:
         parts = Fake(remove_gate=asyncio.Event())
         phases = Phases()
         never = Endpoints(master="STANDBY")
-        task = asyncio.ensure_future(provision(parts, ClusterPlan("job1", ClusterSpec()), phases,
-                                               Deadlines(start=60), never.probes()))
+        task = asyncio.ensure_future(provision(parts, phases, Deadlines(start=60), never.probes()))
         while not never.seen:
             await asyncio.sleep(0)
         task.cancel()

@@ -343,7 +343,7 @@ class DockerBackend(Backend):
         """
         self._starting.add(job_id)
         try:
-            return await provision(_DockerParts(self, job_id), ClusterPlan(job_id, spec), report, self.deadlines)
+            return await provision(_DockerParts(self, ClusterPlan(job_id, spec)), report, self.deadlines)
         finally:
             self._starting.discard(job_id)
 
@@ -799,11 +799,11 @@ _PUBLISHED = {"master": roles.DEFAULT_PORTS["master_ui"], "sql": roles.DEFAULT_P
 class _DockerParts(ClusterParts):
     """The Docker primitives of one cluster: a bridge network, a container a component, published ports."""
 
-    def __init__(self, backend: DockerBackend, job_id: str) -> None:
+    def __init__(self, backend: DockerBackend, plan: ClusterPlan) -> None:
+        super().__init__(plan)
         self.backend = backend
-        self.job_id = job_id
-        self.plan: ClusterPlan | None = None
-        self.image = backend.image
+        self.job_id = plan.job_id
+        self.image = plan.spec.image or backend.image
         self.network_id: str | None = None
         self.containers: dict[str, Container] = {}
         self.ports: dict[str, int] = {}
@@ -816,10 +816,9 @@ class _DockerParts(ClusterParts):
     def master_url(self) -> str:
         return f"spark://{self._host('master')}:{roles.DEFAULT_PORTS['master']}"
 
-    async def prepare(self, plan: ClusterPlan, report: Reporter) -> None:
+    async def prepare(self, report: Reporter) -> None:
         """``CheckingImage`` (pulling it if missing), ``CreatingNetwork``, ``CreatingContainers``."""
-        self.plan = plan
-        self.image = plan.spec.image or self.backend.image
+        plan = self.plan
         await self.backend._ensure_image(self.image, report)
         report("CreatingNetwork", "Creating the cluster's network")
         self.network_id = await self.backend._create_network(self.job_id)
@@ -829,7 +828,6 @@ class _DockerParts(ClusterParts):
         self.containers = dict(zip(plan.components, created, strict=True))
 
     async def _create(self, component: str) -> Container:
-        assert self.plan is not None
         spec = self.plan.spec
         role = "worker" if component.startswith("worker-") else component
         env = {
@@ -884,7 +882,6 @@ class _DockerParts(ClusterParts):
         await self.backend._remove_job(self.job_id)
 
     def state(self) -> dict[str, Any]:
-        assert self.plan is not None
         spec = self.plan.spec
         return {
             "backend": self.backend.name,

@@ -604,8 +604,8 @@ class LocalBackend(Backend):
         if job_id in self._clusters:
             raise BackendError(52, f"a cluster for job {job_id} is already managed by this backend")
         cluster = self._clusters[job_id] = _Cluster(job_id, state={})
-        plan = provisioning.ClusterPlan(job_id, spec)
-        info = await provisioning.provision(_LocalParts(self, cluster), plan, report, self.deadlines)
+        parts = _LocalParts(self, cluster, provisioning.ClusterPlan(job_id, spec))
+        info = await provisioning.provision(parts, report, self.deadlines)
         cluster.ready = True
         return info
 
@@ -872,15 +872,17 @@ def _driver_progress(ui: str) -> dict[str, int] | None:
     tasks_total = sum(int(j.get("numTasks", 0)) for j in jobs)
     tasks_done = sum(int(j.get("numCompletedTasks", 0)) + int(j.get("numSkippedTasks", 0)) for j in jobs)
     return {"jobs_done": done, "jobs_total": len(jobs), "tasks_done": tasks_done, "tasks_total": tasks_total}
+
+
 class _LocalParts(provisioning.ClusterParts):
     """The local primitives of one cluster: a process a component, ports of 127.0.0.1, the job's folders."""
 
-    def __init__(self, backend: LocalBackend, cluster: _Cluster) -> None:
+    def __init__(self, backend: LocalBackend, cluster: _Cluster, plan: provisioning.ClusterPlan) -> None:
+        super().__init__(plan)
         self.backend = backend
         self.cluster = cluster
-        self.job_id = cluster.job_id
-        self.job_dir = backend.job_dir(cluster.job_id)
-        self.plan: provisioning.ClusterPlan | None = None
+        self.job_id = plan.job_id
+        self.job_dir = backend.job_dir(plan.job_id)
         self.env: dict[str, str] = {}
         self.spark_home = ""
         self.jar: str | None = None
@@ -889,10 +891,10 @@ class _LocalParts(provisioning.ClusterParts):
     def ports(self) -> dict[str, int]:
         return self.cluster.state["ports"]
 
-    async def prepare(self, plan: provisioning.ClusterPlan, report: Reporter) -> None:
+    async def prepare(self, report: Reporter) -> None:
         """``CheckingRuntime``: the data folder, Java and pyspark; then the job's folders, ports and the
         SQL authenticator."""
-        self.plan = plan
+        plan = self.plan
         report("CheckingRuntime", "Checking Java and pyspark")
         await self.backend.check()
         self.env = self.backend._env()
@@ -934,7 +936,6 @@ class _LocalParts(provisioning.ClusterParts):
 
     def _command(self, component: str) -> tuple[roles.RoleCommand, dict[str, str] | None]:
         """The command line of a component and the environment it adds (its secret, never on the line)."""
-        assert self.plan is not None
         spec, work, ports = self.plan.spec, self.job_dir / "work", self.ports
         master_url = self.cluster.state["master_url"]
         common = {"spark_home": self.spark_home, "master_url": master_url, "host": LOOPBACK}
@@ -953,7 +954,6 @@ class _LocalParts(provisioning.ClusterParts):
         return self._lab_command()
 
     def _lab_command(self) -> tuple[roles.RoleCommand, dict[str, str]]:
-        assert self.plan is not None
         spec, work = self.plan.spec, self.job_dir / "work"
         cmd = roles.lab_command(
             python=self.backend.python, master_url=self.cluster.state["master_url"], host=LOOPBACK,

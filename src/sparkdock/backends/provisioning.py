@@ -95,7 +95,7 @@ class ClusterPlan:
     @property
     def workers(self) -> list[str]:
         """worker-1 … worker-N."""
-        return [c for c in self.components if c.startswith("worker-")]
+        return [f"worker-{i}" for i in range(1, self.spec.workers + 1)]
 
 
 @dataclass(frozen=True)
@@ -165,14 +165,17 @@ async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
 
 
 class ClusterParts(abc.ABC):
-    """The primitives one backend gives the sequence for one cluster.
+    """The primitives one backend gives the sequence for one cluster, the cluster of ``plan``.
 
     Only what is truly the backend's own lives here: containers, networks and labels for Docker; processes,
     ports and folders for local. The order, the phases, the deadlines and the exit codes are the sequence's.
     """
 
+    def __init__(self, plan: ClusterPlan) -> None:
+        self.plan = plan
+
     @abc.abstractmethod
-    async def prepare(self, plan: ClusterPlan, report: Reporter) -> None:
+    async def prepare(self, report: Reporter) -> None:
         """Everything before the master starts, reporting the phases only this backend has.
 
         Raises:
@@ -243,16 +246,17 @@ def safe_reporter(report: Reporter) -> Reporter:
     return call
 
 
-async def provision(parts: ClusterParts, plan: ClusterPlan, report: Reporter, deadlines: Deadlines,
+async def provision(parts: ClusterParts, report: Reporter, deadlines: Deadlines,
                     checks: Probes = SPARK_PROBES) -> ClusterInfo:
-    """Build the cluster of ``plan`` on ``parts`` and wait until every endpoint answers (see the module).
+    """Build the cluster of ``parts.plan`` on ``parts`` and wait until every endpoint answers (see the module).
 
     Raises:
         BackendError: 50, 51 or 52 as the module's table says; everything created is removed first, and on
             cancellation too.
     """
+    plan = parts.plan
     try:
-        return await _Sequence(parts, plan, safe_reporter(report), deadlines, checks).run()
+        return await _Sequence(parts, safe_reporter(report), deadlines, checks).run()
     except BaseException as exc:
         if isinstance(exc, BackendError) and exc.component and exc.logs is None:
             exc.logs = await _last_logs(parts, exc.component)
@@ -276,17 +280,16 @@ async def _last_logs(parts: ClusterParts, component: str) -> str | None:
 class _Sequence:
     """One run of :func:`provision`: the steps in order, each a method."""
 
-    def __init__(self, parts: ClusterParts, plan: ClusterPlan, report: Reporter, deadlines: Deadlines,
-                 checks: Probes) -> None:
+    def __init__(self, parts: ClusterParts, report: Reporter, deadlines: Deadlines, checks: Probes) -> None:
         self.parts = parts
-        self.plan = plan
+        self.plan = parts.plan
         self.report = report
         self.deadlines = deadlines
         self.checks = checks
         self.started: list[str] = []
 
     async def run(self) -> ClusterInfo:
-        await self.parts.prepare(self.plan, self.report)
+        await self.parts.prepare(self.report)
         start_deadline = time.monotonic() + self.deadlines.start
         master = await self.master(start_deadline)
         await self.workers(master, start_deadline)
@@ -308,7 +311,8 @@ class _Sequence:
                 raise probes.ProbeError(f"the Spark master is {status.get('status')}")
             return status
 
-        await self.poll(alive, deadline, what="the Spark master", component="master", probe_timeout=5.0)
+        await self.poll(_threaded(alive), deadline, what="the Spark master", component="master",
+                        probe_timeout=5.0)
         return master
 
     async def workers(self, master: tuple[str, int], deadline: float) -> None:
@@ -331,7 +335,7 @@ class _Sequence:
             return alive
 
         await self.poll(count, deadline, what=f"{n} Spark worker(s)", component=self.plan.workers[0],
-                        probe_timeout=5.0, in_thread=False)
+                        probe_timeout=5.0)
 
     async def sql(self) -> tuple[str, int]:
         host, port = await self.address("sql")
@@ -345,16 +349,15 @@ class _Sequence:
                 raise BackendError(50, f"the SQL endpoint refused the cluster's own password: {exc}",
                                    phase="EndpointAuthFailed", component="sql") from exc
 
-        await self.poll(select_1, time.monotonic() + self.deadlines.sql, what="the SQL endpoint",
+        await self.poll(_threaded(select_1), time.monotonic() + self.deadlines.sql, what="the SQL endpoint",
                         component="sql", probe_timeout=20.0, interval=2 * self.deadlines.interval)
         return host, port
 
     async def lab(self) -> tuple[str, int]:
         lab = await self.address("lab")
         self.report("StartingLab", f"Waiting for JupyterLab on {lab[0]}:{lab[1]} to answer")
-        await self.poll(lambda timeout: self.checks.lab(_url(lab) + "/", self.plan.lab_token, timeout),
-                        time.monotonic() + self.deadlines.lab, what="the lab", component="lab",
-                        probe_timeout=5.0)
+        await self.poll(_threaded(lambda timeout: self.checks.lab(_url(lab) + "/", self.plan.lab_token, timeout)),
+                        time.monotonic() + self.deadlines.lab, what="the lab", component="lab", probe_timeout=5.0)
         return lab
 
     # -- the primitives, with the sequence's exit codes ------------------------------------------
@@ -386,9 +389,9 @@ class _Sequence:
                     phase="CrashLoopBackOff", component=component,
                     logs=await _last_logs(self.parts, component))
 
-    async def poll(self, check: Callable[[float], Any], deadline: float, *, what: str, component: str,
-                   probe_timeout: float, interval: float | None = None, in_thread: bool = True) -> Any:
-        """Run ``check(timeout)`` until it returns without ``ProbeError``.
+    async def poll(self, check: Callable[[float], Awaitable[Any]], deadline: float, *, what: str,
+                   component: str, probe_timeout: float, interval: float | None = None) -> Any:
+        """Await ``check(timeout)`` until it returns without ``ProbeError``.
 
         Before each try every started component must still run; past ``deadline`` the step fails with
         ``component``'s code and logs.
@@ -405,11 +408,16 @@ class _Sequence:
                     logs=await _last_logs(self.parts, component))
             timeout = min(remaining, probe_timeout)
             try:
-                return await (_in_thread(check, timeout) if in_thread else check(timeout))
+                return await check(timeout)
             except probes.ProbeError as exc:
                 last = exc
             pause = self.deadlines.interval if interval is None else interval
             await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+
+
+def _threaded(probe: Callable[[float], T]) -> Callable[[float], Awaitable[T]]:
+    """A blocking ``probe(timeout)`` as an awaitable check, run in the probes' thread pool."""
+    return lambda timeout: _in_thread(probe, timeout)
 
 
 def _code_of(component: str) -> int:
