@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import secrets
+import shutil
 import statistics
 import sys
 import time
@@ -32,7 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from sparkdock.backends.docker import DockerBackend  # noqa: E402
-from sparkdock.cluster import roles  # noqa: E402
+from sparkdock.backends.provisioning import ClusterPlan, secret_file, write_secret_files  # noqa: E402
+from sparkdock.cluster import properties, roles  # noqa: E402
 from sparkdock.model.specs import ClusterSpec  # noqa: E402
 
 QUERY = "SELECT count(*) FROM range(1000000)"
@@ -73,12 +75,15 @@ async def time_sparkdock(image: str, workers: int, memory: str, data_dir: Path) 
         await backend.close()
 
 
-def time_bare(image: str, workers: int, memory: str) -> float:
+def time_bare(image: str, workers: int, memory: str, data_dir: Path) -> float:
     """The same containers with docker-py directly; poll the query until it answers."""
     client = docker.from_env()
     tag = secrets.token_hex(3)
     labels = {"sparkdock.instance": "benchbare"}
-    password = secrets.token_urlsafe(16)
+    plan = ClusterPlan("bare", ClusterSpec(workers=workers, worker_memory=memory))
+    password = plan.sql_password
+    secret_dir = data_dir / f"bare-{tag}-secrets"
+    write_secret_files(plan, secret_dir)
     net_name = f"bare-{tag}"
     master = f"bare-{tag}-master"
     common = {"SPARK_MASTER_URL": f"spark://{master}:7077", "SPARKDOCK_WORKER_CORES": "1",
@@ -91,20 +96,20 @@ def time_bare(image: str, workers: int, memory: str) -> float:
     try:
         client.networks.create(net_name, driver="bridge", labels=labels)
 
-        def run(name: str, role: str, env: dict[str, str], ports: dict[str, Any] | None = None) -> Any:
+        def run(name: str, role: str, ports: dict[str, Any] | None = None) -> Any:
+            # the same secrets as sparkdock's: the role's properties file, mounted read-only
+            mount = {str(secret_file(secret_dir, role)): {"bind": properties.CONTAINER_PATH, "mode": "ro"}}
             return client.containers.run(
                 image, [role], name=name, hostname=name, network=net_name, detach=True, labels=labels,
-                environment={**common, "SPARKDOCK_HOST": name, **env}, ports=ports or {},
-                mem_limit=mem(role), pids_limit=2048,
+                environment={**common, "SPARKDOCK_HOST": name, properties.PROPERTIES_ENV: properties.CONTAINER_PATH},
+                ports=ports or {}, volumes=mount, mem_limit=mem(role), pids_limit=2048,
             )
 
-        run(master, "master", {})
+        run(master, "master")
         for i in range(1, workers + 1):
-            run(f"bare-{tag}-worker-{i}", "worker", {})
-        sql = run(f"bare-{tag}-sql", "sql", {"SPARKDOCK_SQL_PASSWORD": password},
-                  {"10000/tcp": ("127.0.0.1",)})
-        run(f"bare-{tag}-lab", "lab", {"SPARKDOCK_LAB_TOKEN": secrets.token_hex(16)},
-            {"8888/tcp": ("127.0.0.1",)})
+            run(f"bare-{tag}-worker-{i}", "worker")
+        sql = run(f"bare-{tag}-sql", "sql", {"10000/tcp": ("127.0.0.1",)})
+        run(f"bare-{tag}-lab", "lab", {"8888/tcp": ("127.0.0.1",)})
         sql.reload()
         port = int(sql.attrs["NetworkSettings"]["Ports"]["10000/tcp"][0]["HostPort"])
         deadline = t0 + 600
@@ -126,6 +131,7 @@ def time_bare(image: str, workers: int, memory: str) -> float:
         for n in client.networks.list(filters=flt):
             n.remove()
         client.close()
+        shutil.rmtree(secret_dir, ignore_errors=True)
 
 
 def main() -> int:
@@ -148,7 +154,7 @@ def main() -> int:
                                                Path(args.data_dir)))
                 sparkdock_s.append(t)
             else:
-                t = time_bare(args.image, args.workers, args.worker_memory)
+                t = time_bare(args.image, args.workers, args.worker_memory, Path(args.data_dir))
                 bare_s.append(t)
             print(f"round {r + 1}: {which}: {t:.1f} s", flush=True)
 

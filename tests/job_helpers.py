@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from sparkdock.backends.base import cluster_components
@@ -76,3 +78,48 @@ def unique_job_id(prefix: str) -> str:
     """A job id of its own for each run of a test: clusters are shared, and a log of an earlier run of the
     same test (``--count 2``) must not answer for this one."""
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def cluster_secrets(secrets_dir: Path, sql_password: str | None, lab_token: str | None) -> dict[str, str]:
+    """A running cluster's secrets by name: its Spark secret (read from its properties file), its SQL password
+    and its lab token."""
+    from sparkdock.cluster import properties
+
+    spark = properties.read(secrets_dir / "cluster.properties")[properties.SECRET_KEY]
+    found = {"Spark secret": spark, "SQL password": sql_password or "", "lab token": lab_token or ""}
+    assert all(found.values()), "a cluster without one of its secrets"
+    return found
+
+
+def process_table() -> str:
+    """``ps -ef`` with whole command lines: what any user of the host sees."""
+    return subprocess.run(["ps", "-efww"], capture_output=True, text=True, check=True, timeout=30).stdout
+
+
+def texts_under(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` (logs, outputs) by path, as text."""
+    return {str(p): p.read_text(errors="replace") for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def assert_no_secret(secrets: Mapping[str, str], texts: Mapping[str, str]) -> None:
+    """None of ``secrets`` appears in any of ``texts`` (by where they come from)."""
+    assert texts, "nothing to look in"
+    for where, text in texts.items():
+        for name, value in secrets.items():
+            assert value not in text, f"the {name} appears in {where}"
+
+
+#: A driver that tries to register with the master given as argv[1], as application argv[2], its driver
+#: reachable at argv[3]: with no properties file, so without the cluster's secret.
+INTRUDER_APP = (
+    "import sys\n"
+    "from pyspark.sql import SparkSession\n"
+    "SparkSession.builder.master(sys.argv[1]).appName(sys.argv[2]).config('spark.driver.host', sys.argv[3])"
+    ".config('spark.ui.enabled', 'false').getOrCreate()\n"
+)
+#: What a driver refused by the master logs (Spark's StandaloneAppClient).
+REFUSED = "Failed to connect to master"
+def registered_apps(status: Mapping[str, Any]) -> dict[str, str]:
+    """The applications a master's ``/json/`` lists, running or completed: id -> name."""
+    apps = [*status.get("activeapps", []), *status.get("completedapps", [])]
+    return {a["id"]: a["name"] for a in apps}

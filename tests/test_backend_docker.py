@@ -10,7 +10,11 @@ containers.
 from __future__ import annotations
 
 import asyncio
+import re
+import socket
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,10 +24,21 @@ import pytest
 
 import testrun
 from docker_fixtures import build_broken_image, docker_image  # noqa: F401 - session fixture
-from job_helpers import unique_job_id, until
+from job_helpers import (
+    INTRUDER_APP,
+    REFUSED,
+    assert_no_secret,
+    cluster_secrets,
+    process_table,
+    registered_apps,
+    texts_under,
+    unique_job_id,
+    until,
+)
 from sparkdock.backends.base import BackendError, ClusterInfo, StagedApp
 from sparkdock.backends.docker import LABEL_INSTANCE, LABEL_JOB, LABEL_ROLE, DockerBackend
-from sparkdock.cluster import probes
+from sparkdock.backends.provisioning import secret_file
+from sparkdock.cluster import probes, properties
 from sparkdock.model.specs import ClusterSpec
 
 pytestmark = pytest.mark.docker
@@ -234,11 +249,14 @@ def cluster(backend: DockerBackend, dclient: Any, run: Any, docker_image: str,  
     info = run(backend.start_cluster(JOB, ClusterSpec(workers=2, worker_memory="512m"), phases))
     elapsed = time.monotonic() - t0
     try:
+        secrets = cluster_secrets(backend.secrets_dir(JOB), info.sql_password, info.lab_token)
         yield info, phases, elapsed
     finally:
         _terminate_watched(backend, dclient, docker_image, run)
     assert_nothing_left(dclient, JOB)
+    assert not backend.secrets_dir(JOB).exists()
     logs_dir = backend.job_dir(JOB) / "logs"
+    assert_no_secret(secrets, texts_under(logs_dir))
     assert {p.name for p in logs_dir.iterdir()} >= {"master.log", "worker-1.log", "worker-2.log", "sql.log",
                                                     "lab.log"}
     assert "Master" in run(backend.logs(JOB, "master"))
@@ -296,6 +314,7 @@ def test_lab_token(cluster: Any) -> None:
 
 def test_containers_inspected(cluster: Any, dclient: docker.DockerClient, backend: DockerBackend) -> None:
     info, _, _ = cluster
+    secrets = cluster_secrets(backend.secrets_dir(JOB), info.sql_password, info.lab_token)
     containers, networks = labelled(dclient, JOB)
     by_component = {c.labels["sparkdock.component"]: c for c in containers}
     assert set(by_component) == {"master", "worker-1", "worker-2", "sql", "lab"}
@@ -317,15 +336,52 @@ def test_containers_inspected(cluster: Any, dclient: docker.DockerClient, backen
             assert {b["HostIp"] for b in bindings[published[component]]} == {"127.0.0.1"}
         else:
             assert bindings == {}
+        # its own role's secrets, read-only; none in its environment or command (docker inspect shows those)
         env = c.attrs["Config"]["Env"]
         cmd = " ".join(c.attrs["Config"]["Cmd"] or []) + " ".join(c.attrs["Config"]["Entrypoint"] or [])
-        assert info.sql_password not in cmd
-        if component == "sql":
-            assert f"SPARKDOCK_SQL_PASSWORD={info.sql_password}" in env
-        else:
-            assert not any(e.startswith("SPARKDOCK_SQL_PASSWORD=") for e in env)
+        mounts = [(m["Source"], m["Destination"], m["RW"]) for m in c.attrs["Mounts"]]
+        assert mounts == [(str(secret_file(backend.secrets_dir(JOB), component)), properties.CONTAINER_PATH, False)]
+        assert f"{properties.PROPERTIES_ENV}={properties.CONTAINER_PATH}" in env
+        assert_no_secret(secrets, {f"the environment of {component}": " ".join(env),
+                                   f"the command of {component}": cmd})
     worker_mem = by_component["worker-1"].attrs["HostConfig"]["Memory"]
     assert worker_mem == (256 + 512 + 384 + 128) * 1024**2
+
+
+def test_control_plane_needs_the_secret(cluster: Any, backend: DockerBackend, dclient: docker.DockerClient,
+                                        docker_image: str) -> None:  # noqa: F811
+    """Security part 1: the master's RPC port is reachable on the cluster's network but its REST submission port
+    is closed, no secret is on a host command line, and a driver without the cluster's secret, on the cluster's
+    own network, registers nothing (one with it does: test_run_application)."""
+    info, _, _ = cluster
+    secrets = cluster_secrets(backend.secrets_dir(JOB), info.sql_password, info.lab_token)
+    assert_no_secret(secrets, {"ps -ef": process_table()})
+    master = dclient.containers.get(f"sparkdock-{INSTANCE}-{JOB}-master")
+    network = info.state["network"]["name"]
+    ip = master.attrs["NetworkSettings"]["Networks"][network]["IPAddress"]
+    with socket.create_connection((ip, 7077), timeout=10):
+        pass  # the master is reachable from here ...
+    submission = urllib.request.Request(f"http://{ip}:6066/v1/submissions/create", data=b"{}")
+    with pytest.raises(urllib.error.URLError) as err:  # ... but nothing answers a REST submission
+        urllib.request.urlopen(submission, timeout=10)
+    assert isinstance(err.value.reason, ConnectionRefusedError), err.value
+
+    name = f"sparkdock-{INSTANCE}-{unique_job_id('intruder')}"
+    intruder = dclient.containers.run(
+        docker_image, ["python", "-c", INTRUDER_APP, info.state["master_url"], name, name], name=name,
+        network=network, labels={LABEL_INSTANCE: INSTANCE, LABEL_JOB: "intruder"}, detach=True)
+    try:
+        def refused() -> None:
+            text = intruder.logs().decode(errors="replace")
+            if REFUSED not in text:
+                intruder.reload()
+                assert intruder.status in ("created", "running"), text[-3000:]
+                raise probes.ProbeError("the intruder has not been refused yet")
+
+        probes.wait_until(refused, 120, 0.5, "the master refusing a driver without the secret")
+        assert name not in registered_apps(probes.master_status(info.endpoints["spark_ui"]["url"])).values()
+    finally:
+        intruder.remove(force=True)
 
 
 def test_logs(cluster: Any, backend: DockerBackend, run: Any) -> None:
@@ -346,7 +402,7 @@ def test_adoption_by_a_new_backend(cluster: Any, dclient: Any, run: Any, backend
         assert adopted is not None
         assert adopted.endpoints == info.endpoints
         assert adopted.sql_password == info.sql_password
-        # without a saved state, the secrets come back from the containers
+        # without a saved state, the secrets come back from the cluster's secrets folder
         bare = run(fresh.adopt_cluster(JOB, {}))
         assert bare is not None and bare.endpoints == info.endpoints
         assert bare.sql_password == info.sql_password and bare.lab_token == info.lab_token
@@ -368,6 +424,7 @@ def test_run_application(cluster: Any, backend: DockerBackend, tmp_path: Path, r
         "spark = SparkSession.builder.getOrCreate()\n"
         "n = spark.range(100000).selectExpr('sum(id) AS s').collect()[0].s\n"
         "print('SPARKDOCK-RESULT', n, sys.argv[1:])\n"
+        "print('SPARKDOCK-APP-ID', spark.sparkContext.applicationId)\n"
         "spark.stop()\n"
     )
     failing = tmp_path / "fail.py"
@@ -383,6 +440,9 @@ def test_run_application(cluster: Any, backend: DockerBackend, tmp_path: Path, r
     log_text = (backend.job_dir(app1) / "logs" / "driver.log").read_text()
     assert result.exit_status == 0, log_text[-3000:]
     assert "SPARKDOCK-RESULT 4999950000 ['a1']" in log_text
+    # a driver with the cluster's secret (its file mounted read-only) registers with the master
+    app_id = re.search(r"SPARKDOCK-APP-ID (\S+)", log_text)
+    assert app_id and app_id.group(1) in registered_apps(probes.master_status(info.endpoints["spark_ui"]["url"]))
     assert result.log_path == backend.job_dir(app1) / "logs" / "driver.log"
     assert not result.oom_killed
     assert "StartingDriver" in phases.phases

@@ -9,8 +9,12 @@ start and fail or are cancelled half-way: each says why it needs its own. Every 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import re
+import shutil
 import signal
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -20,18 +24,30 @@ from typing import Any
 import pytest
 
 import testrun
-from job_helpers import unique_job_id, until
-from local_cluster import Recorder, Started, assert_gone, listening_sockets, local_backend, pids_of
+from job_helpers import (
+    INTRUDER_APP,
+    REFUSED,
+    assert_no_secret,
+    cluster_secrets,
+    process_table,
+    registered_apps,
+    unique_job_id,
+    until,
+)
+from local_cluster import Recorder, Started, assert_gone, listening_pids, listening_sockets, local_backend, pids_of
 from sparkdock.backends.base import BackendError, ClusterInfo, StagedApp
+from sparkdock.backends.local import LOOPBACK as LOOPBACK_IP
 from sparkdock.backends.local import LocalBackend, _marked_processes, local_available, tail_lines
 from sparkdock.backends.provisioning import Deadlines
-from sparkdock.cluster import probes
+from sparkdock.cluster import probes, roles
 from sparkdock.model.specs import ClusterSpec
 
 AVAILABLE, WHY = local_available()
 if not AVAILABLE and os.environ.get("CI") == "true":  # on CI the local backend's tests must run
     raise RuntimeError(f"CI=true but the local backend is unavailable (Java/pyspark): {WHY}")
 needs_local = pytest.mark.skipif(not AVAILABLE, reason=f"local backend unavailable: {WHY}")
+#: 127.0.0.1 and ::1 (and 127.0.0.1 mapped into IPv6) as /proc/net/tcp{,6} write them
+LOOPBACK = {"0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}
 
 
 def _sql(info: ClusterInfo, statement: str, password: str | None = None) -> list[tuple[Any, ...]]:
@@ -112,6 +128,28 @@ def test_broken_java_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert asyncio.run(backend.list_job_ids()) == set()
 
 
+@needs_local
+def test_no_javac_is_51_never_an_open_sql_endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its own (never started) cluster: a fresh data folder and a JAVA_HOME with a JRE only (no javac), so the
+    SQL endpoint's password check cannot be built. The launch fails with 51 saying what to install, before any
+    process starts; it never falls back to an endpoint that accepts any login."""
+    jre = tmp_path / "jre"
+    (jre / "bin").mkdir(parents=True)
+    java = shutil.which("java")
+    assert java, "the local backend's tests need Java"
+    (jre / "bin" / "java").symlink_to(Path(java).resolve())
+    monkeypatch.setenv("JAVA_HOME", str(jre))
+    backend = local_backend(tmp_path / "data", testrun.instance("local"))
+    rec = Recorder()
+    with pytest.raises(BackendError) as err:
+        asyncio.run(backend.start_cluster("nojdk", ClusterSpec(workers=1), rec))
+    assert (err.value.code, err.value.phase, err.value.component) == (51, "ContainerCannotRun", "sql")
+    assert "javac" in err.value.detail and "install a JDK" in err.value.detail
+    assert rec.phases == ["CheckingRuntime"]
+    assert not _marked_processes(backend.instance)
+    assert not (backend.job_dir("nojdk") / "work").exists() and not backend.secrets_dir("nojdk").exists()
+
+
 # ---------------------------------------------------------------------------------------------
 # the module cluster
 # ---------------------------------------------------------------------------------------------
@@ -144,13 +182,68 @@ def test_phases_endpoints_and_state(cluster: Started) -> None:
     listening: dict[int, set[str]] = {}
     for port, addr, _ in listening_sockets():
         listening.setdefault(port, set()).add(addr)
-    loopback = {"0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}
     for name, port in ports.items():
         assert listening.get(port), f"{name} port {port} is not listening"
-        assert listening[port] <= loopback, f"{name} port {port} bound to {listening[port]}"
+        assert listening[port] <= LOOPBACK, f"{name} port {port} bound to {listening[port]}"
     logs = cluster.backend.job_dir(cluster.job_id) / "logs"
     assert cluster.info.sql_password not in tail_lines(logs / "sql.log", None)
     assert cluster.info.lab_token not in tail_lines(logs / "lab.log", None)
+
+
+@pytest.mark.spark
+def test_control_plane_needs_the_secret(cluster: Started, tmp_path: Path) -> None:
+    """Security part 1 on the shared cluster: every port of every process of the cluster (executors and kernels
+    included) is on loopback, nothing answers a REST submission, no secret is on a command line, a driver
+    without the cluster's secret registers nothing, and one with it registers: a lab kernel's session here, an
+    automated job's driver in test_run_application."""
+    backend, info = cluster.backend, cluster.info
+    secrets = cluster_secrets(backend.secrets_dir(cluster.job_id), info.sql_password, info.lab_token)
+    inodes = set()
+    for pid in _marked_processes(backend.instance, cluster.job_id):
+        with contextlib.suppress(OSError):
+            inodes |= {os.readlink(fd)[8:-1] for fd in Path(f"/proc/{pid}/fd").iterdir()
+                       if os.readlink(fd).startswith("socket:[")}
+    bound = {(port, addr) for port, addr, inode in listening_sockets() if inode in inodes}
+    assert {port for port, _ in bound} >= set(info.state["ports"].values())
+    assert {addr for _, addr in bound} <= LOOPBACK, bound
+    assert 6066 not in {port for port, _ in bound}
+    if not listening_pids(6066):
+        submission = urllib.request.Request("http://127.0.0.1:6066/v1/submissions/create", data=b"{}")
+        with pytest.raises(urllib.error.URLError):
+            urllib.request.urlopen(submission, timeout=5)
+    assert_no_secret(secrets, {"ps -ef": process_table()})
+
+    ui = info.endpoints["spark_ui"]["url"]
+    intruder = unique_job_id("intruder")
+    out = tmp_path / "intruder.log"
+    with open(out, "wb") as fh:
+        proc = subprocess.Popen([backend.python, "-c", INTRUDER_APP, info.state["master_url"], intruder,
+                                 LOOPBACK_IP], env={**backend._env(), "SPARK_LOCAL_IP": LOOPBACK_IP}, stdout=fh,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        def refused() -> None:
+            assert proc.poll() is None or REFUSED in out.read_text(), out.read_text()[-3000:]
+            if REFUSED not in out.read_text():
+                raise probes.ProbeError("the intruder has not been refused yet")
+
+        probes.wait_until(refused, 120, 0.2, "the master refusing a driver without the secret")
+        assert intruder not in registered_apps(probes.master_status(ui)).values()
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+    # with the secret, a lab kernel's ``spark``: the lab's environment and IPython startup file, as a kernel
+    # of the lab gets them (an automated job's driver: test_run_application)
+    lab_pid = info.state["processes"]["lab"]["pid"]
+    environ = Path(f"/proc/{lab_pid}/environ").read_bytes().decode().split("\0")
+    lab_env = dict(item.split("=", 1) for item in environ if "=" in item)
+    startup = Path(lab_env["IPYTHONDIR"]) / "profile_default" / "startup" / roles.LAB_STARTUP_FILENAME
+    cell = "print('SPARKDOCK-APP-ID', spark.sparkContext.applicationId, flush=True)\nspark.stop()\n"
+    kernel = subprocess.run([backend.python, "-c", startup.read_text() + cell], env=lab_env, capture_output=True,
+                            text=True, timeout=180, cwd=tmp_path)
+    assert kernel.returncode == 0, kernel.stderr[-3000:]
+    app_id = re.search(r"SPARKDOCK-APP-ID (\S+)", kernel.stdout)
+    assert app_id and app_id.group(1) in registered_apps(probes.master_status(ui))
 
 
 @pytest.mark.spark
@@ -184,7 +277,9 @@ def test_logs(cluster: Started) -> None:
 @pytest.mark.spark
 def test_run_application(cluster: Started, tmp_path: Path) -> None:
     """A driver's progress is reported while it runs (it waits for the test to have seen it), its output is
-    kept, and a failing driver's error is in its result. The two drivers run at the same time."""
+    kept, and a failing driver's error is in its result. The two drivers run at the same time. With the
+    cluster's secret the driver registers with the master; while it runs, no command line of its own or of its
+    executors holds the secret."""
     a1, a2 = unique_job_id("a1"), unique_job_id("a2")
     ok = tmp_path / "ok.py"
     release = tmp_path / "release"
@@ -193,6 +288,7 @@ def test_run_application(cluster: Started, tmp_path: Path) -> None:
         "from pyspark.sql import SparkSession\n"
         "spark = SparkSession.builder.getOrCreate()\n"
         "print('COUNT=%d' % spark.range(100).count())\n"
+        "print('SPARKDOCK-APP-ID', spark.sparkContext.applicationId, flush=True)\n"
         "deadline = time.monotonic() + 120\n"
         "while not os.path.exists(sys.argv[1]) and time.monotonic() < deadline:\n"
         "    time.sleep(0.1)\n"
@@ -206,6 +302,8 @@ def test_run_application(cluster: Started, tmp_path: Path) -> None:
 
     bad = tmp_path / "bad.py"
     bad.write_text("raise ValueError('sparkdock test failure')\n")
+    secrets = cluster_secrets(cluster.backend.secrets_dir(cluster.job_id), cluster.info.sql_password,
+                              cluster.info.lab_token)
 
     async def run_and_release() -> tuple[Any, Any]:
         app = StagedApp("pyspark", ok, args=[str(release)])
@@ -214,6 +312,8 @@ def test_run_application(cluster: Started, tmp_path: Path) -> None:
                                                                       StagedApp("pyspark", bad), Recorder()))
         try:
             await until(lambda: progressed() or task.done(), "progress of the running driver", 120)
+            # the driver and its executors run: the secret is on none of their command lines
+            assert_no_secret(secrets, {"ps -ef": process_table()})
         finally:
             release.touch()
         return await task, await failing
@@ -222,6 +322,10 @@ def test_run_application(cluster: Started, tmp_path: Path) -> None:
     log = cluster.backend.job_dir(a1) / "logs" / "driver.log"
     assert result.exit_status == 0, result.output_tail
     assert "COUNT=100" in log.read_text() and "COUNT=100" in result.output_tail
+    # with the cluster's secret (its properties file) the driver registered with the master
+    app_id = re.search(r"SPARKDOCK-APP-ID (\S+)", result.output_tail)
+    ui = cluster.info.endpoints["spark_ui"]["url"]
+    assert app_id and app_id.group(1) in registered_apps(probes.master_status(ui))
     assert result.log_path == log
     assert not (cluster.backend.job_dir(a1) / "work").exists()
     assert a1 not in asyncio.run(cluster.backend.list_job_ids())

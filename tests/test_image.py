@@ -70,7 +70,7 @@ def test_image_only_sparkdock_cluster_is_importable(image: str) -> None:
 
 
 def test_image_entrypoint_dry_run(image: str) -> None:
-    env = {"SPARKDOCK_SQL_PASSWORD": "pw", "SPARK_MASTER_URL": "spark://m:7077"}
+    env = {"SPARK_MASTER_URL": "spark://m:7077"}
     out = _run(image, "--dry-run", "sql", env=env)
     cmd = json.loads(out)
     assert cmd["argv"][0].endswith("/pyspark/bin/spark-submit")

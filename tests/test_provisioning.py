@@ -10,9 +10,12 @@ from __future__ import annotations
 import ast
 import asyncio
 import inspect
+import os
+import stat
 import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +23,17 @@ import pytest
 from sparkdock.backends import docker as docker_backend
 from sparkdock.backends import local as local_backend
 from sparkdock.backends.base import BackendError
-from sparkdock.backends.provisioning import ClusterParts, ClusterPlan, Deadlines, Probes, provision
+from sparkdock.backends.provisioning import (
+    ClusterParts,
+    ClusterPlan,
+    Deadlines,
+    Probes,
+    provision,
+    read_credentials,
+    secret_file,
+    write_secret_files,
+)
+from sparkdock.cluster import properties
 from sparkdock.cluster.probes import ProbeError, SQLAuthError
 from sparkdock.model.specs import ClusterSpec
 
@@ -151,6 +164,33 @@ def test_credentials_differ_per_cluster() -> None:
     a, b = ClusterPlan("a", ClusterSpec()), ClusterPlan("b", ClusterSpec())
     assert a.sql_password != b.sql_password and a.lab_token != b.lab_token
     assert len(a.sql_password) >= 24 and len(a.lab_token) >= 24
+
+
+def test_secret_files_give_each_role_what_it_needs_only(tmp_path: Path) -> None:
+    plan = ClusterPlan("a", ClusterSpec())
+    assert plan.spark_secret not in repr(plan) and plan.sql_password not in repr(plan)
+    assert ClusterPlan("b", ClusterSpec()).spark_secret != plan.spark_secret
+    folder = tmp_path / "secrets"
+    old = os.umask(0)
+    try:
+        write_secret_files(plan, folder)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert sorted(p.name for p in folder.iterdir()) == ["cluster.properties", "lab.properties", "sql.properties"]
+    read = {p.name: properties.read(p) for p in folder.iterdir()}
+    for props in read.values():
+        assert props[properties.SECRET_KEY] == plan.spark_secret
+        assert props["spark.authenticate"] == "true" and props["spark.master.rest.enabled"] == "false"
+    for p in folder.iterdir():
+        assert stat.S_IMODE(p.stat().st_mode) == 0o600
+    assert read["sql.properties"][properties.SQL_PASSWORD_KEY] == plan.sql_password
+    assert read["lab.properties"][properties.LAB_TOKEN_KEY] == plan.lab_token
+    assert properties.SQL_PASSWORD_KEY not in read["lab.properties"] | read["cluster.properties"]
+    assert properties.LAB_TOKEN_KEY not in read["sql.properties"] | read["cluster.properties"]
+    assert secret_file(folder, "worker-2") == secret_file(folder, "driver") == folder / "cluster.properties"
+    assert read_credentials(folder) == {"sql_password": plan.sql_password, "lab_token": plan.lab_token}
+    assert read_credentials(tmp_path / "gone") == {}
 
 
 def test_a_broken_reporter_does_not_break_the_cluster() -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from docker_fixtures import docker_image  # noqa: F401
+from job_helpers import assert_no_secret, cluster_secrets, process_table, texts_under
 from sparkdock.backends.base import cluster_components
 from sparkdock.model.lifecycle import is_terminal
 from sparkdock.server.manager import JobManager
@@ -60,6 +61,23 @@ async def _follow_until(ws, job_id: str, target: str, timeout: float, jp_fetch=N
     return states
 
 
+class _Recorded:
+    """A WebSocket client that keeps every message it reads: what a subscriber to the event stream saw."""
+
+    def __init__(self, ws) -> None:
+        self.ws = ws
+        self.messages: list[str] = []
+
+    async def read_message(self):
+        msg = await self.ws.read_message()
+        if msg is not None:
+            self.messages.append(msg)
+        return msg
+
+    def close(self) -> None:
+        self.ws.close()
+
+
 async def _until_flagged(jp_fetch, job_id: str, timeout: float) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -76,7 +94,7 @@ async def _get(jp_fetch, *path, **params):
 
 
 async def _launch_query_terminate(jp_fetch, jp_ws_fetch, cluster: dict, timeout: float) -> tuple[str, JobManager]:
-    ws = await jp_ws_fetch("sparkdock", "api", "events")
+    ws = _Recorded(await jp_ws_fetch("sparkdock", "api", "events"))
     r = await jp_fetch("sparkdock", "api", "jobs", method="POST", headers=dict(H),
                        body=json.dumps({"kind": "interactive", "name": "real", "cluster": cluster}))
     assert r.code == 201
@@ -117,7 +135,8 @@ async def test_rest_contract_on_a_local_cluster(jp_fetch, jp_ws_fetch, jp_server
     manager: JobManager = jp_serverapp.web_app.settings["sparkdock_manager"]
     jid, ws, body = await _launch_query_terminate(jp_fetch, jp_ws_fetch, {"workers": 1, "worker_cores": 2}, 300)
     state = manager.get(jid).backend_state
-    assert state["sql_password"] not in body and state["lab_token"] not in body  # secrets never leave
+    secrets = cluster_secrets(manager.backend.secrets_dir(jid), state["sql_password"], state["lab_token"])
+    assert_no_secret(secrets, {"the job and its history": body, "ps -ef": process_table()})
     # a server restart: the manager goes, a new one adopts the same cluster (same ports, no duplicates)
     ports = manager.get(jid).endpoints
     pids = sorted(rec["pid"] for rec in state["processes"].values())
@@ -141,11 +160,18 @@ async def test_rest_contract_on_a_local_cluster(jp_fetch, jp_ws_fetch, jp_server
     assert "sql" in job["runtime_status"]["error"] and job["state"] == "RUNNING"
     r = await jp_fetch("sparkdock", "api", "jobs", jid, method="DELETE")
     assert r.code == 202
-    ws2 = await jp_ws_fetch("sparkdock", "api", "events")
+    ws2 = _Recorded(await jp_ws_fetch("sparkdock", "api", "events"))
     code, job = await _get(jp_fetch, "jobs", jid)
     if job["state"] != "COMPLETE":
         await _follow_until(ws2, jid, "COMPLETE", 120, jp_fetch)
     assert await fresh.backend.list_job_ids() == set()
+    # after launch and teardown, no secret in a history row, an event, the job or a log file
+    _, job = await _get(jp_fetch, "jobs", jid)
+    _, hist = await _get(jp_fetch, "jobs", jid, "history")
+    assert not fresh.backend.secrets_dir(jid).exists()
+    assert_no_secret(secrets, {"history": json.dumps(hist), "job": json.dumps(job),
+                               "events": "\n".join(ws.messages + ws2.messages),
+                               **texts_under(fresh.backend.job_dir(jid))})
     for pid in pids:
         stat = Path(f"/proc/{pid}/stat")
         assert not stat.exists() or stat.read_text().split()[2] == "Z"  # gone (or a zombie being reaped)

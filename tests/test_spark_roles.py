@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from local_cluster import Started, closed_port
-from sparkdock.cluster import entrypoint, probes, roles
+from sparkdock.cluster import entrypoint, lab_config, probes, properties, roles
 from sparkdock.cluster.sql_runner import split_statements
 
 SPARK_HOME = "/opt/spark-home"
@@ -80,10 +81,35 @@ def test_shared_app_conf_lets_applications_share() -> None:
     assert "spark.cores.max" not in conf
 
 
+def test_properties_file_is_private_and_round_trips(tmp_path: Path) -> None:
+    values = {"spark.authenticate.secret": "a=b:c#d!e f\\g", "k with space": " lead", "u": "é\nline"}
+    old = os.umask(0)  # the file is 0600 whatever the umask
+    try:
+        path = properties.write(tmp_path / "p.properties", values)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert properties.read(path) == values
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left
+    java_style = "a = 1\nb:2\nc 3\n# comment\n! comment\nd=multi\\\n   line\ne=\\u00e9\n"
+    assert properties.loads(java_style) == {"a": "1", "b": "2", "c": "3", "d": "multiline", "e": "é"}
+
+
+def test_control_plane_conf_closes_the_submission_paths() -> None:
+    assert properties.control_plane_conf("s3") == {
+        "spark.authenticate": "true", "spark.authenticate.secret": "s3", "spark.network.crypto.enabled": "true",
+        "spark.master.rest.enabled": "false", "spark.ui.killEnabled": "false"}
+    with pytest.raises(ValueError):
+        properties.control_plane_conf("")
+    assert len(properties.new_secret()) >= 43 and properties.new_secret() != properties.new_secret()
+
+
 def test_master_command() -> None:
-    cmd = roles.master_command(spark_home=SPARK_HOME, host="m", port=7000, webui_port=8000)
+    cmd = roles.master_command(spark_home=SPARK_HOME, host="m", port=7000, webui_port=8000,
+                               properties_file="/s/cluster.properties")
     assert cmd.argv[:2] == [f"{SPARK_HOME}/bin/spark-class", "org.apache.spark.deploy.master.Master"]
-    assert cmd.argv[2:] == ["--host", "m", "--port", "7000", "--webui-port", "8000"]
+    assert cmd.argv[2:] == ["--host", "m", "--port", "7000", "--webui-port", "8000",
+                            "--properties-file", "/s/cluster.properties"]
     assert cmd.env["SPARK_DAEMON_MEMORY"] == "256m"
     assert "SPARK_LOCAL_IP" not in cmd.env  # a container name, not an address
     local = roles.master_command(spark_home=SPARK_HOME, host="127.0.0.1")
@@ -92,8 +118,9 @@ def test_master_command() -> None:
 
 def test_worker_command() -> None:
     cmd = roles.worker_command(spark_home=SPARK_HOME, master_url="spark://m:7077", host="w1", cores=2,
-                               memory="1536m", work_dir="/w", webui_port=0)
+                               memory="1536m", work_dir="/w", webui_port=0, properties_file="/s/c.properties")
     argv = cmd.argv
+    assert argv[argv.index("--properties-file") + 1] == "/s/c.properties"
     assert argv[1] == "org.apache.spark.deploy.worker.Worker"
     assert argv[argv.index("--cores") + 1] == "2"
     assert argv[argv.index("--memory") + 1] == "1536m"
@@ -126,9 +153,11 @@ def _conf(argv: list[str]) -> dict[str, str]:
 def test_sql_command_with_password_auth() -> None:
     cmd = roles.sql_command(spark_home=SPARK_HOME, master_url="spark://m:7077", host="sql",
                             work_dir="/work/sql", worker_memory="1g", worker_cores=1, port=10001,
-                            auth_jar="/opt/auth.jar",
+                            auth_jar="/opt/auth.jar", properties_file="/s/sql.properties",
                             python=PY, extra_conf={"spark.sql.shuffle.partitions": "4"})
     argv = cmd.argv
+    assert argv[argv.index("--properties-file") + 1] == "/s/sql.properties"
+    assert argv.index("--properties-file") < argv.index("spark-internal")
     assert argv[0] == f"{SPARK_HOME}/bin/spark-submit"
     assert argv[argv.index("--class") + 1] == roles.THRIFT_SERVER_CLASS
     assert argv[argv.index("--driver-class-path") + 1] == "/opt/auth.jar"
@@ -156,16 +185,32 @@ def test_sql_command_without_auth() -> None:
     assert cmd.env["SPARK_LOCAL_IP"] == "127.0.0.1"
 
 
-def test_lab_command_keeps_token_off_the_command_line(tmp_path: Path) -> None:
+def test_lab_command_reads_its_token_from_the_properties_file(tmp_path: Path) -> None:
+    """The token is in no argv and no environment variable: the lab's Jupyter config reads it from the role's
+    file, and kernels start their sessions with the same file (the cluster's secret)."""
+    props = tmp_path / "my lab.properties"
+    properties.write(props, {**properties.control_plane_conf("the-secret"),
+                             properties.LAB_TOKEN_KEY: "s3cret-token"})
     cmd = roles.lab_command(python=PY, master_url="spark://m:7077", host="lab", root_dir="/nb",
                             ipython_dir=str(tmp_path / "ipy"), worker_memory="1g", worker_cores=1,
-                            port=9999, token="s3cret-token")
+                            port=9999, properties_file=str(props))
     assert cmd.argv[:3] == [PY, "-m", "jupyterlab"]
     assert "--no-browser" in cmd.argv and "--allow-root" in cmd.argv
     assert "--ServerApp.port=9999" in cmd.argv
     assert "--ServerApp.root_dir=/nb" in cmd.argv
-    assert not any("s3cret-token" in a for a in cmd.argv)
-    assert cmd.env["JUPYTER_TOKEN"] == "s3cret-token"
+    assert f"--config={roles.lab_config_path()}" in cmd.argv
+    everything = " ".join(cmd.argv) + " ".join(cmd.env.values())
+    assert "s3cret-token" not in everything and "the-secret" not in everything
+    assert "JUPYTER_TOKEN" not in cmd.env
+    assert cmd.env[properties.PROPERTIES_ENV] == str(props)
+    assert cmd.env["PYSPARK_SUBMIT_ARGS"] == f"--properties-file '{props}' pyspark-shell"
+    assert lab_config.lab_token(cmd.env) == "s3cret-token"
+    assert lab_config.lab_token({}) is None  # no file: Jupyter's own default
+    with pytest.raises(SystemExit, match="cannot read"):
+        lab_config.lab_token({properties.PROPERTIES_ENV: str(tmp_path / "missing")})
+    properties.write(props, properties.control_plane_conf("the-secret"))
+    with pytest.raises(SystemExit, match="holds no"):
+        lab_config.lab_token(cmd.env)
     assert cmd.env["SPARK_MASTER_URL"] == "spark://m:7077"
     conf = json.loads(cmd.env["SPARKDOCK_SPARK_CONF"])
     assert conf["spark.dynamicAllocation.enabled"] == "true"
@@ -188,8 +233,10 @@ def test_lab_startup_is_lazy() -> None:
 def test_driver_command() -> None:
     py = roles.driver_command(spark_home=SPARK_HOME, python=PY, master_url="spark://m:7077", host="d",
                               app_file="/app/job.py", args=["a", "b"], worker_memory="1g", worker_cores=1,
-                              extra_conf={"spark.driver.memory": "1g", "spark.executor.memory": "600m"})
+                              extra_conf={"spark.driver.memory": "1g", "spark.executor.memory": "600m"},
+                              properties_file="/s/cluster.properties")
     assert py.argv[-4:] == [roles.py_runner_path(), "/app/job.py", "a", "b"]
+    assert py.argv[py.argv.index("--properties-file") + 1] == "/s/cluster.properties"
     assert py.argv[py.argv.index("--driver-memory") + 1] == "1g"
     assert _conf(py.argv)["spark.executor.memory"] == "600m"  # user conf wins
     assert "spark.driver.memory" not in _conf(py.argv)
@@ -203,14 +250,17 @@ def test_driver_command() -> None:
 
 
 def test_entrypoint_builds_roles_from_env(tmp_path: Path) -> None:
+    props = properties.write(tmp_path / "sql.properties", {**properties.control_plane_conf("sec"),
+                                                           properties.SQL_PASSWORD_KEY: "pw"})
     env = {
         "SPARK_HOME": SPARK_HOME, "SPARKDOCK_HOST": "sparkdock-x-worker-1",
         "SPARK_MASTER_URL": "spark://mm:7077",
         "SPARKDOCK_WORKER_CORES": "2", "SPARKDOCK_WORKER_MEMORY": "2g", "SPARKDOCK_WORK_DIR": str(tmp_path),
-        "SPARKDOCK_SQL_PASSWORD": "pw", "SPARKDOCK_AUTH_JAR": str(JAVA_SRC), "SPARKDOCK_PYTHON": PY,
+        properties.PROPERTIES_ENV: str(props), "SPARKDOCK_AUTH_JAR": str(JAVA_SRC), "SPARKDOCK_PYTHON": PY,
         "SPARKDOCK_SPARK_CONF": '{"spark.sql.shuffle.partitions": 3}',
     }
     worker = entrypoint.build_command("worker", ["--port", "7078"], env)
+    assert worker.argv[worker.argv.index("--properties-file") + 1] == str(props)
     assert worker.argv[worker.argv.index("--cores") + 1] == "2"
     assert worker.argv[-2:] == ["--port", "7078"]
     assert worker.argv[worker.argv.index("--work-dir") + 1] == str(tmp_path / "worker")
@@ -218,7 +268,8 @@ def test_entrypoint_builds_roles_from_env(tmp_path: Path) -> None:
     assert _hiveconf(sql.argv)["hive.server2.authentication"] == "CUSTOM"
     assert _conf(sql.argv)["spark.sql.shuffle.partitions"] == "3"
     assert _conf(sql.argv)["spark.executor.memory"] == "1g"
-    assert not any(a == "pw" or "=pw" in a for a in sql.argv)
+    assert not any(a == "pw" or "=pw" in a or "sec" in a for a in sql.argv)
+    assert sql.argv[sql.argv.index("--properties-file") + 1] == str(props)
     no_auth = entrypoint.build_command("sql", [], {**env, "SPARKDOCK_SQL_AUTH": "none"})
     assert _hiveconf(no_auth.argv)["hive.server2.authentication"] == "NONE"
     drv = entrypoint.build_command("driver", ["/x/q.sql"], env)
@@ -229,10 +280,13 @@ def test_entrypoint_builds_roles_from_env(tmp_path: Path) -> None:
         entrypoint.build_command("sql", [], {**env, "SPARKDOCK_AUTH_JAR": "/nonexistent.jar"})
     with pytest.raises(SystemExit):
         entrypoint.build_command("worker", [], {**env, "SPARKDOCK_WORKER_CORES": "two"})
+    with pytest.raises(SystemExit, match="cannot read"):
+        entrypoint.build_command("master", [], {**env, properties.PROPERTIES_ENV: str(tmp_path / "gone")})
 
 
-def test_entrypoint_cli_dry_run_and_passthrough() -> None:
-    env = {**os.environ, "SPARK_HOME": SPARK_HOME, "SPARKDOCK_LAB_TOKEN": "tok123", "SPARKDOCK_HOST": "h"}
+def test_entrypoint_cli_dry_run_and_passthrough(tmp_path: Path) -> None:
+    props = properties.write(tmp_path / "lab.properties", {properties.LAB_TOKEN_KEY: "tok123"})
+    env = {**os.environ, "SPARK_HOME": SPARK_HOME, properties.PROPERTIES_ENV: str(props), "SPARKDOCK_HOST": "h"}
     src = str(REPO / "src")
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
     out = subprocess.run([sys.executable, "-m", "sparkdock.cluster.entrypoint", "--dry-run", "lab"],
@@ -245,7 +299,7 @@ def test_entrypoint_cli_dry_run_and_passthrough() -> None:
     assert ran.stdout.strip() == "hello there"
     helped = subprocess.run([sys.executable, "-m", "sparkdock.cluster.entrypoint", "--help"],
                             capture_output=True, text=True, env=env, timeout=60, check=True)
-    assert "SPARKDOCK_SQL_PASSWORD" in helped.stdout
+    assert properties.PROPERTIES_ENV in helped.stdout
 
 
 def test_split_statements() -> None:
@@ -304,6 +358,7 @@ class LocalCluster:
     ui_url: str
     sql_port: int
     password: str
+    properties: str  # the cluster's properties file: a driver needs its secret
 
 
 @pytest.fixture(scope="module")
@@ -315,6 +370,7 @@ def cluster(shared_local_cluster: Started) -> LocalCluster:
         work=Path(state["work_dir"]), spark_home=state["spark_home"], master_url=state["master_url"],
         ui_url=f"http://127.0.0.1:{state['ports']['master_ui']}", sql_port=state["ports"]["sql"],
         password=shared_local_cluster.info.sql_password or "",
+        properties=str(shared_local_cluster.backend.secrets_dir(shared_local_cluster.job_id) / "cluster.properties"),
     )
 
 
@@ -389,7 +445,7 @@ def test_second_application_gets_executors(cluster: LocalCluster, tmp_path: Path
     cmd = roles.driver_command(spark_home=cluster.spark_home, python=sys.executable,
                                master_url=cluster.master_url, host="127.0.0.1", bind_host="127.0.0.1",
                                app_file=str(app), args=[str(out)], worker_memory="1g", worker_cores=2,
-                               ui_port=0, name="sparkdock-test-driver")
+                               ui_port=0, name="sparkdock-test-driver", properties_file=cluster.properties)
     done = subprocess.run(cmd.argv, env={**os.environ, **cmd.env}, capture_output=True, text=True,
                           timeout=240, start_new_session=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-4000:]
@@ -402,7 +458,7 @@ def _submit_sql(cluster: LocalCluster, script: Path, cwd: Path) -> subprocess.Po
     cmd = roles.driver_command(spark_home=cluster.spark_home, python=sys.executable,
                                master_url=cluster.master_url, host="127.0.0.1", bind_host="127.0.0.1",
                                app_file=str(script), app_type="sql", worker_memory="1g", worker_cores=2,
-                               ui_port=0)
+                               ui_port=0, properties_file=cluster.properties)
     return subprocess.Popen(cmd.argv, env={**os.environ, **cmd.env}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True, cwd=cwd)
 

@@ -63,6 +63,14 @@ def test_automated_full():
           "policy": {"min_runtime": 10, "max_runtime": 5}}, "policy", "min_runtime"),
         ({"kind": "automated", "application": {"type": "sql", "code": "x", "conf": {"bad key": "1"}}},
          "application.conf", "invalid conf key"),
+        ({"kind": "automated", "application": {"type": "sql", "code": "x", "conf": {"spark.authenticate": "false"}}},
+         "application.conf", "set by sparkdock"),
+        ({"kind": "automated", "application": {"type": "sql", "code": "x",
+                                                "conf": {"spark.redaction.regex": "nothing"}}},
+         "application.conf", "set by sparkdock"),
+        ({"kind": "automated", "application": {"type": "sql", "code": "x",
+                                                "conf": {"spark.ui.killEnabled": "true"}}},
+         "application.conf", "set by sparkdock"),
     ],
 )
 def test_bad_specs_name_the_field(body, field, words):

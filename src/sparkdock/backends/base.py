@@ -138,6 +138,10 @@ class Backend(abc.ABC):
         """Per-job folder for logs and staged files."""
         return self.data_dir / "jobs" / job_id
 
+    def secrets_dir(self, job_id: str) -> Path:
+        """A cluster's secrets folder (0700): its roles' properties files, removed when the cluster stops."""
+        return (self.job_dir(job_id) / "secrets").absolute()
+
     @abc.abstractmethod
     async def check(self) -> None:
         """Raise :class:`BackendError` (code 52) if the backend cannot provision at all."""

@@ -14,7 +14,13 @@ never touch each other's clusters and a restarted server can adopt or remove wha
 
 Only the SQL endpoint, the lab and the master's web UI (the cluster's Spark UI) are published, on
 ``bind_address`` with host ports chosen by the engine; plus, while a driver runs, its application UI, so
-that progress can be followed. Secrets (SQL password, lab token) go only through containers' environments.
+that progress can be followed.
+
+Secrets (the cluster's ``spark.authenticate.secret``, the SQL password, the lab token) are in the roles' 0600
+properties files, written on the host in the job's ``secrets/`` folder (0700) and bind-mounted read-only at
+``/run/sparkdock/spark.properties``: each container gets its own role's file only, and none is in a
+container's environment or command (``docker inspect`` shows those). The engine must therefore see the
+server's data folder, as a local engine does. The folder is removed with the cluster.
 
 A cluster is built by the shared sequence of :mod:`sparkdock.backends.provisioning` (phases, deadlines,
 readiness probes at the protocol level, exit codes); this module gives it the Docker primitives
@@ -37,6 +43,7 @@ import io
 import json
 import logging
 import re
+import shutil
 import tarfile
 import threading
 import time
@@ -50,6 +57,7 @@ import requests.exceptions
 from docker.models.containers import Container
 from docker.types import LogConfig
 
+from sparkdock.backends import provisioning
 from sparkdock.backends.base import (
     AppResult,
     Backend,
@@ -61,7 +69,7 @@ from sparkdock.backends.base import (
     cluster_components,
 )
 from sparkdock.backends.provisioning import ERROR_LOG_LINES, ClusterParts, ClusterPlan, Deadlines, endpoints, provision
-from sparkdock.cluster import roles
+from sparkdock.cluster import properties, roles
 from sparkdock.model.specs import ClusterSpec
 
 __all__ = ["DEFAULT_IMAGE", "LABEL_COMPONENT", "LABEL_INSTANCE", "LABEL_JOB", "LABEL_ROLE", "DockerBackend"]
@@ -391,16 +399,21 @@ class DockerBackend(Backend):
 
     def _b_create(self, job_id: str, component: str, role: str, image: str, network: str,
                   env: dict[str, str], mem_limit: str, ports: Iterable[int] = (),
-                  command: list[str] | None = None) -> Container:
+                  command: list[str] | None = None, properties_file: Path | None = None) -> Container:
         client = self._docker()
         name = self._container_name(job_id, component)
         alias = _dns_name(name)
+        volumes: dict[str, dict[str, str]] = {}
+        if properties_file is not None:  # the role's secrets: a read-only file, never the environment
+            volumes[str(properties_file)] = {"bind": properties.CONTAINER_PATH, "mode": "ro"}
+            env = {**env, properties.PROPERTIES_ENV: properties.CONTAINER_PATH}
         return client.containers.create(
             image,
             command=command or [role],
             name=name,
             hostname=alias,
             environment=env,
+            volumes=volumes,
             labels=self._labels(job_id, role, component),
             network=network,
             networking_config={network: client.api.create_endpoint_config(aliases=[alias, component])},
@@ -444,6 +457,7 @@ class DockerBackend(Backend):
             self._removing.add(c.id)
         await asyncio.gather(*(self._run(self._b_remove_container, job_id, c) for c in containers))
         await self._run(self._b_remove_networks, job_id)
+        await self._run(shutil.rmtree, self.secrets_dir(job_id), ignore_errors=True)
 
     async def stop_cluster(self, job_id: str, state: dict[str, Any] | None = None) -> None:
         """Save every container's logs, then remove the job's containers and network (found by label).
@@ -456,7 +470,7 @@ class DockerBackend(Backend):
         """Return the running cluster of ``job_id`` with its existing ports, or ``None``.
 
         ``None`` when a container of the cluster (master, every worker, sql, lab) is missing or not
-        running. Secrets come from ``state``, else from the containers' environment.
+        running. Secrets come from ``state``, else from the cluster's secrets folder.
         """
         state = dict(state or {})
         containers = await self._run(self._b_containers, job_id)
@@ -479,6 +493,7 @@ class DockerBackend(Backend):
             return ports, env, nets[0].id if nets else None
 
         ports_by, env, net_id = await self._run(read)
+        saved = await self._run(provisioning.read_credentials, self.secrets_dir(job_id))
         try:
             ports = {
                 "sql": ports_by["sql"][f"{roles.DEFAULT_PORTS['sql']}/tcp"],
@@ -496,8 +511,8 @@ class DockerBackend(Backend):
             "host": host,
             "ports": ports,
             "sql_user": state.get("sql_user") or "sparkdock",
-            "sql_password": state.get("sql_password") or env.get("SPARKDOCK_SQL_PASSWORD"),
-            "lab_token": state.get("lab_token") or env.get("SPARKDOCK_LAB_TOKEN"),
+            "sql_password": state.get("sql_password") or saved.get("sql_password"),
+            "lab_token": state.get("lab_token") or saved.get("lab_token"),
             "master_url": state.get("master_url") or env.get("SPARK_MASTER_URL"),
             "workers": n_workers,
             "worker_cores": int(state.get("worker_cores") or env.get("SPARKDOCK_WORKER_CORES") or 1),
@@ -565,6 +580,10 @@ class DockerBackend(Backend):
         for old in await self._run(self._b_containers, job_id, **{LABEL_COMPONENT: "driver"}):
             await self._run(self._b_remove_container, job_id, old, False)
 
+        secret = provisioning.secret_file(self.secrets_dir(cluster.job_id), "driver")
+        if not await self._run(secret.is_file):
+            raise BackendError(52, f"the secrets of cluster {cluster.job_id} are gone ({secret}): it was stopped, "
+                               "or started by an older sparkdock", component="driver")
         report("CreatingDriver", "Creating the driver container")
         container: Container | None = None
         try:
@@ -572,6 +591,7 @@ class DockerBackend(Backend):
                 job_id, "driver", "driver", st.get("image") or self.image, network,
                 self._driver_env(job_id, st, app), roles.container_memory_limit("driver"),
                 ports=[ui_port], command=["driver", f"{APP_DIR_IN_CONTAINER}/{app_file.name}", *app.args],
+                properties_file=secret,
             )
             await self._run(self._b_copy_app, container, app_file)
             report("StartingDriver", "Starting the driver")
@@ -804,6 +824,7 @@ class _DockerParts(ClusterParts):
         self.backend = backend
         self.job_id = plan.job_id
         self.image = plan.spec.image or backend.image
+        self.secrets = backend.secrets_dir(plan.job_id)
         self.network_id: str | None = None
         self.containers: dict[str, Container] = {}
         self.ports: dict[str, int] = {}
@@ -822,6 +843,11 @@ class _DockerParts(ClusterParts):
         await self.backend._ensure_image(self.image, report)
         report("CreatingNetwork", "Creating the cluster's network")
         self.network_id = await self.backend._create_network(self.job_id)
+        try:
+            await self.backend._run(provisioning.write_secret_files, plan, self.secrets)
+        except OSError as exc:
+            raise BackendError(52, f"cannot write the secrets of job {self.job_id}: {exc}",
+                               phase="CreatingContainers") from exc
         report("CreatingContainers",
                f"Creating the containers: master, {plan.spec.workers} worker(s), SQL, lab")
         created = await asyncio.gather(*(self._create(c) for c in plan.components))
@@ -836,14 +862,11 @@ class _DockerParts(ClusterParts):
             "SPARKDOCK_WORKER_MEMORY": spec.worker_memory,
             "SPARKDOCK_HOST": self._host(component),
         }
-        if component == "sql":
-            env["SPARKDOCK_SQL_PASSWORD"] = self.plan.sql_password
-        elif component == "lab":
-            env["SPARKDOCK_LAB_TOKEN"] = self.plan.lab_token
         memory = roles.container_memory_limit(role, spec.worker_memory, spec.worker_cores)
         ports = [_PUBLISHED[component]] if component in _PUBLISHED else []
         return await self.backend._create(self.job_id, component, role, self.image,
-                                          self.backend._network_name(self.job_id), env, memory, ports=ports)
+                                          self.backend._network_name(self.job_id), env, memory, ports=ports,
+                                          properties_file=provisioning.secret_file(self.secrets, component))
 
     async def start(self, component: str) -> None:
         await self.backend._start(self.job_id, component, self.containers[component])

@@ -10,6 +10,8 @@ Docker backend); this module gives it the local primitives (:class:`_LocalParts`
 Layout of a job's folder (``<data_dir>/jobs/<job_id>/``)::
 
     logs/<component>.log     stdout+stderr of master, worker-1..N, sql, lab, driver (kept after stop)
+    secrets/                 0700, removed on stop: the roles' 0600 properties files (cluster.properties for
+                             master, workers and drivers; sql.properties; lab.properties)
     work/                    removed on stop: worker-<i>/ (executors), sql/ (warehouse, metastore_db),
                              lab/ (notebooks, ipython, runtime), tmp/ (SPARK_LOCAL_DIRS),
                              driver/ (a driver's working folder, removed when the driver ends)
@@ -26,7 +28,11 @@ Processes:
   never mistaken for (or signalled as) a process of the cluster;
 * everything binds to 127.0.0.1 and every port comes from the OS (no fixed 7077/8080/10000).
 
-Secrets (the SQL password, the lab token) go through the environment only, never on a command line.
+Secrets (the cluster's ``spark.authenticate.secret``, the SQL password, the lab token) reach the processes
+through their 0600 properties files only (:mod:`sparkdock.cluster.properties`): never on a command line or in
+an environment variable. The SQL endpoint always checks its password: the authenticator is compiled with the
+JDK's ``javac`` on first use (cached by content); without a JDK the launch fails with 51 and says what to
+install, unless ``sql_auth="none"`` was chosen.
 
 Exit codes of the local-only steps: Java or pyspark missing or broken is 51 (phase ``ContainerCannotRun``:
 the processes could not run); the launcher itself unable to work (data folder not writable, no free port,
@@ -411,8 +417,9 @@ class LocalBackend(Backend):
         instance: the installation's marker; processes of other instances are never touched.
         python: Python of the lab, drivers and PySpark workers (default: this interpreter).
         spark_home: the Spark installation (default: ``SPARK_HOME`` or pyspark's package folder).
-        sql_auth: ``"auto"`` (password when a JDK's ``javac`` is available, else no authentication on
-            loopback, with a warning), ``"password"`` (51 when it cannot be built) or ``"none"``.
+        sql_auth: ``"password"`` (the default: the SQL endpoint checks the cluster's password; 51 when the
+            authenticator cannot be built, e.g. without a JDK) or ``"none"`` (any login is accepted by the
+            SQL endpoint on 127.0.0.1: for tests that do not need it).
         deadlines: seconds the master and workers, the SQL endpoint and the lab may take to come up.
         stop_timeout: seconds between SIGTERM and SIGKILL on stop.
         adopt_timeout: seconds the SQL endpoint gets to answer when adopting a cluster.
@@ -435,7 +442,7 @@ class LocalBackend(Backend):
         *,
         python: str | None = None,
         spark_home: str | None = None,
-        sql_auth: str = "auto",
+        sql_auth: str = "password",
         deadlines: provisioning.Deadlines | None = None,
         stop_timeout: float = 10.0,
         adopt_timeout: float = 30.0,
@@ -446,8 +453,8 @@ class LocalBackend(Backend):
         spark_conf: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(data_dir, instance)
-        if sql_auth not in ("auto", "password", "none"):
-            raise ValueError(f"sql_auth must be 'auto', 'password' or 'none', not {sql_auth!r}")
+        if sql_auth not in ("password", "none"):
+            raise ValueError(f"sql_auth must be 'password' or 'none', not {sql_auth!r}")
         self.python = python or sys.executable
         self._spark_home = spark_home
         self.sql_auth = sql_auth
@@ -488,7 +495,9 @@ class LocalBackend(Backend):
         return rt
 
     def _auth_jar(self, rt: _Runtime, env: Mapping[str, str]) -> str | None:
-        """Build (once, cached by content) the SQL authenticator jar; ``None`` when it cannot be built."""
+        """Build (once, cached by content) the SQL authenticator jar; ``None`` with ``sql_auth="none"``.
+
+        Raises BackendError(51) when it cannot be built: the SQL endpoint never starts without its check."""
         if self.sql_auth == "none":
             return None
         src = _AUTH_SOURCE.read_bytes()
@@ -499,12 +508,10 @@ class LocalBackend(Backend):
         if jar.is_file():
             return str(jar)
         if rt.javac is None:
-            msg = ("no javac (a JDK) is available to build the SQL password authenticator; the SQL endpoint "
-                   "accepts any login (it listens on 127.0.0.1 only)")
-            if self.sql_auth == "password":
-                raise BackendError(51, msg, phase="ContainerCannotRun", component="sql")
-            log.warning("sparkdock local backend: %s", msg)
-            return None
+            raise BackendError(
+                51, f"the SQL endpoint's password check needs a JDK to be built once, and {rt.java} has no javac "
+                "beside it: install a JDK 17 or newer (e.g. apt install openjdk-17-jdk-headless) or point "
+                "JAVA_HOME at one", phase="ContainerCannotRun", component="sql")
         with _jar_lock:
             if jar.is_file():
                 return str(jar)
@@ -519,11 +526,9 @@ class LocalBackend(Backend):
                     env=dict(env), capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL,
                 )
                 if out.returncode != 0:
-                    msg = f"javac failed to build the SQL authenticator: {(out.stderr or out.stdout)[-800:]}"
-                    if self.sql_auth == "password":
-                        raise BackendError(51, msg, phase="ContainerCannotRun", component="sql")
-                    log.warning("sparkdock local backend: %s; the SQL endpoint accepts any login", msg)
-                    return None
+                    raise BackendError(
+                        51, f"javac failed to build the SQL authenticator: {(out.stderr or out.stdout)[-800:]}",
+                        phase="ContainerCannotRun", component="sql")
                 tmp = build / "auth.jar"
                 with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
                     zf.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\nCreated-By: sparkdock\n\n")
@@ -673,6 +678,7 @@ class LocalBackend(Backend):
                     proc.popen.wait(timeout=5)
         work = Path(state["work_dir"]) if state and state.get("work_dir") else self.job_dir(job_id) / "work"
         shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(self.secrets_dir(job_id), ignore_errors=True)
 
     async def adopt_cluster(self, job_id: str, state: dict[str, Any]) -> ClusterInfo | None:
         """Take over a cluster started before a restart: every recorded process must be alive (same start
@@ -779,12 +785,16 @@ class LocalBackend(Backend):
             raise BackendError(52, f"the local launcher cannot prepare the driver of {job_id}: {exc}",
                                component="driver") from exc
         env["SPARK_LOCAL_DIRS"] = str(workdir / "tmp")
+        secret = provisioning.secret_file(self.secrets_dir(cluster.job_id), "driver")
+        if not secret.is_file():
+            raise BackendError(52, f"the secrets of cluster {cluster.job_id} are gone ({secret}): it was stopped, "
+                               "or started by an older sparkdock", component="driver")
         cmd = roles.driver_command(
             spark_home=self.spark_home or str(state.get("spark_home")), python=self.python,
             master_url=str(state["master_url"]), host=LOOPBACK, app_file=str(app.file),
             worker_memory=state.get("worker_memory", "1g"), worker_cores=int(state.get("worker_cores", 1)),
             app_type=app.type, args=app.args, name=f"sparkdock-{job_id}", bind_host=LOOPBACK,
-            ui_port=ui_port, extra_conf={**self.spark_conf, **app.conf},
+            ui_port=ui_port, extra_conf={**self.spark_conf, **app.conf}, properties_file=str(secret),
         )
         report("StartingDriver", f"spark-submit of {app.file.name} on {state['master_url']}")
         proc = await asyncio.to_thread(self._spawn, job_id, "driver", cmd, env, logs_dir, None, str(workdir))
@@ -883,6 +893,7 @@ class _LocalParts(provisioning.ClusterParts):
         self.cluster = cluster
         self.job_id = plan.job_id
         self.job_dir = backend.job_dir(plan.job_id)
+        self.secrets = backend.secrets_dir(plan.job_id)
         self.env: dict[str, str] = {}
         self.spark_home = ""
         self.jar: str | None = None
@@ -892,8 +903,8 @@ class _LocalParts(provisioning.ClusterParts):
         return self.cluster.state["ports"]
 
     async def prepare(self, report: Reporter) -> None:
-        """``CheckingRuntime``: the data folder, Java and pyspark; then the job's folders, ports and the
-        SQL authenticator."""
+        """``CheckingRuntime``: the data folder, Java and pyspark; then the job's folders, ports, the SQL
+        authenticator and the secrets folder."""
         plan = self.plan
         report("CheckingRuntime", "Checking Java and pyspark")
         await self.backend.check()
@@ -907,6 +918,11 @@ class _LocalParts(provisioning.ClusterParts):
             raise BackendError(52, f"the local launcher cannot prepare job {self.job_id}: {exc}",
                                phase="CreatingContainers") from exc
         self.jar = await asyncio.to_thread(self.backend._auth_jar, rt, self.env)
+        try:
+            await asyncio.to_thread(provisioning.write_secret_files, plan, self.secrets)
+        except OSError as exc:
+            raise BackendError(52, f"the local launcher cannot write the secrets of job {self.job_id}: {exc}",
+                               phase="CreatingContainers") from exc
         self.env["SPARK_LOCAL_DIRS"] = str(work / "tmp")
         spec = plan.spec
         self.cluster.state = {
@@ -935,32 +951,33 @@ class _LocalParts(provisioning.ClusterParts):
         return dict(zip(("master", "master_ui", "sql", "sql_ui", "lab"), _pick_ports(5), strict=True))
 
     def _command(self, component: str) -> tuple[roles.RoleCommand, dict[str, str] | None]:
-        """The command line of a component and the environment it adds (its secret, never on the line)."""
+        """The command line of a component and the environment it adds (no secret: those are in its file)."""
         spec, work, ports = self.plan.spec, self.job_dir / "work", self.ports
         master_url = self.cluster.state["master_url"]
-        common = {"spark_home": self.spark_home, "master_url": master_url, "host": LOOPBACK}
+        props = str(provisioning.secret_file(self.secrets, component))
+        common = {"spark_home": self.spark_home, "master_url": master_url, "host": LOOPBACK,
+                  "properties_file": props}
         if component == "master":
             return roles.master_command(spark_home=self.spark_home, host=LOOPBACK, port=ports["master"],
-                                        webui_port=ports["master_ui"]), None
+                                        webui_port=ports["master_ui"], properties_file=props), None
         if component.startswith("worker-"):
             return roles.worker_command(**common, cores=spec.worker_cores, memory=spec.worker_memory,
                                         work_dir=str(work / component), webui_port=0), None
         if component == "sql":
-            cmd = roles.sql_command(
+            return roles.sql_command(
                 **common, work_dir=str(work / "sql"), worker_memory=spec.worker_memory,
                 worker_cores=spec.worker_cores, port=ports["sql"], bind_host=LOOPBACK, ui_port=ports["sql_ui"],
-                auth_jar=self.jar, python=self.backend.python, extra_conf=self.backend.spark_conf)
-            return cmd, {"SPARKDOCK_SQL_PASSWORD": self.plan.sql_password} if self.jar else None
-        return self._lab_command()
+                auth_jar=self.jar, python=self.backend.python, extra_conf=self.backend.spark_conf), None
+        return self._lab_command(props)
 
-    def _lab_command(self) -> tuple[roles.RoleCommand, dict[str, str]]:
+    def _lab_command(self, props: str) -> tuple[roles.RoleCommand, dict[str, str]]:
         spec, work = self.plan.spec, self.job_dir / "work"
         cmd = roles.lab_command(
             python=self.backend.python, master_url=self.cluster.state["master_url"], host=LOOPBACK,
             root_dir=str(work / "lab" / "notebooks"), ipython_dir=str(work / "lab" / "ipython"),
             worker_memory=spec.worker_memory, worker_cores=spec.worker_cores, port=self.ports["lab"],
-            bind_host=LOOPBACK, token=self.plan.lab_token,
-            extra_conf={**self.backend.spark_conf, "spark.ui.port": "0"})
+            bind_host=LOOPBACK, extra_conf={**self.backend.spark_conf, "spark.ui.port": "0"},
+            properties_file=props)
         # The lab must not load sparkdock itself (it would manage this installation's jobs too).
         argv = [*cmd.argv, "--ServerApp.jpserver_extensions=sparkdock=False"]
         return (roles.RoleCommand(cmd.role, argv, cmd.env, cmd.cwd),

@@ -44,14 +44,16 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sparkdock.backends.base import BackendError, ClusterInfo, Reporter, cluster_components
-from sparkdock.cluster import probes
+from sparkdock.cluster import probes, properties
 from sparkdock.model.specs import ClusterSpec
 
 __all__ = [
     "ERROR_LOG_LINES",
+    "SECRET_FILES",
     "SPARK_PROBES",
     "ClusterParts",
     "ClusterPlan",
@@ -60,7 +62,10 @@ __all__ = [
     "endpoints",
     "provision",
     "quiet_probe_sql",
+    "read_credentials",
     "safe_reporter",
+    "secret_file",
+    "write_secret_files",
 ]
 
 log = logging.getLogger(__name__)
@@ -75,10 +80,11 @@ ENDPOINTS = ("sql", "lab")
 
 @dataclass(frozen=True)
 class ClusterPlan:
-    """What is being built: the job, its spec, its components in start order, and its credentials.
+    """What is being built: the job, its spec, its components in start order, and its secrets.
 
-    The credentials are made here, once, for every backend; the backend hands them to the SQL endpoint and
-    the lab as it sees fit (never on a command line) and keeps them in its state.
+    The secrets are made here, once, for every backend: the cluster's ``spark.authenticate.secret``, the SQL
+    password and the lab token. They reach the processes only through the roles' properties files
+    (:func:`write_secret_files`), never a command line or an environment variable.
     """
 
     job_id: str
@@ -86,6 +92,17 @@ class ClusterPlan:
     sql_password: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
     lab_token: str = field(default_factory=lambda: secrets.token_hex(24), repr=False)
     sql_user: str = "sparkdock"
+    spark_secret: str = field(default_factory=properties.new_secret, repr=False)
+
+    def role_properties(self, role: str) -> dict[str, str]:
+        """The properties file of a role: the cluster's control plane (its secret, encrypted RPC, no REST
+        submission, no kill links), plus the SQL password for ``sql`` and the lab token for ``lab``."""
+        props = properties.control_plane_conf(self.spark_secret)
+        if role == "sql":
+            props[properties.SQL_PASSWORD_KEY] = self.sql_password
+        elif role == "lab":
+            props[properties.LAB_TOKEN_KEY] = self.lab_token
+        return props
 
     @property
     def components(self) -> list[str]:
@@ -96,6 +113,40 @@ class ClusterPlan:
     def workers(self) -> list[str]:
         """worker-1 … worker-N."""
         return [f"worker-{i}" for i in range(1, self.spec.workers + 1)]
+
+
+#: The files of a cluster's secrets folder: one for the SQL endpoint, one for the lab, one for the rest (the
+#: master, the workers and every driver, which need the cluster's secret only).
+SECRET_FILES = {"sql": "sql.properties", "lab": "lab.properties", "cluster": "cluster.properties"}
+
+
+def secret_file(folder: Path, component: str) -> Path:
+    """The properties file of a component (``sql``, ``lab``; anything else gets ``cluster.properties``)."""
+    return folder / SECRET_FILES.get(component, SECRET_FILES["cluster"])
+
+
+def write_secret_files(plan: ClusterPlan, folder: Path) -> None:
+    """Write the cluster's properties files into ``folder``: the folder 0700, each file 0600, owned by the user
+    the roles run as (this process's). ``OSError`` when it cannot."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    for role in SECRET_FILES:
+        properties.write(folder / SECRET_FILES[role], plan.role_properties(role))
+
+
+def read_credentials(folder: Path) -> dict[str, str]:
+    """The SQL password and the lab token a cluster's secrets folder holds (for adopting a cluster without a
+    saved state); empty when the files are gone."""
+    found: dict[str, str] = {}
+    for role, key, name in (("sql", properties.SQL_PASSWORD_KEY, "sql_password"),
+                            ("lab", properties.LAB_TOKEN_KEY, "lab_token")):
+        try:
+            value = properties.read(secret_file(folder, role)).get(key)
+        except OSError:
+            continue
+        if value:
+            found[name] = value
+    return found
 
 
 @dataclass(frozen=True)

@@ -27,13 +27,15 @@ SPARK_WORKER_WEBUI_PORT        worker web UI port [8081]
 SPARKDOCK_WORKER_CORES         cores of each worker [1]
 SPARKDOCK_WORKER_MEMORY        memory of each worker [1g]
 SPARKDOCK_SQL_PORT             SQL endpoint (HiveServer2) port [10000]
-SPARKDOCK_SQL_PASSWORD         SQL password, read by the authenticator (never put on a command line)
-SPARKDOCK_SQL_AUTH             ``password`` (default: the auth jar, refuses all if no password) or
+SPARKDOCK_PROPERTIES_FILE      the role's Spark properties file (mode 0600, mounted read-only): the
+                               cluster's ``spark.authenticate.secret`` and, for sql and lab, the
+                               SQL password or the lab token; see sparkdock.cluster.properties
+SPARKDOCK_SQL_AUTH             ``password`` (default: the auth jar, checks the file's
+                               ``spark.sparkdock.sql.password``, refuses all without one) or
                                ``none`` (any login accepted)
 SPARKDOCK_AUTH_JAR             [/opt/sparkdock/lib/sparkdock-auth.jar]
 SPARKDOCK_SPARK_UI_PORT        application UI port of sql/driver [4040]
 SPARKDOCK_LAB_PORT             lab port [8888]
-SPARKDOCK_LAB_TOKEN            lab token (passed to Jupyter as JUPYTER_TOKEN, never in argv)
 SPARKDOCK_LAB_BASE_URL         lab base URL [/]
 SPARKDOCK_LAB_ROOT             notebooks folder [/opt/sparkdock/notebooks]
 SPARKDOCK_WORK_DIR             work folder: worker/, sql/, ipython/ below it [/opt/sparkdock/work]
@@ -42,6 +44,8 @@ SPARKDOCK_APP_TYPE             driver: ``pyspark`` or ``sql`` [from the file's e
 SPARKDOCK_APP_NAME             driver: application name [sparkdock-driver]
 SPARKDOCK_PYTHON               Python of drivers/executors [this interpreter]
 =============================  =================================================================
+
+Secrets are never read from the environment: only the properties file's path is.
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from sparkdock.cluster import roles
+from sparkdock.cluster import properties, roles
 
 
 def _env(env: Mapping[str, str], name: str, default: str) -> str:
@@ -82,6 +86,18 @@ def _extra_conf(env: Mapping[str, str]) -> dict[str, str]:
     return {str(k): str(v) for k, v in conf.items()}
 
 
+def _properties_file(env: Mapping[str, str]) -> tuple[str | None, dict[str, str]]:
+    """The role's properties file named by ``SPARKDOCK_PROPERTIES_FILE`` and its properties."""
+    path = env.get(properties.PROPERTIES_ENV, "").strip()
+    if not path:
+        return None, {}
+    try:
+        return path, properties.read(path)
+    except OSError as exc:
+        raise SystemExit(f"sparkdock entrypoint: cannot read {properties.PROPERTIES_ENV} {path}: "
+                         f"{exc.strerror}") from None
+
+
 def build_command(role: str, args: Sequence[str], env: Mapping[str, str]) -> roles.RoleCommand:
     """Build the :class:`~sparkdock.cluster.roles.RoleCommand` of ``role`` from ``env``.
 
@@ -100,6 +116,10 @@ def build_command(role: str, args: Sequence[str], env: Mapping[str, str]) -> rol
     memory = _env(env, "SPARKDOCK_WORKER_MEMORY", "1g")
     work = Path(_env(env, "SPARKDOCK_WORK_DIR", "/opt/sparkdock/work"))
     conf = _extra_conf(env)
+    props_file, props = _properties_file(env)
+    if props_file is None:
+        print(f"sparkdock entrypoint: warning: {properties.PROPERTIES_ENV} is not set: the {role} runs without "
+              "the cluster's secret (no spark.authenticate)", file=sys.stderr)
 
     if role == "master":
         cmd = roles.master_command(
@@ -107,6 +127,7 @@ def build_command(role: str, args: Sequence[str], env: Mapping[str, str]) -> rol
             host=host,
             port=_int(env, "SPARK_MASTER_PORT", roles.DEFAULT_PORTS["master"]),
             webui_port=_int(env, "SPARK_MASTER_WEBUI_PORT", roles.DEFAULT_PORTS["master_ui"]),
+            properties_file=props_file,
         )
     elif role == "worker":
         cmd = roles.worker_command(
@@ -117,6 +138,7 @@ def build_command(role: str, args: Sequence[str], env: Mapping[str, str]) -> rol
             memory=memory,
             work_dir=str(work / "worker"),
             webui_port=_int(env, "SPARK_WORKER_WEBUI_PORT", roles.DEFAULT_PORTS["worker_ui"]),
+            properties_file=props_file,
         )
     elif role == "sql":
         auth = _env(env, "SPARKDOCK_SQL_AUTH", "password").lower()
@@ -127,10 +149,10 @@ def build_command(role: str, args: Sequence[str], env: Mapping[str, str]) -> rol
             jar = _env(env, "SPARKDOCK_AUTH_JAR", "/opt/sparkdock/lib/sparkdock-auth.jar")
             if not Path(jar).is_file():
                 raise SystemExit(f"sparkdock entrypoint: the SQL auth jar {jar} is missing")
-            if not env.get("SPARKDOCK_SQL_PASSWORD"):
-                print("sparkdock entrypoint: warning: SPARKDOCK_SQL_PASSWORD is not set, every SQL login "
-                      "will be refused (set SPARKDOCK_SQL_AUTH=none to disable authentication)",
-                      file=sys.stderr)
+            if not props.get(properties.SQL_PASSWORD_KEY):
+                print(f"sparkdock entrypoint: warning: no {properties.SQL_PASSWORD_KEY} in "
+                      f"{properties.PROPERTIES_ENV}, every SQL login will be refused (set SPARKDOCK_SQL_AUTH=none "
+                      "to disable authentication)", file=sys.stderr)
         cmd = roles.sql_command(
             spark_home=spark_home,
             master_url=master_url,
@@ -144,12 +166,12 @@ def build_command(role: str, args: Sequence[str], env: Mapping[str, str]) -> rol
             auth_jar=jar,
             python=python,
             extra_conf=conf,
+            properties_file=props_file,
         )
     elif role == "lab":
-        token = env.get("SPARKDOCK_LAB_TOKEN") or None
-        if token is None and not env.get("JUPYTER_TOKEN"):
-            print("sparkdock entrypoint: warning: SPARKDOCK_LAB_TOKEN is not set; Jupyter makes up a token "
-                  "and prints it in the log", file=sys.stderr)
+        if not props.get(properties.LAB_TOKEN_KEY):
+            print(f"sparkdock entrypoint: warning: no {properties.LAB_TOKEN_KEY} in {properties.PROPERTIES_ENV}; "
+                  "Jupyter makes up a token and prints it in the log", file=sys.stderr)
         cmd = roles.lab_command(
             python=python,
             master_url=master_url,
@@ -160,9 +182,9 @@ def build_command(role: str, args: Sequence[str], env: Mapping[str, str]) -> rol
             worker_cores=cores,
             port=_int(env, "SPARKDOCK_LAB_PORT", roles.DEFAULT_PORTS["lab"]),
             bind_host=bind,
-            token=token,
             base_url=_env(env, "SPARKDOCK_LAB_BASE_URL", "/"),
             extra_conf=conf,
+            properties_file=props_file,
         )
     elif role == "driver":
         if not args:
@@ -182,6 +204,7 @@ def build_command(role: str, args: Sequence[str], env: Mapping[str, str]) -> rol
             name=_env(env, "SPARKDOCK_APP_NAME", "sparkdock-driver"),
             ui_port=_int(env, "SPARKDOCK_SPARK_UI_PORT", roles.DEFAULT_PORTS["driver_ui"]),
             extra_conf=conf,
+            properties_file=props_file,
         )
     else:
         raise SystemExit(f"sparkdock entrypoint: unknown role {role!r} (one of {', '.join(roles.ROLES)})")
@@ -217,13 +240,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.execvp(args[0], args)
     cmd = build_command(role, rest, os.environ)
     if dry_run:
-        shown = {k: ("***" if k == "JUPYTER_TOKEN" else v) for k, v in cmd.env.items()}
-        print(json.dumps({"argv": cmd.argv, "env": shown, "cwd": cmd.cwd}, indent=1))
+        print(json.dumps({"argv": cmd.argv, "env": cmd.env, "cwd": cmd.cwd}, indent=1))
         return 0
     prepare(cmd)
     os.environ.update(cmd.env)
-    if role == "lab" and os.environ.get("SPARKDOCK_LAB_TOKEN"):
-        os.environ["JUPYTER_TOKEN"] = os.environ["SPARKDOCK_LAB_TOKEN"]
     if cmd.cwd:
         os.chdir(cmd.cwd)
     print(f"sparkdock entrypoint: {role}: {' '.join(cmd.argv)}", file=sys.stderr, flush=True)

@@ -12,11 +12,11 @@ Roles:
 ``worker``
     Spark standalone Worker with a given number of cores and memory.
 ``sql``
-    Spark Thrift Server (HiveServer2 protocol), the cluster's SQL endpoint, optionally protected by
-    the sparkdock password authenticator (``SPARKDOCK_SQL_PASSWORD`` in its environment).
+    Spark Thrift Server (HiveServer2 protocol), the cluster's SQL endpoint, protected by the sparkdock
+    password authenticator (the password is in its properties file).
 ``lab``
     JupyterLab whose kernels get a lazy ``spark`` session on the cluster (see
-    :func:`write_lab_startup`). Its token is passed as ``JUPYTER_TOKEN`` in the environment.
+    :func:`write_lab_startup`). Its token is in its properties file, read by ``lab_config.py``.
 ``driver``
     ``spark-submit`` of a Python file, or of a SQL script run by :mod:`sparkdock.cluster.sql_runner`.
 
@@ -24,6 +24,10 @@ Sharing a standalone cluster: by default a standalone application takes every co
 and keeps it. The applications started here (SQL endpoint, lab kernels, drivers) therefore use
 dynamic allocation with shuffle tracking, one core per executor, no executor kept when idle, and an
 executor memory that fits a worker; see :func:`shared_app_conf`.
+
+Secrets: every builder takes ``properties_file``, the role's 0600 Spark properties file written by
+:mod:`sparkdock.cluster.properties` (the cluster's ``spark.authenticate.secret``, and the SQL password or the
+lab token for those roles). Only its path is ever on a command line or in an environment variable.
 
 Each builder returns a :class:`RoleCommand`: the argv, the environment variables to *add* to the
 caller's environment, and the working directory (or ``None``).
@@ -34,9 +38,12 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from sparkdock.cluster.properties import PROPERTIES_ENV
 
 __all__ = [
     "AUTH_CLASS",
@@ -52,6 +59,7 @@ __all__ = [
     "executor_memory_mb",
     "format_memory",
     "lab_command",
+    "lab_config_path",
     "lab_startup_source",
     "master_command",
     "parse_memory_mb",
@@ -274,6 +282,10 @@ def _conf_args(conf: Mapping[str, str]) -> list[str]:
     return args
 
 
+def _properties_args(properties_file: str | None) -> list[str]:
+    return ["--properties-file", properties_file] if properties_file else []
+
+
 def _bin(spark_home: str, name: str) -> str:
     return str(Path(spark_home) / "bin" / name)
 
@@ -308,6 +320,7 @@ def master_command(
     port: int = DEFAULT_PORTS["master"],
     webui_port: int = DEFAULT_PORTS["master_ui"],
     extra_conf: Mapping[str, str] | None = None,
+    properties_file: str | None = None,
 ) -> RoleCommand:
     """The Spark standalone Master.
 
@@ -317,7 +330,8 @@ def master_command(
             In Docker, the container's name on the cluster network; locally ``127.0.0.1``.
         port: the master's RPC port.
         webui_port: port of the web UI (the cluster's Spark UI, ``/json/`` for status).
-        extra_conf: Spark properties for the master (passed as ``SPARK_MASTER_OPTS``).
+        extra_conf: Spark properties for the master (passed as ``SPARK_MASTER_OPTS``: no secrets).
+        properties_file: the role's properties file (the cluster's secret; see the module docstring).
     """
     argv = [
         _bin(spark_home, "spark-class"),
@@ -325,6 +339,7 @@ def master_command(
         "--host", host,
         "--port", str(port),
         "--webui-port", str(webui_port),
+        *_properties_args(properties_file),
     ]
     return RoleCommand("master", argv, _daemon_env(host, extra_conf, "SPARK_MASTER_OPTS"))
 
@@ -340,6 +355,7 @@ def worker_command(
     webui_port: int = DEFAULT_PORTS["worker_ui"],
     port: int | None = None,
     extra_conf: Mapping[str, str] | None = None,
+    properties_file: str | None = None,
 ) -> RoleCommand:
     """A Spark standalone Worker.
 
@@ -352,7 +368,8 @@ def worker_command(
         work_dir: the worker's directory for executor logs and files.
         webui_port: port of the worker's web UI (0 = any free port).
         port: RPC port (``None`` = any free port).
-        extra_conf: Spark properties for the worker (passed as ``SPARK_WORKER_OPTS``).
+        extra_conf: Spark properties for the worker (passed as ``SPARK_WORKER_OPTS``: no secrets).
+        properties_file: the role's properties file (the cluster's secret).
     """
     if cores < 1:
         raise ValueError("a worker needs at least 1 core")
@@ -367,6 +384,7 @@ def worker_command(
     ]
     if port is not None:
         argv += ["--port", str(port)]
+    argv += _properties_args(properties_file)
     argv.append(master_url)
     conf = {
         "spark.worker.cleanup.enabled": "true",
@@ -391,6 +409,7 @@ def sql_command(
     auth_jar: str | None = None,
     python: str | None = None,
     extra_conf: Mapping[str, str] | None = None,
+    properties_file: str | None = None,
 ) -> RoleCommand:
     """The Spark Thrift Server (SQL endpoint, HiveServer2 binary protocol).
 
@@ -405,11 +424,12 @@ def sql_command(
         port: the HiveServer2 (thrift) port.
         bind_host: address the thrift port binds.
         ui_port: port of the application's Spark UI.
-        auth_jar: path of ``sparkdock-auth.jar``; when given, logins need the password in the
-            server's environment variable ``SPARKDOCK_SQL_PASSWORD`` (CUSTOM authentication).
+        auth_jar: path of ``sparkdock-auth.jar``; when given, logins need the password that the
+            properties file holds under ``spark.sparkdock.sql.password`` (CUSTOM authentication).
             When ``None`` the endpoint accepts any login (``NONE``): use only on a private address.
         python: Python executable for PySpark UDFs on executors.
-        extra_conf: more Spark properties (override the defaults).
+        extra_conf: more Spark properties (override the defaults; no secrets: they are on the command line).
+        properties_file: the role's properties file (the cluster's secret and the SQL password).
     """
     work = Path(work_dir)
     metastore = work / "metastore_db"
@@ -433,6 +453,7 @@ def sql_command(
         "--name", "sparkdock-sql",
         "--class", THRIFT_SERVER_CLASS,
         "--driver-memory", daemon_memory("sql"),
+        *_properties_args(properties_file),
     ]
     if auth_jar:
         argv += ["--driver-class-path", auth_jar]
@@ -468,9 +489,9 @@ def lab_command(
     worker_cores: int,
     port: int = DEFAULT_PORTS["lab"],
     bind_host: str = "0.0.0.0",
-    token: str | None = None,
     base_url: str = "/",
     extra_conf: Mapping[str, str] | None = None,
+    properties_file: str | None = None,
 ) -> RoleCommand:
     """JupyterLab whose kernels get a ``spark`` session on the cluster.
 
@@ -486,10 +507,12 @@ def lab_command(
         worker_cores: cores of one worker.
         port: the lab's port.
         bind_host: address the lab binds.
-        token: the access token; it goes in the environment (``JUPYTER_TOKEN``), never in argv.
-            ``None`` leaves ``JUPYTER_TOKEN`` to the caller's environment.
         base_url: the server's base URL.
-        extra_conf: more Spark properties for kernels' sessions.
+        extra_conf: more Spark properties for kernels' sessions (no secrets).
+        properties_file: the role's properties file. The lab reads its token there
+            (``spark.sparkdock.lab.token``, through :func:`lab_config_path`) and kernels' sessions start with
+            it (``PYSPARK_SUBMIT_ARGS``), so they hold the cluster's secret. Without it, Jupyter makes up a
+            token and prints it in its log.
     """
     conf = shared_app_conf(
         worker_memory=worker_memory,
@@ -511,6 +534,7 @@ def lab_command(
         f"--ServerApp.base_url={base_url}",
         "--LabApp.news_url=None",
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        f"--config={lab_config_path()}",
     ]
     env = {
         "SPARK_MASTER_URL": master_url,
@@ -520,9 +544,16 @@ def lab_command(
         "PYSPARK_DRIVER_PYTHON": python,
     }
     env.update(_local_ip(bind_host))
-    if token is not None:
-        env["JUPYTER_TOKEN"] = token
+    if properties_file:
+        env[PROPERTIES_ENV] = properties_file
+        env["PYSPARK_SUBMIT_ARGS"] = f"--properties-file {shlex.quote(properties_file)} pyspark-shell"
     return RoleCommand("lab", argv, env, cwd=root_dir)
+
+
+def lab_config_path() -> str:
+    """Path of the bundled Jupyter config of the lab role (``lab_config.py`` next to this module): it sets the
+    lab's token from the role's properties file."""
+    return str(Path(__file__).with_name("lab_config.py"))
 
 
 def sql_runner_path() -> str:
@@ -551,6 +582,7 @@ def driver_command(
     bind_host: str | None = None,
     ui_port: int = DEFAULT_PORTS["driver_ui"],
     extra_conf: Mapping[str, str] | None = None,
+    properties_file: str | None = None,
 ) -> RoleCommand:
     """``spark-submit`` of an automated job's driver (client deploy mode).
 
@@ -569,6 +601,7 @@ def driver_command(
         bind_host: address the driver binds (``None``: Spark's default).
         ui_port: port of the application's Spark UI (Spark tries the next ones if busy).
         extra_conf: user Spark properties; they override the sharing defaults.
+        properties_file: the cluster's properties file (its secret), read by ``spark-submit``.
     """
     if app_type not in ("pyspark", "sql"):
         raise ValueError(f"app_type must be 'pyspark' or 'sql', not {app_type!r}")
@@ -587,6 +620,7 @@ def driver_command(
         "--deploy-mode", "client",
         "--name", name,
         "--driver-memory", conf.pop("spark.driver.memory", daemon_memory("driver")),
+        *_properties_args(properties_file),
     ]
     argv += _conf_args(conf)
     # py_runner.py runs the application and makes sure its last output (why it failed) reaches the log

@@ -92,6 +92,13 @@ class ClusterSpec(_Model):
         return parse_size(self.worker_memory)
 
 
+#: Spark properties an application may not set: the cluster's secret and encryption, the closed submission
+#: and kill paths, the redaction of secrets in UIs, and sparkdock's own keys (see docs/SECURITY.md).
+RESERVED_CONF = "spark.authenticate"
+RESERVED_CONF_PREFIXES = ("spark.authenticate.", "spark.network.crypto.", "spark.master.rest.",
+                          "spark.ui.killEnabled", "spark.redaction.", "spark.sparkdock.")
+
+
 class ApplicationSpec(_Model):
     """A Spark application: PySpark code or file, or a SQL script."""
 
@@ -127,6 +134,9 @@ class ApplicationSpec(_Model):
         for key, val in v.items():
             if not isinstance(key, str) or not _CONF_KEY_RE.match(key):
                 raise ValueError(f"invalid conf key {key!r}")
+            if key == RESERVED_CONF or key.startswith(RESERVED_CONF_PREFIXES):
+                raise ValueError(f"conf key {key!r} is set by sparkdock (the cluster's security settings) and "
+                                 "cannot be changed by an application")
             if isinstance(val, dict | list) or val is None:
                 raise ValueError(f"conf value of {key!r} must be a string, number or boolean")
             out[key] = str(val).lower() if isinstance(val, bool) else str(val)

@@ -8,24 +8,26 @@ import org.apache.hive.service.auth.PasswdAuthenticationProvider;
 /**
  * HiveServer2 CUSTOM authentication for the sparkdock SQL endpoint (Spark Thrift Server).
  *
- * <p>Every user name is accepted; the password must equal the value of the environment variable
- * {@code SPARKDOCK_SQL_PASSWORD}, read from the server's environment (never from its command line, which
- * {@code ps} shows). The comparison runs in constant time. When the variable is unset or empty, every
- * login is refused.
+ * <p>Every user name is accepted; the password must equal the JVM property
+ * {@code spark.sparkdock.sql.password}. It comes from the SQL role's 0600 properties file
+ * ({@code spark-submit --properties-file}, which makes every {@code spark.*} property of the file a property
+ * of the JVM), never from a command line ({@code ps} shows it) or the environment ({@code docker inspect}
+ * shows it). The comparison runs in constant time. When the property is unset or empty, every login is
+ * refused.
  *
  * <p>Enabled with {@code --hiveconf hive.server2.authentication=CUSTOM --hiveconf
  * hive.server2.custom.authentication.class=io.sparkdock.auth.SparkdockPasswdAuthenticator}.
  */
 public class SparkdockPasswdAuthenticator implements PasswdAuthenticationProvider {
 
-    /** Name of the environment variable holding the expected password. */
-    public static final String PASSWORD_ENV = "SPARKDOCK_SQL_PASSWORD";
+    /** Name of the JVM property holding the expected password. */
+    public static final String PASSWORD_PROPERTY = "spark.sparkdock.sql.password";
 
     private final byte[] expected;
 
-    /** Reads the expected password from the environment once. */
+    /** Reads the expected password from the JVM's properties once. */
     public SparkdockPasswdAuthenticator() {
-        this(System.getenv(PASSWORD_ENV));
+        this(System.getProperty(PASSWORD_PROPERTY));
     }
 
     /** For tests: uses the given expected password (null or empty refuses everything). */
@@ -38,7 +40,7 @@ public class SparkdockPasswdAuthenticator implements PasswdAuthenticationProvide
     public void Authenticate(String user, String password) throws AuthenticationException {
         if (expected == null) {
             throw new AuthenticationException(
-                "sparkdock: no SQL password is configured (" + PASSWORD_ENV + " is unset); login refused");
+                "sparkdock: no SQL password is configured (" + PASSWORD_PROPERTY + " is unset); login refused");
         }
         byte[] given = password == null ? new byte[0] : password.getBytes(StandardCharsets.UTF_8);
         // MessageDigest.isEqual is constant-time in the content (Java 7u6+); length is not secret.
