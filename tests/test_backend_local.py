@@ -200,9 +200,14 @@ def test_control_plane_needs_the_secret(cluster: Started, tmp_path: Path) -> Non
     secrets = cluster_secrets(backend.secrets_dir(cluster.job_id), info.sql_password, info.lab_token)
     inodes = set()
     for pid in _marked_processes(backend.instance, cluster.job_id):
-        with contextlib.suppress(OSError):
-            inodes |= {os.readlink(fd)[8:-1] for fd in Path(f"/proc/{pid}/fd").iterdir()
-                       if os.readlink(fd).startswith("socket:[")}
+        fds: list[Path] = []
+        with contextlib.suppress(OSError):  # the process ended meanwhile
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        for fd in fds:
+            with contextlib.suppress(OSError):  # the descriptor was closed meanwhile
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
     bound = {(port, addr) for port, addr, inode in listening_sockets() if inode in inodes}
     assert {port for port, _ in bound} >= set(info.state["ports"].values())
     assert {addr for _, addr in bound} <= LOOPBACK, bound

@@ -55,7 +55,7 @@ import docker
 import docker.errors
 import requests.exceptions
 from docker.models.containers import Container
-from docker.types import LogConfig
+from docker.types import LogConfig, Mount
 
 from sparkdock.backends import provisioning
 from sparkdock.backends.base import (
@@ -403,9 +403,9 @@ class DockerBackend(Backend):
         client = self._docker()
         name = self._container_name(job_id, component)
         alias = _dns_name(name)
-        volumes: dict[str, dict[str, str]] = {}
-        if properties_file is not None:  # the role's secrets: a read-only file, never the environment
-            volumes[str(properties_file)] = {"bind": properties.CONTAINER_PATH, "mode": "ro"}
+        mounts: list[Mount] = []
+        if properties_file is not None:  # the role's secrets: a read-only file (a missing one is an error)
+            mounts.append(Mount(properties.CONTAINER_PATH, str(properties_file), type="bind", read_only=True))
             env = {**env, properties.PROPERTIES_ENV: properties.CONTAINER_PATH}
         return client.containers.create(
             image,
@@ -413,7 +413,7 @@ class DockerBackend(Backend):
             name=name,
             hostname=alias,
             environment=env,
-            volumes=volumes,
+            mounts=mounts,
             labels=self._labels(job_id, role, component),
             network=network,
             networking_config={network: client.api.create_endpoint_config(aliases=[alias, component])},
