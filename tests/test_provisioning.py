@@ -28,6 +28,7 @@ from sparkdock.backends.provisioning import (
     ClusterPlan,
     Deadlines,
     Probes,
+    driver_secret_file,
     provision,
     read_credentials,
     secret_file,
@@ -191,6 +192,18 @@ def test_secret_files_give_each_role_what_it_needs_only(tmp_path: Path) -> None:
     assert secret_file(folder, "worker-2") == secret_file(folder, "driver") == folder / "cluster.properties"
     assert read_credentials(folder) == {"sql_password": plan.sql_password, "lab_token": plan.lab_token}
     assert read_credentials(tmp_path / "gone") == {}
+    assert driver_secret_file(folder, "a") == folder / "cluster.properties"
+
+
+def test_secret_files_that_cannot_be_written_or_are_gone_are_52(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")  # a folder cannot be made below a file, even by root
+    with pytest.raises(BackendError) as err:
+        write_secret_files(ClusterPlan("a", ClusterSpec()), blocker / "secrets")
+    assert (err.value.code, err.value.phase) == (52, "CreatingContainers")
+    with pytest.raises(BackendError) as gone:
+        driver_secret_file(tmp_path / "stopped", "c1")
+    assert gone.value.code == 52 and gone.value.component == "driver" and "c1" in gone.value.detail
 
 
 def test_a_broken_reporter_does_not_break_the_cluster() -> None:

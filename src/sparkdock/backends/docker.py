@@ -580,10 +580,7 @@ class DockerBackend(Backend):
         for old in await self._run(self._b_containers, job_id, **{LABEL_COMPONENT: "driver"}):
             await self._run(self._b_remove_container, job_id, old, False)
 
-        secret = provisioning.secret_file(self.secrets_dir(cluster.job_id), "driver")
-        if not await self._run(secret.is_file):
-            raise BackendError(52, f"the secrets of cluster {cluster.job_id} are gone ({secret}): it was stopped, "
-                               "or started by an older sparkdock", component="driver")
+        secret = await self._run(provisioning.driver_secret_file, self.secrets_dir(cluster.job_id), cluster.job_id)
         report("CreatingDriver", "Creating the driver container")
         container: Container | None = None
         try:
@@ -843,11 +840,7 @@ class _DockerParts(ClusterParts):
         await self.backend._ensure_image(self.image, report)
         report("CreatingNetwork", "Creating the cluster's network")
         self.network_id = await self.backend._create_network(self.job_id)
-        try:
-            await self.backend._run(provisioning.write_secret_files, plan, self.secrets)
-        except OSError as exc:
-            raise BackendError(52, f"cannot write the secrets of job {self.job_id}: {exc}",
-                               phase="CreatingContainers") from exc
+        await self.backend._run(provisioning.write_secret_files, plan, self.secrets)
         report("CreatingContainers",
                f"Creating the containers: master, {plan.spec.workers} worker(s), SQL, lab")
         created = await asyncio.gather(*(self._create(c) for c in plan.components))

@@ -785,10 +785,7 @@ class LocalBackend(Backend):
             raise BackendError(52, f"the local launcher cannot prepare the driver of {job_id}: {exc}",
                                component="driver") from exc
         env["SPARK_LOCAL_DIRS"] = str(workdir / "tmp")
-        secret = provisioning.secret_file(self.secrets_dir(cluster.job_id), "driver")
-        if not secret.is_file():
-            raise BackendError(52, f"the secrets of cluster {cluster.job_id} are gone ({secret}): it was stopped, "
-                               "or started by an older sparkdock", component="driver")
+        secret = provisioning.driver_secret_file(self.secrets_dir(cluster.job_id), cluster.job_id)
         cmd = roles.driver_command(
             spark_home=self.spark_home or str(state.get("spark_home")), python=self.python,
             master_url=str(state["master_url"]), host=LOOPBACK, app_file=str(app.file),
@@ -918,11 +915,7 @@ class _LocalParts(provisioning.ClusterParts):
             raise BackendError(52, f"the local launcher cannot prepare job {self.job_id}: {exc}",
                                phase="CreatingContainers") from exc
         self.jar = await asyncio.to_thread(self.backend._auth_jar, rt, self.env)
-        try:
-            await asyncio.to_thread(provisioning.write_secret_files, plan, self.secrets)
-        except OSError as exc:
-            raise BackendError(52, f"the local launcher cannot write the secrets of job {self.job_id}: {exc}",
-                               phase="CreatingContainers") from exc
+        await asyncio.to_thread(provisioning.write_secret_files, plan, self.secrets)
         self.env["SPARK_LOCAL_DIRS"] = str(work / "tmp")
         spec = plan.spec
         self.cluster.state = {

@@ -59,6 +59,7 @@ __all__ = [
     "ClusterPlan",
     "Deadlines",
     "Probes",
+    "driver_secret_file",
     "endpoints",
     "provision",
     "quiet_probe_sql",
@@ -127,11 +128,26 @@ def secret_file(folder: Path, component: str) -> Path:
 
 def write_secret_files(plan: ClusterPlan, folder: Path) -> None:
     """Write the cluster's properties files into ``folder``: the folder 0700, each file 0600, owned by the user
-    the roles run as (this process's). ``OSError`` when it cannot."""
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    folder.chmod(0o700)
-    for role in SECRET_FILES:
-        properties.write(folder / SECRET_FILES[role], plan.role_properties(role))
+    the roles run as (this process's). ``BackendError`` 52 when it cannot (the launcher cannot work)."""
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        folder.chmod(0o700)
+        for role in SECRET_FILES:
+            properties.write(folder / SECRET_FILES[role], plan.role_properties(role))
+    except OSError as exc:
+        raise BackendError(52, f"cannot write the secrets of job {plan.job_id} in {folder}: {exc}",
+                           phase="CreatingContainers") from exc
+
+
+def driver_secret_file(folder: Path, cluster_job: str) -> Path:
+    """The properties file a driver on cluster ``cluster_job`` starts with (the cluster's secret).
+
+    ``BackendError`` 52 when it is gone: the cluster was stopped, or started by a sparkdock without secrets."""
+    path = secret_file(folder, "driver")
+    if not path.is_file():
+        raise BackendError(52, f"the secrets of cluster {cluster_job} are gone ({path}): it was stopped, or "
+                           "started by an older sparkdock", component="driver")
+    return path
 
 
 def read_credentials(folder: Path) -> dict[str, str]:
