@@ -86,7 +86,7 @@ class FakeBackend(Backend):
             job_id,
             {"sql": {"host": "127.0.0.1", "port": 1, "jdbc_url": "jdbc:hive2://127.0.0.1:1/default"},
              "lab": {"url": "http://127.0.0.1:2/lab"}, "spark_ui": {"url": "http://127.0.0.1:3"}},
-            {"sql_password": "secret-password", "lab_token": "secret-token", "fake": True},
+            {"fake": True}, credentials=self.credentials(job_id),
         )
 
     async def stop_cluster(self, job_id: str, state: dict[str, Any] | None = None) -> None:
@@ -97,7 +97,11 @@ class FakeBackend(Backend):
         await self.check()
         if job_id not in self.live:
             return None
-        return ClusterInfo(job_id, {"sql": {"host": "127.0.0.1", "port": 1, "jdbc_url": "x"}}, state)
+        return ClusterInfo(job_id, {"sql": {"host": "127.0.0.1", "port": 1, "jdbc_url": "x"}}, state,
+                           credentials=self.credentials(job_id))
+
+    def credentials(self, job_id: str) -> dict[str, str]:
+        return {"sql_password": "secret-password", "lab_token": "secret-token"} if job_id in self.live else {}
 
     async def list_job_ids(self) -> set[str]:
         await self.check()

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import sqlite3
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +97,44 @@ def cluster_secrets(secrets_dir: Path, sql_password: str | None, lab_token: str 
 def process_table() -> str:
     """``ps -ef`` with whole command lines: what any user of the host sees."""
     return subprocess.run(["ps", "-efww"], capture_output=True, text=True, check=True, timeout=30).stdout
+
+
+def database_dump(path: str | Path) -> dict[str, str]:
+    """A SQLite database as SQL (``.dump``), and its files (the database, its WAL) as raw text: a secret
+    written once and updated away may still be in a free page."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        found = {f"the dump of {path}": "\n".join(conn.iterdump())}
+    finally:
+        conn.close()
+    for file in (Path(path), Path(f"{path}-wal")):
+        if file.exists():
+            found[f"the bytes of {file}"] = file.read_bytes().decode("latin-1")
+    return found
+
+
+@contextlib.contextmanager
+def captured_log(*loggers: logging.Logger) -> Iterator[list[str]]:
+    """Every record of ``loggers`` (and of ``sparkdock.*``), at every level, as formatted lines: the server log."""
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(self.format(record) + (f"\n{record.exc_text}" if record.exc_text else ""))
+
+    handler = Keep(logging.DEBUG)
+    sparkdock = logging.getLogger("sparkdock")
+    watched = [*loggers, sparkdock, logging.getLogger("tornado")]
+    levels = [lg.level for lg in watched]
+    for lg in watched:
+        lg.addHandler(handler)
+        lg.setLevel(logging.DEBUG)
+    try:
+        yield lines
+    finally:
+        for lg, level in zip(watched, levels, strict=True):
+            lg.removeHandler(handler)
+            lg.setLevel(level)
 
 
 def texts_under(folder: Path) -> dict[str, str]:

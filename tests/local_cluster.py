@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import time
 from collections.abc import Iterator
@@ -34,6 +35,25 @@ TEST_SPARK_CONF = {
 }
 #: the shared cluster's job id
 SHARED = "shared"
+#: Variables in the server's environment while the shared cluster starts: the server's own tokens and a cloud
+#: credential, which none of the cluster's processes may get (they get an explicit environment).
+CANARY_ENV = {"JUPYTERHUB_API_TOKEN": "canary-hub-token-7f3a", "JUPYTER_TOKEN": "canary-jupyter-token-7f3a",
+              "AWS_SECRET_ACCESS_KEY": "canary-aws-secret-7f3a"}
+
+
+@contextlib.contextmanager
+def server_secrets_in_environment() -> Iterator[None]:
+    """:data:`CANARY_ENV` in this process's environment for the duration."""
+    before = {k: os.environ.get(k) for k in CANARY_ENV}
+    os.environ.update(CANARY_ENV)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @dataclass
@@ -152,7 +172,8 @@ def shared_local_cluster(tmp_path_factory: pytest.TempPathFactory, sparkdock_cac
     rec = Recorder()
     t0 = time.monotonic()
     spec = ClusterSpec(workers=1, worker_cores=2, worker_memory="1g")
-    info = asyncio.run(backend.start_cluster(SHARED, spec, rec))
+    with server_secrets_in_environment():
+        info = asyncio.run(backend.start_cluster(SHARED, spec, rec))
     started = Started(backend, SHARED, info, rec, time.monotonic() - t0)
     print(f"\nshared local cluster ready in {started.seconds:.1f} s")
     try:

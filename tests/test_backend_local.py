@@ -34,7 +34,16 @@ from job_helpers import (
     unique_job_id,
     until,
 )
-from local_cluster import Recorder, Started, assert_gone, listening_pids, listening_sockets, local_backend, pids_of
+from local_cluster import (
+    CANARY_ENV,
+    Recorder,
+    Started,
+    assert_gone,
+    listening_pids,
+    listening_sockets,
+    local_backend,
+    pids_of,
+)
 from sparkdock.backends.base import BackendError, ClusterInfo, StagedApp
 from sparkdock.backends.local import LOOPBACK as LOOPBACK_IP
 from sparkdock.backends.local import LocalBackend, _marked_processes, local_available, tail_lines
@@ -249,6 +258,22 @@ def test_control_plane_needs_the_secret(cluster: Started, tmp_path: Path) -> Non
     assert kernel.returncode == 0, kernel.stderr[-3000:]
     app_id = re.search(r"SPARKDOCK-APP-ID (\S+)", kernel.stdout)
     assert app_id and app_id.group(1) in registered_apps(probes.master_status(ui))
+
+
+@pytest.mark.spark
+def test_processes_get_an_explicit_environment(cluster: Started) -> None:
+    """The server's tokens and credentials never reach a cluster's processes, executors included: the shared
+    cluster was started with :data:`CANARY_ENV` in the server's environment."""
+    assert _sql(cluster.info, "SELECT count(*) FROM range(10)") == [(10,)]  # the SQL endpoint's executors run
+    seen = []
+    for pid in _marked_processes(cluster.backend.instance, cluster.job_id):
+        with contextlib.suppress(OSError):  # the process ended meanwhile
+            environ = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
+            seen.append(pid)
+            for key, value in CANARY_ENV.items():
+                assert value not in environ, f"the server's {key} reached process {pid}"
+            assert "SPARK_HOME=" in environ and "PATH=" in environ
+    assert len(seen) >= len(cluster.info.state["processes"]), seen
 
 
 @pytest.mark.spark

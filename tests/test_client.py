@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shlex
 import time
+from pathlib import Path
 
 import pytest
 
@@ -35,6 +37,15 @@ async def test_launch_wait_history_logs_terminate(client):  # noqa: F811
     assert "WaitingForWorkers 2/2" in [e["phase"] for e in events]
     assert "master log" in await run(job.logs, "master")
     assert "master log" in await run(job.logs)  # default component of a cluster
+    # beeline reads the password from a private file: it is not on the command line, where ps shows it
+    args = await run(job.beeline_args, "/opt/beeline")
+    command = await run(job.beeline_command)
+    password = (await run(job.credentials))["sql"]["password"]
+    assert password not in command and password not in " ".join(args)
+    assert args[:5] == ["/opt/beeline", "-u", job.jdbc_url, "-n", "sparkdock"] and args[5] == "-w"
+    password_file = Path(args[6])
+    assert password_file.read_text() == password and shlex.split(command)[1:] == args[1:]
+    assert password_file.stat().st_mode & 0o777 == 0o600 and password_file.parent.stat().st_mode & 0o777 == 0o700
     await run(job.terminate)
     assert job.state in ("CANCELING", "COMPLETE")
     await run(job.wait, "COMPLETE", timeout=20)

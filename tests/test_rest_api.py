@@ -194,6 +194,19 @@ ROUTES = [("GET", "jobs"), ("POST", "jobs"), ("GET", "jobs/abc"), ("DELETE", "jo
           ("GET", "jobs/abc/credentials"), ("GET", "exit-codes"), ("GET", "info")]
 
 
+async def test_under_the_default_login_every_caller_is_the_one_owner(jp_fetch, jp_serverapp):
+    """jupyter_server's token login names each request without a cookie anew: owners would be random, so they
+    are not enforced and every job belongs to ``default``."""
+    assert not jp_serverapp.web_app.settings["sparkdock_owners"].enforced
+    r = await _post(jp_fetch, {"kind": "interactive"})
+    job = json.loads(r.body)
+    assert job["owner"] == "default"
+    code, listed = await _get(jp_fetch, "jobs")
+    assert [j["id"] for j in listed["jobs"]] == [job["id"]]
+    code, creds = await _get(jp_fetch, "jobs", job["id"], "credentials")
+    assert code in (200, 409)  # visible to the next request (409 until it runs)
+
+
 async def test_unauthenticated_and_wrong_token_are_refused(jp_fetch):
     for method, route in ROUTES:
         for auth in ("", "token wrong-token"):

@@ -16,7 +16,15 @@ from pathlib import Path
 import pytest
 
 from docker_fixtures import docker_image  # noqa: F401
-from job_helpers import assert_no_secret, cluster_secrets, process_table, texts_under
+from job_helpers import (
+    assert_no_secret,
+    captured_log,
+    cluster_secrets,
+    database_dump,
+    process_table,
+    texts_under,
+)
+from local_cluster import CANARY_ENV, server_secrets_in_environment
 from sparkdock.backends.base import cluster_components
 from sparkdock.model.lifecycle import is_terminal
 from sparkdock.server.manager import JobManager
@@ -102,6 +110,8 @@ async def _launch_query_terminate(jp_fetch, jp_ws_fetch, cluster: dict, timeout:
     states = await _follow_until(ws, jid, "RUNNING", timeout, jp_fetch)
     assert states == ["UNKNOWN", "QUEUED", "INITIALIZING", "RUNNING"][-len(states):]
     code, job = await _get(jp_fetch, "jobs", jid)
+    code, creds = await _get(jp_fetch, "jobs", jid, "credentials")  # a secret through the server: never logged
+    assert code == 200 and creds["sql"]["password"] and creds["lab"]["token"]
     ep = job["endpoints"]
     assert ep["sql"]["jdbc_url"] == f"jdbc:hive2://{ep['sql']['host']}:{ep['sql']['port']}/default"
     assert ep["lab"]["url"].startswith("http://") and ep["spark_ui"]["url"].startswith("http://")
@@ -133,9 +143,15 @@ async def _launch_query_terminate(jp_fetch, jp_ws_fetch, cluster: dict, timeout:
 async def test_rest_contract_on_a_local_cluster(jp_fetch, jp_ws_fetch, jp_serverapp):
     """Its own cluster: launching one through REST, adopting it and terminating it is what is tested."""
     manager: JobManager = jp_serverapp.web_app.settings["sparkdock_manager"]
+    with captured_log(jp_serverapp.log) as server_log:
+        await _local_contract(jp_fetch, jp_ws_fetch, jp_serverapp, manager, server_log)
+
+
+async def _local_contract(jp_fetch, jp_ws_fetch, jp_serverapp, manager: JobManager, server_log: list[str]) -> None:
     jid, ws, body = await _launch_query_terminate(jp_fetch, jp_ws_fetch, {"workers": 1, "worker_cores": 2}, 300)
     state = manager.get(jid).backend_state
-    secrets = cluster_secrets(manager.backend.secrets_dir(jid), state["sql_password"], state["lab_token"])
+    creds = manager.backend.credentials(jid)
+    secrets = cluster_secrets(manager.backend.secrets_dir(jid), creds.get("sql_password"), creds.get("lab_token"))
     assert_no_secret(secrets, {"the job and its history": body, "ps -ef": process_table()})
     # a server restart: the manager goes, a new one adopts the same cluster (same ports, no duplicates)
     ports = manager.get(jid).endpoints
@@ -170,8 +186,9 @@ async def test_rest_contract_on_a_local_cluster(jp_fetch, jp_ws_fetch, jp_server
     _, hist = await _get(jp_fetch, "jobs", jid, "history")
     assert not fresh.backend.secrets_dir(jid).exists()
     assert_no_secret(secrets, {"history": json.dumps(hist), "job": json.dumps(job),
-                               "events": "\n".join(ws.messages + ws2.messages),
-                               **texts_under(fresh.backend.job_dir(jid))})
+                               "events": "\n".join(ws.messages + ws2.messages), "the server log": "\n".join(server_log),
+                               **texts_under(fresh.backend.job_dir(jid)), **database_dump(fresh.store.path)})
+    assert any("POST" in line for line in server_log)  # the log was captured
     for pid in pids:
         stat = Path(f"/proc/{pid}/stat")
         assert not stat.exists() or stat.read_text().split()[2] == "Z"  # gone (or a zombie being reaped)
@@ -184,13 +201,26 @@ async def test_rest_contract_on_a_local_cluster(jp_fetch, jp_ws_fetch, jp_server
 @pytest.mark.parametrize("sparkdock_config", [{"backend_class": None, "backend": "docker"}])
 async def test_rest_contract_on_a_docker_cluster(jp_fetch, jp_ws_fetch, jp_serverapp, docker_image):  # noqa: F811
     """Its own cluster: launching one through REST, killing its master and terminating it is what is tested."""
-    import docker
-
     manager: JobManager = jp_serverapp.web_app.settings["sparkdock_manager"]
     assert manager.backend.name == "docker"
-    jid, ws, _ = await _launch_query_terminate(
+    with captured_log(jp_serverapp.log) as server_log, server_secrets_in_environment():
+        await _docker_contract(jp_fetch, jp_ws_fetch, manager, server_log)
+
+
+async def _docker_contract(jp_fetch, jp_ws_fetch, manager: JobManager, server_log: list[str]) -> None:
+    import docker
+
+    jid, ws, body = await _launch_query_terminate(
         jp_fetch, jp_ws_fetch, {"workers": 1, "worker_memory": "512m"}, 300)
     client = docker.from_env()
+    # while it runs, no secret in the job, its history, ps -ef or what docker inspect shows of any container
+    creds = manager.backend.credentials(jid)
+    secrets = cluster_secrets(manager.backend.secrets_dir(jid), creds.get("sql_password"), creds.get("lab_token"))
+    containers = client.containers.list(filters={"label": f"sparkdock.job={jid}"})
+    assert len(containers) == 4
+    inspected = {f"docker inspect {c.name}": json.dumps(client.api.inspect_container(c.id)) for c in containers}
+    assert_no_secret(secrets, {"the job and its history": body, "ps -ef": process_table(), **inspected})
+    assert_no_secret(CANARY_ENV, inspected)  # the server's environment reaches no container
     # the master container dies while RUNNING: seen through the Docker events stream
     master = client.containers.list(filters={"label": [f"sparkdock.job={jid}", "sparkdock.role=master"]})
     assert len(master) == 1
@@ -221,4 +251,13 @@ async def test_rest_contract_on_a_docker_cluster(jp_fetch, jp_ws_fetch, jp_serve
         assert left == [] and nets == []
     finally:
         client.close()
+    # after teardown: no secret in the job, the history, the events, the logs, the server log or the database
+    assert not manager.backend.secrets_dir(jid).exists()
+    texts = {"events": "\n".join(ws.messages), "the server log": "\n".join(server_log),
+             **database_dump(manager.store.path)}
+    for job_id in (jid, aid):
+        texts[f"job {job_id}"] = json.dumps((await _get(jp_fetch, "jobs", job_id))[1])
+        texts[f"history of {job_id}"] = json.dumps((await _get(jp_fetch, "jobs", job_id, "history"))[1])
+        texts.update(texts_under(manager.backend.job_dir(job_id)))
+    assert_no_secret(secrets, texts)
     ws.close()

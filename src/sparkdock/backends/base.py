@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from sparkdock.cluster import properties
 from sparkdock.model.specs import ClusterSpec
 
 #: Components of a cluster, as named in the logs API.
@@ -28,6 +29,31 @@ CLUSTER_COMPONENTS = ("master", "sql", "lab")  # plus worker-1 … worker-N, and
 def cluster_components(workers: int) -> list[str]:
     """The components of a cluster of ``workers`` workers, in start order: master, worker-1 … worker-N, sql, lab."""
     return ["master", *(f"worker-{i}" for i in range(1, workers + 1)), "sql", "lab"]
+
+
+#: The files of a cluster's secrets folder: one for the SQL endpoint, one for the lab, one for the rest (the
+#: master, the workers and every driver, which need the cluster's secret only).
+SECRET_FILES = {"sql": "sql.properties", "lab": "lab.properties", "cluster": "cluster.properties"}
+
+
+def secret_file(folder: Path, component: str) -> Path:
+    """The properties file of a component (``sql``, ``lab``; anything else gets ``cluster.properties``)."""
+    return folder / SECRET_FILES.get(component, SECRET_FILES["cluster"])
+
+
+def read_credentials(folder: Path) -> dict[str, str]:
+    """The SQL password and the lab token a cluster's secrets folder holds (for adopting a cluster without a
+    saved state, for the credentials API); empty when the files are gone."""
+    found: dict[str, str] = {}
+    for role, key, name in (("sql", properties.SQL_PASSWORD_KEY, "sql_password"),
+                            ("lab", properties.LAB_TOKEN_KEY, "lab_token")):
+        try:
+            value = properties.read(secret_file(folder, role)).get(key)
+        except OSError:
+            continue
+        if value:
+            found[name] = value
+    return found
 
 
 class Reporter(Protocol):
@@ -75,13 +101,16 @@ class ClusterInfo:
 
     ``endpoints`` is the public JSON of DESIGN.md
     (``{"sql": {"host", "port", "jdbc_url"}, "lab": {"url"}, "spark_ui": {"url"}}``), with no secrets.
-    ``state`` is backend-private and JSON-serializable (container ids, pids, ports, credentials); the
+    ``state`` is backend-private and JSON-serializable (container ids, pids, ports; no secret); the
     manager persists it in the store so that a restarted server can adopt the cluster.
+    ``credentials`` (``sql_password``, ``lab_token``) live only in memory and in the cluster's 0600 secrets
+    files: they are never persisted with the state.
     """
 
     job_id: str
     endpoints: dict[str, Any]
     state: dict[str, Any] = field(default_factory=dict)
+    credentials: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def sql_user(self) -> str:
@@ -91,12 +120,12 @@ class ClusterInfo:
     @property
     def sql_password(self) -> str | None:
         """Password of the SQL endpoint (never shown in responses)."""
-        return self.state.get("sql_password")
+        return self.credentials.get("sql_password")
 
     @property
     def lab_token(self) -> str | None:
         """Token of the lab endpoint."""
-        return self.state.get("lab_token")
+        return self.credentials.get("lab_token")
 
 
 @dataclass
@@ -141,6 +170,11 @@ class Backend(abc.ABC):
     def secrets_dir(self, job_id: str) -> Path:
         """A cluster's secrets folder (0700): its roles' properties files, removed when the cluster stops."""
         return (self.job_dir(job_id) / "secrets").absolute()
+
+    def credentials(self, job_id: str) -> dict[str, str]:
+        """The SQL password and lab token of a running cluster, read from its secrets folder (blocking, small);
+        empty when the folder is gone."""
+        return read_credentials(self.secrets_dir(job_id))
 
     @abc.abstractmethod
     async def check(self) -> None:

@@ -470,7 +470,7 @@ class DockerBackend(Backend):
         """Return the running cluster of ``job_id`` with its existing ports, or ``None``.
 
         ``None`` when a container of the cluster (master, every worker, sql, lab) is missing or not
-        running. Secrets come from ``state``, else from the cluster's secrets folder.
+        running. Its credentials come from the cluster's secrets folder (the store never holds them).
         """
         state = dict(state or {})
         containers = await self._run(self._b_containers, job_id)
@@ -493,7 +493,7 @@ class DockerBackend(Backend):
             return ports, env, nets[0].id if nets else None
 
         ports_by, env, net_id = await self._run(read)
-        saved = await self._run(provisioning.read_credentials, self.secrets_dir(job_id))
+        saved = await self._run(self.credentials, job_id)
         try:
             ports = {
                 "sql": ports_by["sql"][f"{roles.DEFAULT_PORTS['sql']}/tcp"],
@@ -511,8 +511,6 @@ class DockerBackend(Backend):
             "host": host,
             "ports": ports,
             "sql_user": state.get("sql_user") or "sparkdock",
-            "sql_password": state.get("sql_password") or saved.get("sql_password"),
-            "lab_token": state.get("lab_token") or saved.get("lab_token"),
             "master_url": state.get("master_url") or env.get("SPARK_MASTER_URL"),
             "workers": n_workers,
             "worker_cores": int(state.get("worker_cores") or env.get("SPARKDOCK_WORKER_CORES") or 1),
@@ -520,7 +518,7 @@ class DockerBackend(Backend):
             "image": state.get("image") or by_component["master"].attrs.get("Config", {}).get("Image"),
         })
         addresses = {c: (host, ports[key]) for c, key in (("master", "spark_ui"), ("sql", "sql"), ("lab", "lab"))}
-        return ClusterInfo(job_id=job_id, endpoints=endpoints(**addresses), state=state)
+        return ClusterInfo(job_id=job_id, endpoints=endpoints(**addresses), state=state, credentials=saved)
 
     async def list_job_ids(self) -> set[str]:
         """Ids of the jobs with a container or a network labelled with this installation."""
@@ -908,8 +906,6 @@ class _DockerParts(ClusterParts):
             "host": self.backend.public_host,
             "ports": {"sql": self.ports["sql"], "lab": self.ports["lab"], "spark_ui": self.ports["master"]},
             "sql_user": self.plan.sql_user,
-            "sql_password": self.plan.sql_password,
-            "lab_token": self.plan.lab_token,
             "master_url": self.master_url,
             "workers": spec.workers,
             "worker_cores": spec.worker_cores,

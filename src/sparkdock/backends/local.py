@@ -88,11 +88,15 @@ MIN_JAVA = 17
 _AUTH_SOURCE = Path(roles.__file__).with_name("java") / "SparkdockPasswdAuthenticator.java"
 _WORKER_RE = re.compile(r"^worker-[1-9][0-9]*$")
 _FIXED_COMPONENTS = ("master", "sql", "lab", "driver")
-# Variables of the server's environment that must not leak into a cluster's processes.
-_SCRUB_ENV = (
-    "JUPYTER_TOKEN", "JPY_PARENT_PID", "JUPYTER_RUNTIME_DIR", "PYSPARK_SUBMIT_ARGS",
-    "PYSPARK_DRIVER_PYTHON_OPTS", "SPARK_MASTER_URL", "SPARK_LOCAL_IP", "SPARK_HOME",
+#: The only variables of the server's environment a cluster's processes get: what finds programs and libraries,
+#: the user, locale and time zone, and Java's settings. Nothing else reaches them: not the server's tokens
+#: (``JUPYTER_TOKEN``, ``JUPYTERHUB_API_TOKEN``), not cloud credentials, not a Spark setting of the server's.
+#: ``LocalBackend(extra_env=...)`` adds variables explicitly.
+PASSED_ENV = (
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "JAVA_HOME", "JAVA_TOOL_OPTIONS",
+    "LD_LIBRARY_PATH", "PYTHONPATH", "VIRTUAL_ENV",
 )
+PASSED_ENV_PREFIXES = ("LC_",)
 
 _jar_lock = threading.Lock()
 _ports_lock = threading.Lock()
@@ -344,8 +348,9 @@ def _check_python(python: str, env: Mapping[str, str]) -> str:
 
 
 def _base_env(python: str, spark_home: str | None, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment of a cluster's processes: the server's, scrubbed of secrets and markers."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SPARKDOCK_") and k not in _SCRUB_ENV}
+    """The environment of a cluster's processes, built explicitly: :data:`PASSED_ENV` from the server's, the
+    interpreter's folder first on ``PATH``, ``SPARK_HOME``, then ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k in PASSED_ENV or k.startswith(PASSED_ENV_PREFIXES)}
     bindir = str(Path(python).parent)
     path = env.get("PATH", os.defpath)
     if bindir not in path.split(os.pathsep):
@@ -685,7 +690,8 @@ class LocalBackend(Backend):
         time) and the SQL endpoint must answer; no process is started."""
         if job_id in self._clusters and self._clusters[job_id].ready:
             cluster = self._clusters[job_id]
-            return ClusterInfo(job_id=job_id, endpoints=self._endpoints(cluster.state), state=cluster.state)
+            return ClusterInfo(job_id=job_id, endpoints=self._endpoints(cluster.state), state=cluster.state,
+                               credentials=await asyncio.to_thread(self.credentials, job_id))
         try:
             records = state["processes"]
             ports = state["ports"]
@@ -700,7 +706,8 @@ class LocalBackend(Backend):
         if not {"master", "sql", "lab"} <= procs.keys():
             return None
         user = str(state.get("sql_user", "sparkdock"))
-        password = state.get("sql_password")
+        credentials = await asyncio.to_thread(self.credentials, job_id)
+        password = credentials.get("sql_password")
         try:
             await asyncio.to_thread(
                 probes.wait_until,
@@ -711,7 +718,7 @@ class LocalBackend(Backend):
             log.warning("sparkdock local backend: cannot adopt job %s: %s", job_id, exc)
             return None
         self._clusters[job_id] = _Cluster(job_id, state=state, procs=procs, ready=True)
-        return ClusterInfo(job_id=job_id, endpoints=self._endpoints(state), state=state)
+        return ClusterInfo(job_id=job_id, endpoints=self._endpoints(state), state=state, credentials=credentials)
 
     async def list_job_ids(self) -> set[str]:
         """Jobs with live processes carrying this instance's marker, or with a work folder left."""
@@ -929,9 +936,7 @@ class _LocalParts(provisioning.ClusterParts):
             "ports": picked,
             "processes": {},
             "sql_user": plan.sql_user,
-            "sql_password": plan.sql_password,
             "sql_auth": "CUSTOM" if self.jar else "NONE",
-            "lab_token": plan.lab_token,
             "workers": spec.workers,
             "worker_cores": spec.worker_cores,
             "worker_memory": spec.worker_memory,

@@ -47,7 +47,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sparkdock.backends.base import BackendError, ClusterInfo, Reporter, cluster_components
+from sparkdock.backends.base import (
+    SECRET_FILES,
+    BackendError,
+    ClusterInfo,
+    Reporter,
+    cluster_components,
+    read_credentials,
+    secret_file,
+)
 from sparkdock.cluster import probes, properties
 from sparkdock.model.specs import ClusterSpec
 
@@ -105,6 +113,10 @@ class ClusterPlan:
             props[properties.LAB_TOKEN_KEY] = self.lab_token
         return props
 
+    def credentials(self) -> dict[str, str]:
+        """What a user needs to reach the endpoints: the SQL password and the lab token (kept in memory only)."""
+        return {"sql_password": self.sql_password, "lab_token": self.lab_token}
+
     @property
     def components(self) -> list[str]:
         """master, worker-1 … worker-N, sql, lab."""
@@ -114,16 +126,6 @@ class ClusterPlan:
     def workers(self) -> list[str]:
         """worker-1 … worker-N."""
         return [f"worker-{i}" for i in range(1, self.spec.workers + 1)]
-
-
-#: The files of a cluster's secrets folder: one for the SQL endpoint, one for the lab, one for the rest (the
-#: master, the workers and every driver, which need the cluster's secret only).
-SECRET_FILES = {"sql": "sql.properties", "lab": "lab.properties", "cluster": "cluster.properties"}
-
-
-def secret_file(folder: Path, component: str) -> Path:
-    """The properties file of a component (``sql``, ``lab``; anything else gets ``cluster.properties``)."""
-    return folder / SECRET_FILES.get(component, SECRET_FILES["cluster"])
 
 
 def write_secret_files(plan: ClusterPlan, folder: Path) -> None:
@@ -148,21 +150,6 @@ def driver_secret_file(folder: Path, cluster_job: str) -> Path:
         raise BackendError(52, f"the secrets of cluster {cluster_job} are gone ({path}): it was stopped, or "
                            "started by an older sparkdock", component="driver")
     return path
-
-
-def read_credentials(folder: Path) -> dict[str, str]:
-    """The SQL password and the lab token a cluster's secrets folder holds (for adopting a cluster without a
-    saved state); empty when the files are gone."""
-    found: dict[str, str] = {}
-    for role, key, name in (("sql", properties.SQL_PASSWORD_KEY, "sql_password"),
-                            ("lab", properties.LAB_TOKEN_KEY, "lab_token")):
-        try:
-            value = properties.read(secret_file(folder, role)).get(key)
-        except OSError:
-            continue
-        if value:
-            found[name] = value
-    return found
 
 
 @dataclass(frozen=True)
@@ -273,7 +260,7 @@ class ClusterParts(abc.ABC):
 
     @abc.abstractmethod
     def state(self) -> dict[str, Any]:
-        """The backend's JSON state of the ready cluster (ids, ports, credentials), kept in the store for
+        """The backend's JSON state of the ready cluster (ids, ports; never a secret), kept in the store for
         adoption after a restart."""
 
 
@@ -363,7 +350,7 @@ class _Sequence:
         sql = await self.sql()
         lab = await self.lab()
         return ClusterInfo(job_id=self.plan.job_id, endpoints=endpoints(master, sql, lab),
-                           state=self.parts.state())
+                           state=self.parts.state(), credentials=self.plan.credentials())
 
     # -- the steps ------------------------------------------------------------------------------
 

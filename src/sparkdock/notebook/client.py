@@ -20,11 +20,14 @@ import contextlib
 import json
 import logging
 import os
+import shlex
 import socket
+import tempfile
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -724,10 +727,44 @@ class InteractiveJob(Job):
         """
         return self.client.request("GET", f"jobs/{self.id}/credentials")
 
-    def beeline_command(self) -> str:
-        """A ``beeline`` command line that connects to this cluster's SQL endpoint."""
+    def sql_password_file(self) -> Path:
+        """The SQL password in a file only you can read, for tools that take it from a file (beeline ``-w``).
+
+        A password on a command line is visible to every user of the machine (``ps``). The file is
+        ``<Jupyter runtime dir>/sparkdock/<job id>.sql-password``: the folder 0700, the file 0600, written
+        atomically. The password stops working when the cluster ends.
+        """
+        return self._password_file(self.credentials()["sql"]["password"] or "")
+
+    def _password_file(self, password: str) -> Path:
+        from jupyter_core.paths import jupyter_runtime_dir
+
+        folder = Path(jupyter_runtime_dir()) / "sparkdock"
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        folder.chmod(0o700)
+        target = folder / f"{self.id}.sql-password"
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)  # created 0600
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(password)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return target
+
+    def beeline_args(self, beeline: str = "beeline") -> list[str]:
+        """The arguments of a ``beeline`` that connects to this cluster's SQL endpoint; the password is read
+        from :meth:`sql_password_file` (``-w``), never put on the command line."""
         sql = self.credentials()["sql"]
-        return f"beeline -u '{sql['jdbc_url']}' -n {sql['user']} -p '{sql['password']}'"
+        password_file = self._password_file(sql["password"] or "")
+        return [beeline, "-u", sql["jdbc_url"], "-n", sql["user"], "-w", str(password_file)]
+
+    def beeline_command(self) -> str:
+        """A ``beeline`` command line (for a terminal) that connects to this cluster's SQL endpoint, with the
+        password in a private file (:meth:`beeline_args`)."""
+        return shlex.join(self.beeline_args())
 
     def sql_result(self, statement: str, limit: int | None = None) -> dict[str, Any]:
         """Run ``statement`` on the SQL endpoint (through the server).

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Bool, Float, Int, Type, Unicode, default, validate
+from traitlets import Bool, CaselessStrEnum, Float, Int, Set, Type, Unicode, default, validate
 
 from sparkdock._version import __version__
 from sparkdock.backends.base import Backend
 from sparkdock.backends.provisioning import Deadlines
+from sparkdock.server.data_dir import UnsafePermissions, prepare_data_dir, prepare_store_file
 from sparkdock.server.events import EventBus
 from sparkdock.server.manager import JobManager, ManagerConfig, data_dir_default
+from sparkdock.server.owners import OwnerPolicy
 from sparkdock.server.store import JobStore
 
 
@@ -81,6 +84,22 @@ class SparkDockApp(ExtensionApp):
         "running: they are the user's, and are adopted at the next start)."
     )
     retry_backoff = Float(2.0, config=True, help="First delay (s) of start retries; it doubles per attempt.")
+    enforce_owners = CaselessStrEnum(
+        ["auto", "on", "off"], "auto", config=True,
+        help="Whether each user sees and acts on their own jobs only. 'auto': when the identity provider gives "
+        "stable user names (JupyterHub's, or a configured IdentityProvider), not under jupyter_server's own "
+        "token or password login, where every caller is the one owner 'default'.",
+    )
+    admin_users = Set(
+        Unicode(), config=True,
+        help="Users who see and act on every job when owners are enforced (default: under JupyterHub, the "
+        "server's owner). A user the Authorizer allows on 'sparkdock:admin' is an admin too.",
+    )
+
+    @default("admin_users")
+    def _default_admin_users(self) -> set[str]:
+        owner = os.environ.get("JUPYTERHUB_USER")
+        return {owner} if owner else set()
 
     @validate("backend")
     def _valid_backend(self, proposal: Any) -> str:
@@ -131,8 +150,14 @@ class SparkDockApp(ExtensionApp):
     def initialize_settings(self) -> None:
         """Create the store, the backend, the event bus and the manager."""
         data_dir = Path(self.data_dir)
-        data_dir.mkdir(parents=True, exist_ok=True)
-        store = JobStore(self.store_path or data_dir / "jobs.db")
+        store_path = Path(self.store_path or data_dir / "jobs.db")
+        try:
+            prepare_data_dir(data_dir)
+            prepare_store_file(store_path)
+        except UnsafePermissions as exc:  # refuse to start: a clear message, no traceback
+            self.log.critical("sparkdock cannot start: %s", exc)
+            raise SystemExit(f"sparkdock cannot start: {exc}") from None
+        store = JobStore(store_path)
         backend, reason = self._make_backend(data_dir, self._instance_id())
         self.log.info("sparkdock: %s backend (%s); data in %s", backend.name, reason, data_dir)
         config = ManagerConfig(
@@ -150,7 +175,9 @@ class SparkDockApp(ExtensionApp):
             sql_row_limit=self.sql_row_limit,
         )
         self.manager = JobManager(store, backend, EventBus(), config, backend_reason=reason)
-        self.settings.update({"sparkdock_manager": self.manager})
+        owners = OwnerPolicy(self.enforce_owners.lower(), self.serverapp.identity_provider, self.admin_users)
+        self.log.info("sparkdock: %s", owners.describe())
+        self.settings.update({"sparkdock_manager": self.manager, "sparkdock_owners": owners})
 
     def initialize_handlers(self) -> None:
         """Register the REST and WebSocket routes."""

@@ -22,8 +22,9 @@ Message = dict[str, Any]
 class Subscription:
     """A queue of messages for one subscriber; close it when done."""
 
-    def __init__(self, bus: EventBus, maxsize: int) -> None:
+    def __init__(self, bus: EventBus, maxsize: int, accept: Callable[[Message], bool] | None = None) -> None:
         self._bus = bus
+        self.accept = accept
         self.queue: asyncio.Queue[Message] = asyncio.Queue(maxsize=maxsize)
         self.closed = False
 
@@ -32,7 +33,9 @@ class Subscription:
         return await self.queue.get()
 
     def put(self, msg: Message) -> None:
-        """Enqueue, dropping the oldest message if full."""
+        """Enqueue, dropping the oldest message if full; a message the subscriber may not see is dropped."""
+        if self.accept is not None and not self.accept(msg):
+            return
         if self.queue.full():
             with contextlib.suppress(asyncio.QueueEmpty):
                 self.queue.get_nowait()
@@ -65,9 +68,9 @@ class EventBus:
         """How many queue subscribers are attached."""
         return len(self._subs)
 
-    def subscribe(self) -> Subscription:
-        """A new queue subscription."""
-        sub = Subscription(self, self.maxsize)
+    def subscribe(self, accept: Callable[[Message], bool] | None = None) -> Subscription:
+        """A new queue subscription; ``accept(message)`` says which messages it receives (default: all)."""
+        sub = Subscription(self, self.maxsize, accept)
         self._subs.add(sub)
         return sub
 

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from jupyter_core.utils import ensure_async
 from jupyter_server.auth.decorator import authorized, ws_authenticated
+from jupyter_server.auth.utils import HTTP_METHOD_TO_AUTH_ACTION
 from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from tornado import web, websocket
 
@@ -26,7 +27,8 @@ from sparkdock.model.lifecycle import Kind, State, style_catalog
 from sparkdock.model.specs import SpecError
 from sparkdock.server.hiveserver2 import SQLError
 from sparkdock.server.manager import JobConflict, JobManager, QuotaExceeded
-from sparkdock.server.store import JobNotFound
+from sparkdock.server.owners import Caller, OwnerPolicy
+from sparkdock.server.store import Job, JobNotFound
 
 AUTH_RESOURCE = "sparkdock:jobs"
 MAX_BODY_BYTES = 2 * 1024 * 1024
@@ -107,9 +109,18 @@ class SparkDockHandler(APIHandler):
             raise _Reply(400, f"{name} must be between {lo} and {hi}")
         return value
 
-    def _owner(self) -> str | None:
-        user = self.current_user
-        return getattr(user, "username", None) or (user if isinstance(user, str) else None)
+    async def _caller(self, action: str | None = None) -> Caller:
+        """Who calls, and which jobs they may see (:mod:`sparkdock.server.owners`)."""
+        action = action or HTTP_METHOD_TO_AUTH_ACTION[self.request.method.upper()]
+        policy: OwnerPolicy = self.settings["sparkdock_owners"]
+        return await policy.caller(self, self.current_user, action)
+
+    async def _job(self, job_id: str, action: str | None = None) -> Job:
+        """The job, if the caller may see it; a job of someone else is a 404, as if it did not exist."""
+        job = self.manager.get(job_id)
+        if not (await self._caller(action)).may_see(job.owner):
+            raise JobNotFound(job_id)
+        return job
 
 
 class JobsHandler(SparkDockHandler):
@@ -128,14 +139,15 @@ class JobsHandler(SparkDockHandler):
             raise _Reply(400, f"state must be one of {', '.join(s.value for s in State)}")
         limit = self._int_arg("limit", 100, 1, 1000)
         offset = self._int_arg("offset", 0, 0, 10**9)
-        jobs, total = self.manager.list(kind=kind, states=states, limit=limit, offset=offset)
+        owner = (await self._caller()).owner_filter
+        jobs, total = self.manager.list(kind=kind, states=states, limit=limit, offset=offset, owner=owner)
         self.finish(json.dumps({"jobs": [j.to_json() for j in jobs], "total": total}))
 
     @web.authenticated
     @authorized
     @json_errors
     async def post(self) -> None:
-        job = self.manager.submit(self._body(), owner=self._owner())
+        job = self.manager.submit(self._body(), caller=await self._caller())
         self.set_status(201)
         self.set_header("Location", self.request.path.rstrip("/") + "/" + job.id)
         self.finish(json.dumps(job.to_json()))
@@ -148,12 +160,13 @@ class JobHandler(SparkDockHandler):
     @authorized
     @json_errors
     async def get(self, job_id: str) -> None:
-        self.finish(json.dumps(self.manager.get(job_id).to_json()))
+        self.finish(json.dumps((await self._job(job_id)).to_json()))
 
     @web.authenticated
     @authorized
     @json_errors
     async def delete(self, job_id: str) -> None:
+        await self._job(job_id)
         job = await self.manager.cancel(job_id, reason="user")
         self.set_status(202)
         self.finish(json.dumps(job.to_json()))
@@ -166,7 +179,7 @@ class StatusHandler(SparkDockHandler):
     @authorized
     @json_errors
     async def get(self, job_id: str) -> None:
-        job = self.manager.get(job_id)
+        job = await self._job(job_id)
         self.finish(json.dumps({"id": job.id, "state": job.state.value, "exit_code": job.exit_code}))
 
 
@@ -177,6 +190,7 @@ class HistoryHandler(SparkDockHandler):
     @authorized
     @json_errors
     async def get(self, job_id: str) -> None:
+        await self._job(job_id)
         self.finish(json.dumps({"events": self.manager.history(job_id)}))
 
 
@@ -187,7 +201,7 @@ class LogsHandler(SparkDockHandler):
     @authorized
     @json_errors
     async def get(self, job_id: str) -> None:
-        job = self.manager.get(job_id)
+        job = await self._job(job_id)
         default = "driver" if job.kind == Kind.AUTOMATED else "master"
         component = self.get_argument("component", default) or default
         tail = self._int_arg("tail", None, 1, 100_000)
@@ -205,6 +219,7 @@ class SQLHandler(SparkDockHandler):
     @authorized
     @json_errors
     async def post(self, job_id: str) -> None:
+        await self._job(job_id)
         body = self._body()
         if not isinstance(body, dict) or not isinstance(body.get("statement"), str) or not body["statement"].strip():
             raise _Reply(422, "statement: a non-empty string is required", errors=[
@@ -225,13 +240,15 @@ class CredentialsHandler(SparkDockHandler):
 
     The only response that carries a secret, and only on this explicit request (for beeline, DBeaver or
     opening the lab); it is marked not cacheable and is never logged. Job JSON, history and logs never
-    contain credentials. Who may call it is the Jupyter authorizer's decision (``sparkdock:jobs``).
+    contain credentials. It needs the ``write`` permission on ``sparkdock:jobs`` (whoever holds the password
+    can change the cluster's data), and the job must be the caller's own (or the caller an admin).
     """
 
     @web.authenticated
-    @authorized
+    @authorized("write")
     @json_errors
     async def get(self, job_id: str) -> None:
+        await self._job(job_id, "write")
         creds = self.manager.credentials(job_id)
         self.set_header("Cache-Control", "no-store")
         self.finish(json.dumps(creds))
@@ -261,6 +278,7 @@ class EventsHandler(JupyterHandler, websocket.WebSocketHandler):
     """``WS sparkdock/api/events``: one JSON message per job change, ``{"type": "job", "job": {...}}``."""
 
     auth_resource = AUTH_RESOURCE
+    _caller: Caller = Caller("", sees_all=False)  # set by pre_get: before it, nothing is visible
     _sub: Any = None
     _pump: asyncio.Task[None] | None = None
 
@@ -270,10 +288,12 @@ class EventsHandler(JupyterHandler, websocket.WebSocketHandler):
         return self.settings["sparkdock_manager"]
 
     async def pre_get(self) -> None:
-        """Authorize the subscriber (read access to jobs)."""
+        """Authorize the subscriber (read access to jobs) and learn which jobs it may see."""
         ok = await ensure_async(self.authorizer.is_authorized(self, self.current_user, "read", AUTH_RESOURCE))
         if not ok:
             raise web.HTTPError(403)
+        policy: OwnerPolicy = self.settings["sparkdock_owners"]
+        self._caller = await policy.caller(self, self.current_user, "read")
 
     @ws_authenticated
     async def get(self, *args: Any, **kwargs: Any) -> None:
@@ -286,7 +306,9 @@ class EventsHandler(JupyterHandler, websocket.WebSocketHandler):
 
     def open(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
         """Subscribe to the event bus and forward its messages."""
-        self._sub = self.manager.bus.subscribe()
+        caller = self._caller
+        self._sub = self.manager.bus.subscribe(
+            accept=lambda msg: msg.get("type") != "job" or caller.may_see(msg["job"].get("owner")))
         self._pump = asyncio.get_running_loop().create_task(self._forward())
 
     async def _forward(self) -> None:

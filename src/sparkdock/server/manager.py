@@ -27,6 +27,7 @@ from sparkdock.model.specs import AutomatedJobRequest, ClusterSpec, InteractiveJ
 from sparkdock.server.automated import AutomatedRun
 from sparkdock.server.events import EventBus
 from sparkdock.server.hiveserver2 import SQLResult, run_statement
+from sparkdock.server.owners import DEFAULT_OWNER, Caller
 from sparkdock.server.store import Job, JobStore, parse_time, utcnow
 
 log = logging.getLogger(__name__)
@@ -190,9 +191,11 @@ class JobManager:
         }
 
     # ---- submit ---------------------------------------------------------------------------------
-    def submit(self, body: Any, owner: str | None = None) -> Job:
-        """Validate a POST body and create the job (``QUEUED``). Raises :class:`SpecError`,
-        :class:`JobConflict` (``cluster_job`` not usable) or :class:`QuotaExceeded`."""
+    def submit(self, body: Any, caller: Caller | None = None) -> Job:
+        """Validate a POST body and create the job (``QUEUED``), owned by ``caller`` (default: the owner
+        ``default``, who sees every job). Raises :class:`SpecError`, :class:`JobConflict` (``cluster_job`` not
+        usable) or :class:`QuotaExceeded`."""
+        caller = caller or Caller(DEFAULT_OWNER, sees_all=True)
         req = parse_job_request(body)
         if isinstance(req, InteractiveJobRequest):
             cluster = self._cluster_spec(req.cluster.model_dump(exclude_unset=True))
@@ -202,7 +205,7 @@ class JobManager:
             if cluster.max_lifetime is None and self.config.default_max_lifetime:
                 spec["cluster"]["max_lifetime"] = self.config.default_max_lifetime
         else:
-            spec = self._automated_spec(req)
+            spec = self._automated_spec(req, caller)
         queued = self.store.list(states=[State.UNKNOWN, State.QUEUED], limit=1)[1]
         over_quota = queued >= self.config.max_queued_jobs
         if over_quota and req.kind == "interactive":
@@ -210,7 +213,7 @@ class JobManager:
                 f"{queued} jobs are already queued (max_queued_jobs={self.config.max_queued_jobs}); "
                 "wait for running jobs to end"
             )
-        job = self.store.create(req.kind, spec, name=req.name, owner=owner, backend=self.backend.name)
+        job = self.store.create(req.kind, spec, name=req.name, owner=caller.name, backend=self.backend.name)
         if over_quota:
             self.store.transition(
                 job.id, State.SYSTEM_ERROR, phase="QuotaReached", exit_code=23,
@@ -237,9 +240,10 @@ class JobManager:
                 ) from None
             raise
 
-    def _automated_spec(self, req: AutomatedJobRequest) -> dict[str, Any]:
+    def _automated_spec(self, req: AutomatedJobRequest, caller: Caller) -> dict[str, Any]:
         """The stored spec of an automated job. A ``cluster_job`` that cannot be used is refused at submission
-        (seed 003 "Cannot Run"): 422 when it does not exist, 409 when it is not RUNNING or is flagged."""
+        (seed 003 "Cannot Run"): 422 when it does not exist or is not the caller's to see, 409 when it is not
+        RUNNING or is flagged."""
         spec: dict[str, Any] = {
             "kind": "automated",
             "application": req.application.model_dump(),
@@ -249,7 +253,7 @@ class JobManager:
         }
         if req.cluster_job is not None:
             target = self.store.find(req.cluster_job)
-            if target is None or target.kind != Kind.INTERACTIVE:
+            if target is None or target.kind != Kind.INTERACTIVE or not caller.may_see(target.owner):
                 raise SpecError([{"field": "cluster_job", "message": f"no interactive job {req.cluster_job!r}"}])
             if target.state != State.RUNNING:
                 raise JobConflict(f"cluster_job {req.cluster_job} is {target.state}, not RUNNING")
@@ -380,7 +384,11 @@ class JobManager:
         if rt is not None and rt.cluster is not None:
             return rt.cluster
         if job.backend_state:
-            return ClusterInfo(job.id, job.endpoints or {}, job.backend_state)
+            cluster = ClusterInfo(job.id, job.endpoints or {}, job.backend_state,
+                                  credentials=self.backend.credentials(job.id))
+            if rt is not None:
+                rt.cluster = cluster
+            return cluster
         raise JobConflict(f"job {job.id} has no cluster")
 
     def _clusters_in_use(self) -> int:

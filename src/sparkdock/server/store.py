@@ -506,9 +506,13 @@ class JobStore:
         limit: int = 100,
         offset: int = 0,
         oldest_first: bool = False,
+        owner: str | None = None,
     ) -> tuple[list[Job], int]:
         """Jobs matching the filters (newest first unless ``oldest_first``), and the total count."""
         where, args = [], []
+        if owner is not None:
+            where.append("owner = ?")
+            args.append(owner)
         if kind:
             where.append("kind = ?")
             args.append(Kind(kind).value)
