@@ -11,6 +11,7 @@ import re
 import pytest
 import tornado.httpclient
 
+from job_helpers import wait_for
 from site_users import RolePermissions, TokenUsers, auth
 from sparkdock.server.handlers import EventsHandler, default_handlers
 
@@ -38,14 +39,11 @@ async def _call(jp_fetch, method: str, *path: str, user: str | None = None, body
         return r.code, None
 
 
-async def _running(jp_fetch, user: str | None = None, body=INTERACTIVE) -> str:
-    code, job = await _call(jp_fetch, "POST", "jobs", user=user, body=body)
+async def _running(jp_fetch, jp_serverapp, user: str | None = None) -> str:
+    """A cluster of ``user`` (``None``: alice), RUNNING."""
+    code, job = await _call(jp_fetch, "POST", "jobs", user=user, body=INTERACTIVE)
     assert code == 201, job
-    deadline = asyncio.get_running_loop().time() + 20
-    while job["state"] != "RUNNING":
-        assert asyncio.get_running_loop().time() < deadline, job
-        await asyncio.sleep(0.05)
-        _, job = await _call(jp_fetch, "GET", "jobs", job["id"], user=user)
+    await wait_for(jp_serverapp.web_app.settings["sparkdock_manager"], job["id"], "RUNNING", timeout=20)
     return job["id"]
 
 
@@ -64,8 +62,8 @@ def _routes(job_id: str) -> list[tuple[str, list[str], str]]:
     return found
 
 
-async def test_the_auth_matrix_of_every_route_and_the_event_stream(jp_fetch, jp_ws_fetch):
-    jid = await _running(jp_fetch)
+async def test_the_auth_matrix_of_every_route_and_the_event_stream(jp_fetch, jp_ws_fetch, jp_serverapp):
+    jid = await _running(jp_fetch, jp_serverapp)
     routes = _routes(jid)
     assert len(routes) == 11  # jobs GET/POST, job GET/DELETE, status, history, logs, sql, credentials, codes, info
     for method, parts, action in routes:
@@ -90,8 +88,8 @@ async def test_the_auth_matrix_of_every_route_and_the_event_stream(jp_fetch, jp_
     ws.close()
 
 
-async def test_credentials_need_write(jp_fetch):
-    jid = await _running(jp_fetch)
+async def test_credentials_need_write(jp_fetch, jp_serverapp):
+    jid = await _running(jp_fetch, jp_serverapp)
     code, creds = await _call(jp_fetch, "GET", "jobs", jid, "credentials")
     assert code == 200 and creds["sql"]["password"]
     code, reply = await _call(jp_fetch, "GET", "jobs", jid, "credentials", user="reader")
@@ -109,11 +107,11 @@ async def _messages_until(ws, job_id: str, state: str) -> list[dict]:
                 return seen
 
 
-async def test_a_user_sees_and_acts_on_their_own_jobs_only_and_an_admin_on_all(jp_fetch, jp_ws_fetch):
+async def test_a_user_sees_and_acts_on_their_own_jobs_only_and_an_admin_on_all(jp_fetch, jp_ws_fetch, jp_serverapp):
     bob_ws = await jp_ws_fetch("sparkdock", "api", "events", headers=auth("bob"))
     admin_ws = await jp_ws_fetch("sparkdock", "api", "events", headers=auth("admin"))
-    alices = await _running(jp_fetch)
-    bobs = await _running(jp_fetch, user="bob")
+    alices = await _running(jp_fetch, jp_serverapp)
+    bobs = await _running(jp_fetch, jp_serverapp, user="bob")
     _, job = await _call(jp_fetch, "GET", "jobs", alices)
     assert job["owner"] == "alice"
     # bob's socket got his job's changes and nothing of alice's (hers came first on the bus)
@@ -158,7 +156,7 @@ async def test_a_user_sees_and_acts_on_their_own_jobs_only_and_an_admin_on_all(j
 
 @pytest.mark.parametrize("sparkdock_config", [{"enforce_owners": "off"}])
 async def test_owners_can_be_turned_off(jp_fetch, jp_serverapp):
-    alices = await _running(jp_fetch)
+    alices = await _running(jp_fetch, jp_serverapp)
     code, job = await _call(jp_fetch, "GET", "jobs", alices, user="bob")
     assert code == 200 and job["owner"] == "default"
     manager = jp_serverapp.web_app.settings["sparkdock_manager"]

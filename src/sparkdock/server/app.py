@@ -175,7 +175,7 @@ class SparkDockApp(ExtensionApp):
             sql_row_limit=self.sql_row_limit,
         )
         self.manager = JobManager(store, backend, EventBus(), config, backend_reason=reason)
-        owners = OwnerPolicy(self.enforce_owners.lower(), self.serverapp.identity_provider, self.admin_users)
+        owners = OwnerPolicy(self.enforce_owners, self.serverapp.identity_provider, self.admin_users)
         self.log.info("sparkdock: %s", owners.describe())
         self.settings.update({"sparkdock_manager": self.manager, "sparkdock_owners": owners})
 
