@@ -61,11 +61,13 @@ def sparkdock_config():
 def jp_server_config(tmp_path, sparkdock_config, sparkdock_cache_dir):
     """A server with sparkdock enabled, its data in the test's tmp dir (the session's build cache), and no
     unauthenticated access."""
-    from fake_backend import FakeBackend
+    from fake_backend import IMAGES, FakeBackend
+    from sparkdock.backends.docker import DEFAULT_IMAGE
 
     FakeBackend.reset()
     cfg = {"backend_class": FakeBackend, "data_dir": str(tmp_path / "sparkdock"), "retry_backoff": 0.1,
-           "instance": testrun.instance("srv"), "cache_dir": str(sparkdock_cache_dir)}
+           "instance": testrun.instance("srv"), "cache_dir": str(sparkdock_cache_dir),
+           "allowed_images": {*IMAGES, DEFAULT_IMAGE}}  # the fake backend's images pick its behaviour
     cfg.update(sparkdock_config)
     return {
         "ServerApp": {

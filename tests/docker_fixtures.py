@@ -62,10 +62,12 @@ def build_broken_image(client: Any, base: str, role: str, tag: str, exit_code: i
     purpose (built locally: no registry needed). Remove it with ``client.images.remove(tag, force=True)``."""
     dockerfile = f"""
 FROM {base}
+USER root
 RUN printf '%s\\n' '#!/bin/sh' \\
     'if [ "$1" = {role} ]; then echo "sparkdock test: {role} is broken on purpose" >&2; exit {exit_code}; fi' \\
     'exec python -m sparkdock.cluster.entrypoint "$@"' > /usr/local/bin/broken-entry \\
  && chmod +x /usr/local/bin/broken-entry
+USER 185:185
 ENTRYPOINT ["/usr/bin/tini", "-g", "--", "/usr/local/bin/broken-entry"]
 """
     client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True)

@@ -35,6 +35,7 @@ from job_helpers import describe, events, wait_for
 from local_cluster import TEST_SPARK_CONF
 from sparkdock.backends.local import LocalBackend, pid_alive
 from sparkdock.model.lifecycle import State
+from sparkdock.server.limits import Limits
 from sparkdock.server.manager import JobManager, ManagerConfig
 from sparkdock.server.store import Job, JobStore
 
@@ -99,7 +100,8 @@ async def test_automated_jobs_on_real_clusters(tmp_path: Path) -> None:
     store = JobStore(tmp_path / "jobs.db")
     backend = LocalBackend(tmp_path / "data", testrun.instance("auto"), sql_auth="none",
                            spark_conf=TEST_SPARK_CONF)
-    m = JobManager(store, backend, config=ManagerConfig(max_running_clusters=2, watchdog_interval=0.5))
+    m = JobManager(store, backend, config=ManagerConfig(max_running_clusters=2, watchdog_interval=0.5,
+                                                        limits=Limits(root_dir=tmp_path)))
     await m.ensure_started()
     problems: list[str] = []
 

@@ -37,8 +37,7 @@ from job_helpers import (
 )
 from sparkdock.backends.base import BackendError, ClusterInfo, StagedApp
 from sparkdock.backends.docker import LABEL_INSTANCE, LABEL_JOB, LABEL_ROLE, DockerBackend
-from sparkdock.backends.provisioning import secret_file
-from sparkdock.cluster import probes, properties
+from sparkdock.cluster import probes, properties, roles
 from sparkdock.model.specs import ClusterSpec
 
 pytestmark = pytest.mark.docker
@@ -322,6 +321,7 @@ def test_containers_inspected(cluster: Any, dclient: docker.DockerClient, backen
     net_labels = networks[0].attrs["Labels"]
     assert net_labels["sparkdock.job"] == JOB and net_labels[LABEL_INSTANCE] == INSTANCE
     published = {"master": "8080/tcp", "sql": "10000/tcp", "lab": "8888/tcp"}
+    ncpu = dclient.info()["NCPU"]
     for component, c in by_component.items():
         assert c.name == f"sparkdock-{INSTANCE}-{JOB}-{component}"
         assert c.labels[LABEL_INSTANCE] == INSTANCE
@@ -330,6 +330,19 @@ def test_containers_inspected(cluster: Any, dclient: docker.DockerClient, backen
         host_config = c.attrs["HostConfig"]
         assert host_config["Memory"] > 0
         assert host_config["PidsLimit"] == backend.pids_limit
+        # unprivileged and bounded: a non-root user, no capability, no privilege gained, CPUs limited
+        assert c.attrs["Config"]["User"] == "185:185"
+        assert host_config["CapDrop"] == ["ALL"] and not host_config["CapAdd"]
+        assert host_config["SecurityOpt"] == ["no-new-privileges:true"]
+        assert not host_config["Privileged"]
+        role = component.split("-")[0]
+        assert host_config["NanoCpus"] == int(min(roles.container_cpu_limit(role, 1), ncpu) * 1e9)
+        uid, caps, secret_mode = c.exec_run(
+            ["sh", "-c", f"id -u; grep CapEff /proc/self/status; stat -c '%u %a' {properties.CONTAINER_PATH}"]
+        ).output.decode().split("\n")[:3]
+        assert uid == "185", f"{component} runs as uid {uid}"
+        assert caps.split() == ["CapEff:", "0000000000000000"]
+        assert secret_mode == "185 400"  # its secrets: readable by its user only
         bindings = {k: v for k, v in (c.attrs["NetworkSettings"]["Ports"] or {}).items() if v}
         if component in published:
             assert list(bindings) == [published[component]]
@@ -339,8 +352,7 @@ def test_containers_inspected(cluster: Any, dclient: docker.DockerClient, backen
         # its own role's secrets, read-only; none in its environment or command (docker inspect shows those)
         env = c.attrs["Config"]["Env"]
         cmd = " ".join(c.attrs["Config"]["Cmd"] or []) + " ".join(c.attrs["Config"]["Entrypoint"] or [])
-        mounts = [(m["Source"], m["Destination"], m["RW"]) for m in c.attrs["Mounts"]]
-        assert mounts == [(str(secret_file(backend.secrets_dir(JOB), component)), properties.CONTAINER_PATH, False)]
+        assert c.attrs["Mounts"] == []  # the secrets file is in the container, not a view of the host
         assert f"{properties.PROPERTIES_ENV}={properties.CONTAINER_PATH}" in env
         assert_no_secret(secrets, {f"the environment of {component}": " ".join(env),
                                    f"the command of {component}": cmd})
@@ -423,8 +435,11 @@ def test_run_application(cluster: Any, backend: DockerBackend, tmp_path: Path, r
         "from pyspark.sql import SparkSession\n"
         "spark = SparkSession.builder.getOrCreate()\n"
         "n = spark.range(100000).selectExpr('sum(id) AS s').collect()[0].s\n"
-        "print('SPARKDOCK-RESULT', n, sys.argv[1:])\n"
-        "print('SPARKDOCK-APP-ID', spark.sparkContext.applicationId)\n"
+        "print(f'SPARKDOCK-RESULT {n} {sys.argv[1:]}')  # one write each: Spark's log on stderr interleaves\n"
+        "import os, re\n"
+        "caps = re.search(r'CapEff:\\s*(\\w+)', open('/proc/self/status').read()).group(1)\n"
+        "print(f'SPARKDOCK-PRIVILEGES {os.getuid()} {caps}')\n"
+        "print(f'SPARKDOCK-APP-ID {spark.sparkContext.applicationId}')\n"
         "spark.stop()\n"
     )
     failing = tmp_path / "fail.py"
@@ -440,6 +455,7 @@ def test_run_application(cluster: Any, backend: DockerBackend, tmp_path: Path, r
     log_text = (backend.job_dir(app1) / "logs" / "driver.log").read_text()
     assert result.exit_status == 0, log_text[-3000:]
     assert "SPARKDOCK-RESULT 4999950000 ['a1']" in log_text
+    assert "SPARKDOCK-PRIVILEGES 185 0000000000000000" in log_text  # the driver is unprivileged too
     # a driver with the cluster's secret (its file mounted read-only) registers with the master
     app_id = re.search(r"SPARKDOCK-APP-ID (\S+)", log_text)
     assert app_id and app_id.group(1) in registered_apps(probes.master_status(info.endpoints["spark_ui"]["url"]))

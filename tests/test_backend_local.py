@@ -318,7 +318,7 @@ def test_run_application(cluster: Started, tmp_path: Path) -> None:
         "from pyspark.sql import SparkSession\n"
         "spark = SparkSession.builder.getOrCreate()\n"
         "print('COUNT=%d' % spark.range(100).count())\n"
-        "print('SPARKDOCK-APP-ID', spark.sparkContext.applicationId, flush=True)\n"
+        "print(f'SPARKDOCK-APP-ID {spark.sparkContext.applicationId}', flush=True)  # one write: stderr interleaves\n"
         "deadline = time.monotonic() + 120\n"
         "while not os.path.exists(sys.argv[1]) and time.monotonic() < deadline:\n"
         "    time.sleep(0.1)\n"

@@ -14,7 +14,9 @@ import pytest
 from fake_backend import FakeBackend
 from job_helpers import describe, events, wait_for
 from sparkdock.model.lifecycle import State
+from sparkdock.model.specs import SpecError
 from sparkdock.server.automated import RunHost
+from sparkdock.server.limits import Limits
 from sparkdock.server.manager import JobConflict, JobManager, ManagerConfig, QuotaExceeded
 from sparkdock.server.store import JobStore
 
@@ -32,10 +34,13 @@ def make_manager(tmp_path, store, jp_asyncio_loop):
     manager left running would act on the next test's jobs)."""
     managers: list[JobManager] = []
     FakeBackend.reset()
+    root = tmp_path / "root"  # the server's root_dir: where application paths must lie
+    root.mkdir()
 
     async def make(**cfg) -> JobManager:
         cfg.setdefault("retry_backoff", 0.05)
         cfg.setdefault("watchdog_interval", 0.1)
+        cfg.setdefault("limits", Limits(root_dir=root))
         m = JobManager(store, FakeBackend(tmp_path / "data", "test"), config=ManagerConfig(**cfg))
         await m.ensure_started()
         managers.append(m)
@@ -220,7 +225,7 @@ async def test_driver_outcomes_map_to_codes(make_manager, fake, state, code, ker
 
 async def test_staging_errors_are_11_and_12(make_manager):
     m = await make_manager()
-    j11 = m.submit({"kind": "automated", "application": {"type": "pyspark", "path": "/no/such/file.py"},
+    j11 = m.submit({"kind": "automated", "application": {"type": "pyspark", "path": "no/such/file.py"},
                     "cluster": {"image": "fake/ok"}})
     j12 = m.submit(automated(code="def broken(:\n"))
     j12b = m.submit({"kind": "automated", "application": {"type": "sql", "code": "-- only a comment"}})
@@ -229,6 +234,87 @@ async def test_staging_errors_are_11_and_12(make_manager):
     assert done.exit_code == 12 and "syntax error at line 1" in done.exit_message
     assert (await wait_for(m, j12b.id, "SYSTEM_ERROR")).exit_code == 12
     assert not FakeBackend.live  # nothing was provisioned for an application that cannot run
+    await m.stop()
+
+
+def _path_job(path: str) -> dict:
+    return {"kind": "automated", "application": {"type": "pyspark", "path": path}, "cluster": {"image": "fake/ok"}}
+
+
+async def test_application_paths_stay_under_the_root(make_manager, tmp_path):
+    m = await make_manager(max_running_clusters=1)
+    root = m.root_dir
+    (root / "apps").mkdir()
+    (root / "apps" / "ok.py").write_text("# fake: {}\nprint(1)\n")
+    outside = tmp_path / "outside.py"
+    outside.write_text("print('secret')\n")
+    (root / "escape.py").symlink_to(outside)
+    (root / "apps" / "up").symlink_to(tmp_path)
+    refused = {"/etc/passwd": "under the server's root directory", "../x": "'..'", "apps/../apps/ok.py": "'..'",
+               str(outside): "under the server's root directory", "escape.py": "under the server's root directory",
+               "apps/up/outside.py": "under the server's root directory"}
+    for path, why in refused.items():
+        with pytest.raises(SpecError) as err:
+            m.submit(_path_job(path))
+        assert err.value.status == 400 and err.value.fields == ["application.path"], path
+        assert why in str(err.value), path
+    # inside the root: relative or absolute; a file swapped for a symlink out of the root after submission is
+    # refused when it is staged (11), and nothing outside is read
+    ok = [m.submit(_path_job("apps/ok.py")), m.submit(_path_job(str(root / "apps" / "ok.py")))]
+    for job in ok:
+        await wait_for(m, job.id, "COMPLETE")
+    swapped = root / "apps" / "swap.py"
+    swapped.write_text("print(1)\n")
+    hold = m.submit(interactive())  # takes the only cluster slot: the job waits in QUEUED, not yet staged
+    await wait_for(m, hold.id, "RUNNING")
+    job = m.submit(_path_job("apps/swap.py"))
+    await wait_for(m, job.id, "QUEUED", phase="WaitingForCapacity 1/1")
+    swapped.unlink()
+    swapped.symlink_to(outside)
+    await m.cancel(hold.id, wait=True)
+    done = await wait_for(m, job.id, "SYSTEM_ERROR")
+    assert done.exit_code == 11 and "root directory" in done.exit_message
+    await m.stop()
+
+
+async def test_sizes_and_images_over_the_limits_are_refused(make_manager):
+    m = await make_manager(limits=Limits(allowed_images=frozenset({"fake/ok"}), max_workers=2, max_worker_cores=2,
+                                         max_worker_memory="2g"))
+    over = {"workers": (3, "max_workers"), "worker_cores": (3, "max_worker_cores"),
+            "worker_memory": ("3g", "max_worker_memory"), "image": ("fake/slow", "allowed_images")}
+    for field, (value, setting) in over.items():
+        for body in (interactive(**{field: value}),
+                     {"kind": "automated", "application": {"type": "sql", "code": "SELECT 1"},
+                      "cluster": {"image": "fake/ok", field: value}}):
+            with pytest.raises(SpecError) as err:
+                m.submit(body)
+            assert err.value.status == 400 and err.value.fields == [f"cluster.{field}"], body
+            assert setting in str(err.value)
+    at_limit = m.submit(interactive(workers=2, worker_cores=2, worker_memory="2g"))
+    assert (await wait_for(m, at_limit.id, "RUNNING")).spec["cluster"]["workers"] == 2
+    await m.cancel(at_limit.id, wait=True)
+    await m.stop()
+
+
+async def test_drivers_per_cluster_wait_in_queued(make_manager):
+    m = await make_manager(max_drivers_per_cluster=1)
+    cl = m.submit(interactive())
+    await wait_for(m, cl.id, "RUNNING")
+    first = m.submit(automated({"gate": "first"}, cluster_job=cl.id))
+    await wait_for(m, first.id, "RUNNING")
+    second = m.submit(automated({"exit_status": 0}, cluster_job=cl.id))
+    await wait_for(m, second.id, "QUEUED", phase="WaitingForDriverSlot 1/1")
+    assert any("max_drivers_per_cluster" in (e.get("description") or "") for e in m.history(second.id))
+    other = m.submit(interactive())  # another cluster's drivers are not counted against this one
+    await wait_for(m, other.id, "RUNNING")
+    third = m.submit(automated({"exit_status": 0}, cluster_job=other.id))
+    await wait_for(m, third.id, "COMPLETE")
+    assert m.get(second.id).state == State.QUEUED
+    FakeBackend.open_gate("first")
+    await wait_for(m, first.id, "COMPLETE")
+    assert (await wait_for(m, second.id, "COMPLETE")).attempt == 1
+    for job in (cl, other):
+        await m.cancel(job.id, wait=True)
     await m.stop()
 
 

@@ -16,11 +16,14 @@ Only the SQL endpoint, the lab and the master's web UI (the cluster's Spark UI) 
 ``bind_address`` with host ports chosen by the engine; plus, while a driver runs, its application UI, so
 that progress can be followed.
 
+Containers run unprivileged: as the image's user ``spark`` (uid 185), with every capability dropped,
+``no-new-privileges``, and memory, CPU (``nano_cpus``) and pids limits.
+
 Secrets (the cluster's ``spark.authenticate.secret``, the SQL password, the lab token) are in the roles' 0600
-properties files, written on the host in the job's ``secrets/`` folder (0700) and bind-mounted read-only at
-``/run/sparkdock/spark.properties``: each container gets its own role's file only, and none is in a
-container's environment or command (``docker inspect`` shows those). The engine must therefore see the
-server's data folder, as a local engine does. The folder is removed with the cluster.
+properties files, written on the host in the job's ``secrets/`` folder (0700, removed with the cluster). Each
+container gets its own role's file only, put in it before it starts at ``/run/sparkdock/spark.properties``
+(0400, owned by uid 185; ``put_archive``, so the engine need not see the server's files); none is in a
+container's environment or command (``docker inspect`` shows those).
 
 A cluster is built by the shared sequence of :mod:`sparkdock.backends.provisioning` (phases, deadlines,
 readiness probes at the protocol level, exit codes); this module gives it the Docker primitives
@@ -55,7 +58,7 @@ import docker
 import docker.errors
 import requests.exceptions
 from docker.models.containers import Container
-from docker.types import LogConfig, Mount
+from docker.types import LogConfig
 
 from sparkdock.backends import provisioning
 from sparkdock.backends.base import (
@@ -90,6 +93,10 @@ LABEL_CLUSTER = "sparkdock.cluster"
 
 #: Folder of a staged application inside the driver container.
 APP_DIR_IN_CONTAINER = "/opt/sparkdock/app"
+
+#: The user every container runs as: ``spark`` of the sparkdock image (as in Apache Spark's images), never root.
+CONTAINER_USER = "185:185"
+_CONTAINER_UID = 185
 
 _COMPONENT_RE = re.compile(r"^(master|sql|lab|driver|worker-[1-9][0-9]*)$")
 _ENGINE_DOWN_MARKERS = ("no space left on device", "cannot connect to the docker daemon",
@@ -126,6 +133,24 @@ def _tail(text: str, lines: int | None) -> str:
         return ""
     parts = text.splitlines(keepends=True)
     return "".join(parts[-lines:])
+
+
+def _secrets_archive(data: bytes) -> bytes:
+    """A tar of the secrets file at :data:`~sparkdock.cluster.properties.CONTAINER_PATH`, for ``put_archive``
+    into its parent's parent: the folder 0500 and the file 0400, both owned by the container's user (the engine
+    keeps the owner given in the tar). It lives in the container's own layer and goes with it."""
+    path = Path(properties.CONTAINER_PATH)
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        folder = tarfile.TarInfo(path.parent.name)
+        folder.type, folder.mode = tarfile.DIRTYPE, 0o500
+        folder.uid = folder.gid = _CONTAINER_UID
+        tar.addfile(folder)
+        info = tarfile.TarInfo(f"{path.parent.name}/{path.name}")
+        info.size, info.mode = len(data), 0o400
+        info.uid = info.gid = _CONTAINER_UID
+        tar.addfile(info, io.BytesIO(data))
+    return archive.getvalue()
 
 
 def _dns_name(name: str) -> str:
@@ -198,6 +223,7 @@ class DockerBackend(Backend):
         #: Set while :meth:`watch` is subscribed to the engine's event stream (a die event from then on is
         #: seen); tests and diagnostics wait on it instead of guessing how long subscribing takes.
         self.watch_connected = threading.Event()
+        self._engine_cpus: float | None = None
 
     # ------------------------------------------------------------------------------------------
     # executor and client helpers
@@ -398,33 +424,51 @@ class DockerBackend(Backend):
         return str(network.id)
 
     def _b_create(self, job_id: str, component: str, role: str, image: str, network: str,
-                  env: dict[str, str], mem_limit: str, ports: Iterable[int] = (),
+                  env: dict[str, str], mem_limit: str, cpus: float, ports: Iterable[int] = (),
                   command: list[str] | None = None, properties_file: Path | None = None) -> Container:
+        """Create (not start) a component's container: unprivileged and bounded (see :data:`CONTAINER_USER`),
+        with the role's secrets file put in it."""
         client = self._docker()
         name = self._container_name(job_id, component)
         alias = _dns_name(name)
-        mounts: list[Mount] = []
-        if properties_file is not None:  # the role's secrets: a read-only file (a missing one is an error)
-            mounts.append(Mount(properties.CONTAINER_PATH, str(properties_file), type="bind", read_only=True))
+        secrets: bytes | None = None
+        if properties_file is not None:  # the role's secrets (a missing file is an error)
+            try:
+                secrets = properties_file.read_bytes()
+            except OSError as exc:
+                raise BackendError(52, f"cannot read the secrets of the {component}: {exc}",
+                                   phase="CreatingContainers", component=component) from exc
             env = {**env, properties.PROPERTIES_ENV: properties.CONTAINER_PATH}
-        return client.containers.create(
+        container = client.containers.create(
             image,
             command=command or [role],
             name=name,
             hostname=alias,
+            user=CONTAINER_USER,
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges:true"],
             environment=env,
-            mounts=mounts,
             labels=self._labels(job_id, role, component),
             network=network,
             networking_config={network: client.api.create_endpoint_config(aliases=[alias, component])},
             ports={f"{p}/tcp": (self.bind_address,) for p in ports},
             mem_limit=mem_limit,
             memswap_limit=mem_limit,
+            nano_cpus=int(min(cpus, self._b_engine_cpus()) * 1e9),
             pids_limit=self.pids_limit,
             log_config=LogConfig(type=LogConfig.types.JSON, config={"max-size": "20m", "max-file": "2"}),
             init=False,  # the image runs tini itself
             detach=True,
         )
+        if secrets is not None:
+            container.put_archive(str(Path(properties.CONTAINER_PATH).parent.parent), _secrets_archive(secrets))
+        return container
+
+    def _b_engine_cpus(self) -> float:
+        """The engine's CPUs (a container may not be given more), asked once."""
+        if self._engine_cpus is None:
+            self._engine_cpus = float(self._docker().info().get("NCPU") or 1)
+        return self._engine_cpus
 
     async def _create(self, job_id: str, component: str, *args: Any, **kwargs: Any) -> Container:
         try:
@@ -585,6 +629,7 @@ class DockerBackend(Backend):
             container = await self._create(
                 job_id, "driver", "driver", st.get("image") or self.image, network,
                 self._driver_env(job_id, st, app), roles.container_memory_limit("driver"),
+                roles.container_cpu_limit("driver"),
                 ports=[ui_port], command=["driver", f"{APP_DIR_IN_CONTAINER}/{app_file.name}", *app.args],
                 properties_file=secret,
             )
@@ -854,9 +899,10 @@ class _DockerParts(ClusterParts):
             "SPARKDOCK_HOST": self._host(component),
         }
         memory = roles.container_memory_limit(role, spec.worker_memory, spec.worker_cores)
+        cpus = roles.container_cpu_limit(role, spec.worker_cores)
         ports = [_PUBLISHED[component]] if component in _PUBLISHED else []
         return await self.backend._create(self.job_id, component, role, self.image,
-                                          self.backend._network_name(self.job_id), env, memory, ports=ports,
+                                          self.backend._network_name(self.job_id), env, memory, cpus, ports=ports,
                                           properties_file=provisioning.secret_file(self.secrets, component))
 
     async def start(self, component: str) -> None:

@@ -225,6 +225,20 @@ def container_memory_limit(role: str, worker_memory: str | int = "1g", worker_co
 # ---------------------------------------------------------------------------------------------
 
 
+#: CPUs a role's container may use, beside the worker (which gets its ``worker_cores``): the master and the lab
+#: are light; the SQL endpoint and an application's driver plan queries and collect results.
+ROLE_CPUS: dict[str, float] = {"master": 1.0, "sql": 2.0, "lab": 1.0, "driver": 2.0}
+
+
+def container_cpu_limit(role: str, worker_cores: int = 1) -> float:
+    """The CPUs a role's container may use (Docker ``--cpus``): a worker its cores, the others :data:`ROLE_CPUS`."""
+    if role == "worker":
+        return float(max(1, worker_cores))
+    if role not in ROLE_CPUS:
+        raise ValueError(f"unknown role: {role!r}")
+    return ROLE_CPUS[role]
+
+
 def shared_app_conf(
     *,
     worker_memory: str | int,

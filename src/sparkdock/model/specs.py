@@ -213,10 +213,15 @@ _ADAPTER: TypeAdapter[InteractiveJobRequest | AutomatedJobRequest] = TypeAdapter
 
 
 class SpecError(ValueError):
-    """A request body that cannot run (seed 003 "Cannot Run"). ``errors`` names each field."""
+    """A request body that cannot run (seed 003 "Cannot Run"). ``errors`` names each field.
 
-    def __init__(self, errors: list[dict[str, str]]) -> None:
+    ``status`` is the HTTP status of the reply: 422 for a body that is not a valid spec, 400 for one this
+    server refuses by its settings (a file outside its root, an image not allowed, a size over a bound).
+    """
+
+    def __init__(self, errors: list[dict[str, str]], status: int = 422) -> None:
         self.errors = errors
+        self.status = status
         super().__init__("; ".join(f"{e['field']}: {e['message']}" if e["field"] else e["message"] for e in errors))
 
     @property

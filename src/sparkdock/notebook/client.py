@@ -388,15 +388,17 @@ class Client:
         """Submit an automated job (a batch Spark application): PySpark ``code``/``path`` or a SQL script.
 
         It runs on ``cluster_job`` (a RUNNING interactive job, handle or id) or on an ephemeral cluster of its
-        own shaped by ``cluster`` (``workers``, ``worker_cores``, ``worker_memory``, ``image``). ``policy``
+        own shaped by ``cluster`` (``workers``, ``worker_cores``, ``worker_memory``, ``image``). A relative
+        ``path`` is taken from the kernel's current folder; the file must lie under the Jupyter server's root
+        directory, which the server reads it from. ``policy``
         takes ``max_runtime``, ``min_runtime``, ``overrun_action``, ``retries``, ``rerun_on_exit_codes``.
         Bad input raises :class:`InvalidSpec` whose ``errors`` name each field.
         """
         app: dict[str, Any] = {"type": type, "args": [str(a) for a in args], "conf": dict(conf or {})}
         if code is not None:
             app["code"] = code
-        if path is not None:
-            app["path"] = path
+        if path is not None:  # the server reads it: from the kernel's folder, as the user sees it
+            app["path"] = os.path.abspath(os.path.expanduser(path)) if path else path
         body: dict[str, Any] = {"kind": "automated", "name": name, "application": app}
         if cluster_job is not None:
             body["cluster_job"] = cluster_job.id if isinstance(cluster_job, Job) else str(cluster_job)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any
@@ -13,11 +14,26 @@ from traitlets import Bool, CaselessStrEnum, Float, Int, Set, Type, Unicode, def
 from sparkdock._version import __version__
 from sparkdock.backends.base import Backend
 from sparkdock.backends.provisioning import Deadlines
+from sparkdock.model.specs import parse_size
 from sparkdock.server.data_dir import UnsafePermissions, prepare_data_dir, prepare_store_file
 from sparkdock.server.events import EventBus
+from sparkdock.server.limits import Limits
 from sparkdock.server.manager import JobManager, ManagerConfig, data_dir_default
 from sparkdock.server.owners import OwnerPolicy
 from sparkdock.server.store import JobStore
+
+
+def exposure_warning(bind_address: str) -> str | None:
+    """What a ``bind_address`` other than loopback exposes, or ``None`` for a loopback one."""
+    try:
+        if ipaddress.ip_address(bind_address or "0.0.0.0").is_loopback:
+            return None
+    except ValueError:
+        if bind_address == "localhost":
+            return None
+    return (f"bind_address={bind_address!r} is not loopback: every cluster's SQL endpoint (password), lab (token) "
+            "and Spark UIs (read-only, no login) are published on it, to whoever can reach this host on that "
+            "address. Keep 127.0.0.1 unless a firewall or a private network stands in front.")
 
 
 class SparkDockApp(ExtensionApp):
@@ -90,6 +106,24 @@ class SparkDockApp(ExtensionApp):
         "stable user names (JupyterHub's, or a configured IdentityProvider), not under jupyter_server's own "
         "token or password login, where every caller is the one owner 'default'.",
     )
+    allowed_images = Set(
+        Unicode(), config=True,
+        help="Images a cluster request may name (cluster.image); any other is refused with 400. Default: the "
+        "configured 'image' only.",
+    )
+    max_workers = Int(8, config=True, help="Most workers a cluster may have; a request over it is refused (400).")
+    max_worker_cores = Int(
+        8, config=True, help="Most cores a worker may have; a request over it is refused (400). On Docker each "
+        "worker's container is limited to that many CPUs (nano_cpus)."
+    )
+    max_worker_memory = Unicode(
+        "16g", config=True, help="Most memory a worker may have (a size like '16g'); a request over it is "
+        "refused (400)."
+    )
+    max_drivers_per_cluster = Int(
+        2, config=True, help="Automated jobs that may run at once on one interactive cluster (cluster_job); "
+        "further ones wait in QUEUED (phase WaitingForDriverSlot) and start in order."
+    )
     admin_users = Set(
         Unicode(), config=True,
         help="Users who see and act on every job when owners are enforced (default: under JupyterHub, the "
@@ -100,6 +134,25 @@ class SparkDockApp(ExtensionApp):
     def _default_admin_users(self) -> set[str]:
         owner = os.environ.get("JUPYTERHUB_USER")
         return {owner} if owner else set()
+
+    @default("allowed_images")
+    def _default_allowed_images(self) -> set[str]:
+        return {self.image}
+
+    @validate("max_workers", "max_worker_cores", "max_drivers_per_cluster")
+    def _at_least_one(self, proposal: Any) -> int:
+        if int(proposal["value"]) < 1:
+            raise ValueError(f"SparkDockApp.{proposal['trait'].name} must be at least 1")
+        return int(proposal["value"])
+
+    @validate("max_worker_memory")
+    def _valid_memory(self, proposal: Any) -> str:
+        try:
+            parse_size(str(proposal["value"]))
+        except ValueError:
+            value = proposal["value"]
+            raise ValueError(f"SparkDockApp.max_worker_memory must be a size like '16g', not {value!r}") from None
+        return str(proposal["value"])
 
     @validate("backend")
     def _valid_backend(self, proposal: Any) -> str:
@@ -160,6 +213,9 @@ class SparkDockApp(ExtensionApp):
         store = JobStore(store_path)
         backend, reason = self._make_backend(data_dir, self._instance_id())
         self.log.info("sparkdock: %s backend (%s); data in %s", backend.name, reason, data_dir)
+        warning = exposure_warning(self.bind_address)
+        if warning:  # said whatever the backend: it is what this configuration asks for
+            self.log.warning("sparkdock: %s", warning)
         config = ManagerConfig(
             max_running_clusters=self.max_running_clusters,
             max_queued_jobs=self.max_queued_jobs,
@@ -173,10 +229,14 @@ class SparkDockApp(ExtensionApp):
             terminate_on_shutdown=self.terminate_on_shutdown,
             retry_backoff=self.retry_backoff,
             sql_row_limit=self.sql_row_limit,
+            max_drivers_per_cluster=self.max_drivers_per_cluster,
+            limits=Limits.of(self.serverapp.root_dir, self.allowed_images, self.max_workers, self.max_worker_cores,
+                             self.max_worker_memory),
         )
         self.manager = JobManager(store, backend, EventBus(), config, backend_reason=reason)
         owners = OwnerPolicy(self.enforce_owners, self.serverapp.identity_provider, self.admin_users)
         self.log.info("sparkdock: %s", owners.describe())
+        self.log.info("sparkdock: %s", config.limits.describe())
         self.settings.update({"sparkdock_manager": self.manager, "sparkdock_owners": owners})
 
     def initialize_handlers(self) -> None:

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import re
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sparkdock.backends.base import AppResult, BackendError, ClusterInfo, StagedApp
@@ -61,6 +62,10 @@ class RunHost(Protocol):
 
     store: JobStore
     backend: Backend
+
+    @property
+    def root_dir(self) -> Path:
+        """The folder an application's ``path`` must lie under."""
 
     @property
     def stopping(self) -> bool:
@@ -159,7 +164,8 @@ class AutomatedRun:
         job = self.store.get(self.job_id)
         self._report("StagingApplication", "staging the application")
         try:
-            app = stage_application(self.backend.job_dir(self.job_id), self.spec["application"], job.attempt)
+            app = stage_application(self.backend.job_dir(self.job_id), self.spec["application"], job.attempt,
+                                    self.m.root_dir)
         except StagingError as err:
             self._fail(err.code, err.detail, phase="InvalidInput" if err.code == 11 else "StagingFailed")
             return

@@ -53,7 +53,7 @@ def json_errors(method: F) -> F:
         except _Reply as r:
             self._error(r.status, r.message, **r.extra)
         except SpecError as e:
-            self._error(422, str(e), errors=e.errors)
+            self._error(e.status, str(e), errors=e.errors)
         except JobNotFound as e:
             self._error(404, str(e))
         except JobConflict as e:
@@ -90,12 +90,7 @@ class SparkDockHandler(APIHandler):
         self.finish(json.dumps({"message": message, **extra}))
 
     def _body(self) -> Any:
-        if len(self.request.body or b"") > MAX_BODY_BYTES:
-            raise _Reply(413, f"request body too large: at most {MAX_BODY_BYTES} bytes")
-        try:
-            return json.loads(self.request.body or b"null")
-        except (ValueError, UnicodeDecodeError) as e:
-            raise _Reply(400, f"request body is not valid JSON: {e}") from None
+        return parse_json_body(self.request.body or b"")
 
     def _int_arg(self, name: str, default: int | None, lo: int, hi: int) -> int | None:
         raw = self.get_argument(name, None)
@@ -123,7 +118,60 @@ class SparkDockHandler(APIHandler):
         return job
 
 
-class JobsHandler(SparkDockHandler):
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_json_body(raw: bytes) -> Any:
+    """The JSON value of a request body, or a 400/413 :class:`_Reply` that says what is wrong: not JSON,
+    ``NaN``/``Infinity``, nested deeper than Python's parser goes, or text that is not valid Unicode."""
+    if len(raw) > MAX_BODY_BYTES:
+        raise _Reply(413, f"request body too large: at most {MAX_BODY_BYTES} bytes")
+    try:
+        value = json.loads(raw or b"null", parse_constant=_no_constant)
+    except RecursionError:
+        raise _Reply(400, "request body is nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise _Reply(400, f"request body is not valid JSON: {e}") from None
+    try:  # a lone surrogate (\ud800) parses, but is not text: it could be neither stored nor shown
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise _Reply(400, "request body is not valid Unicode (a lone surrogate escape)") from None
+    except RecursionError:
+        raise _Reply(400, "request body is nested too deeply") from None
+    return value
+
+
+class _StreamedBody(SparkDockHandler):
+    """A handler whose body is received in chunks (``@web.stream_request_body``), so that an oversized one is
+    refused before it is buffered: a ``Content-Length`` over :data:`MAX_BODY_BYTES` gets 413 at once (tornado
+    then closes the connection without reading the body), and a chunked body stops being kept past it."""
+
+    _chunks: list[bytes]
+    _received = 0
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        """Refuse a declared oversized body before reading it."""
+        self._chunks, self._received = [], 0
+        await super().prepare()
+        declared = self.request.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            self._error(413, f"request body too large: at most {MAX_BODY_BYTES} bytes")
+
+    def data_received(self, chunk: bytes) -> None:
+        """Keep the body up to :data:`MAX_BODY_BYTES` (+1, so that an oversized one is known)."""
+        self._received += len(chunk)
+        if self._received <= MAX_BODY_BYTES + 1:
+            self._chunks.append(chunk)
+
+    def _body(self) -> Any:
+        if self._received > MAX_BODY_BYTES:
+            raise _Reply(413, f"request body too large: at most {MAX_BODY_BYTES} bytes")
+        return parse_json_body(b"".join(self._chunks))
+
+
+@web.stream_request_body
+class JobsHandler(_StreamedBody):
     """``GET/POST sparkdock/api/jobs``."""
 
     @web.authenticated
@@ -212,7 +260,8 @@ class LogsHandler(SparkDockHandler):
         self.finish(json.dumps({"id": job_id, "component": component, "logs": text}))
 
 
-class SQLHandler(SparkDockHandler):
+@web.stream_request_body
+class SQLHandler(_StreamedBody):
     """``POST sparkdock/api/jobs/{id}/sql`` with ``{"statement": ...}``."""
 
     @web.authenticated

@@ -27,6 +27,7 @@ from sparkdock.model.specs import AutomatedJobRequest, ClusterSpec, InteractiveJ
 from sparkdock.server.automated import AutomatedRun
 from sparkdock.server.events import EventBus
 from sparkdock.server.hiveserver2 import SQLResult, run_statement
+from sparkdock.server.limits import Limits
 from sparkdock.server.owners import DEFAULT_OWNER, Caller
 from sparkdock.server.store import Job, JobStore, parse_time, utcnow
 
@@ -59,6 +60,8 @@ class ManagerConfig:
     watchdog_interval: float = 1.0
     sql_row_limit: int = 1000
     sql_timeout: float = 300.0
+    max_drivers_per_cluster: int = 2
+    limits: Limits = field(default_factory=Limits)
 
 
 @dataclass
@@ -164,6 +167,13 @@ class JobManager:
 
     def _on_store_change(self, job: Job) -> None:
         self.bus.publish({"type": "job", "job": job.to_json()})
+        if job.terminal:  # a cluster or a driver slot is free
+            self.kick()
+
+    @property
+    def root_dir(self) -> Path:
+        """The folder an application's ``path`` must lie under."""
+        return self.config.limits.root_dir
 
     # ---- queries --------------------------------------------------------------------------------
     def get(self, job_id: str) -> Job:
@@ -199,6 +209,7 @@ class JobManager:
         req = parse_job_request(body)
         if isinstance(req, InteractiveJobRequest):
             cluster = self._cluster_spec(req.cluster.model_dump(exclude_unset=True))
+            self.config.limits.check_cluster(cluster)
             spec: dict[str, Any] = {"kind": "interactive", "cluster": cluster.model_dump()}
             if cluster.idle_timeout is None and self.config.default_idle_timeout:
                 spec["cluster"]["idle_timeout"] = self.config.default_idle_timeout
@@ -251,6 +262,8 @@ class JobManager:
             "cluster_job": req.cluster_job,
             "cluster": None,
         }
+        if req.application.path is not None:
+            self.config.limits.check_path(req.application.path)
         if req.cluster_job is not None:
             target = self.store.find(req.cluster_job)
             if target is None or target.kind != Kind.INTERACTIVE or not caller.may_see(target.owner):
@@ -265,6 +278,7 @@ class JobManager:
         else:
             given = req.cluster.model_dump(exclude_unset=True) if req.cluster else {}
             cluster = self._cluster_spec(given)
+            self.config.limits.check_cluster(cluster)
             spec["cluster"] = cluster.model_dump()
         return spec
 
@@ -407,22 +421,43 @@ class JobManager:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=5)
 
+    def _drivers_in_use(self) -> dict[str, int]:
+        """Automated jobs started on each interactive cluster (by its job id)."""
+        jobs, _ = self.store.list(kind="automated", states=[State.INITIALIZING, State.RUNNING, State.CANCELING],
+                                  limit=100000)
+        used: dict[str, int] = {}
+        for j in jobs:
+            if j.spec.get("cluster_job"):
+                used[j.spec["cluster_job"]] = used.get(j.spec["cluster_job"], 0) + 1
+        return used
+
+    def _wait(self, job: Job, phase: str, description: str) -> None:
+        if job.phase != phase:
+            self.store.update(job.id, phase=phase, description=description)
+
     def _schedule(self) -> None:
         queued, _ = self.store.list(states=[State.QUEUED], limit=100000, oldest_first=True)
         in_use = self._clusters_in_use()
-        cap = self.config.max_running_clusters
+        drivers = self._drivers_in_use()
+        cap, max_drivers = self.config.max_running_clusters, self.config.max_drivers_per_cluster
         for job in queued:
             rt = self._rt.setdefault(job.id, _Runtime())
             if rt.task is not None and not rt.task.done():
                 continue  # waiting out a retry backoff
-            needs_cluster = job.kind == Kind.INTERACTIVE or not job.spec.get("cluster_job")
+            target = job.spec.get("cluster_job") if job.kind == Kind.AUTOMATED else None
+            needs_cluster = job.kind == Kind.INTERACTIVE or not target
             if needs_cluster and in_use >= cap:
-                phase = f"WaitingForCapacity {in_use}/{cap}"
-                if job.phase != phase:
-                    self.store.update(job.id, phase=phase, description=f"waiting: {in_use} of {cap} clusters in use")
+                self._wait(job, f"WaitingForCapacity {in_use}/{cap}", f"waiting: {in_use} of {cap} clusters in use")
+                continue
+            if target and drivers.get(target, 0) >= max_drivers:
+                self._wait(job, f"WaitingForDriverSlot {drivers[target]}/{max_drivers}",
+                           f"waiting: {drivers[target]} of {max_drivers} applications run on cluster {target} "
+                           "(max_drivers_per_cluster)")
                 continue
             if needs_cluster:
                 in_use += 1
+            if target:
+                drivers[target] = drivers.get(target, 0) + 1
             self.store.transition(job.id, State.INITIALIZING, phase="Initializing", expect={State.QUEUED})
             runner = self._run_interactive if job.kind == Kind.INTERACTIVE else self._run_automated
             rt.task = self._spawn(runner(job.id), f"job-{job.id}")

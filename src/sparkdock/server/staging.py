@@ -1,7 +1,9 @@
 """Staging of an automated job's application into a file its driver reads.
 
-Inline code and SQL scripts are written to ``<job dir>/app/``; a ``path`` is checked and copied there, so
-that the driver (a local process or a container with that folder mounted) always reads a private copy.
+Inline code and SQL scripts are written to ``<job dir>/app/``; a ``path`` is checked (it must name a file under
+the server's root directory, checked again here as a symlink may have changed since submission, of at most
+:data:`~sparkdock.server.limits.MAX_APP_FILE_BYTES`) and copied there, so that the driver (a local process or a
+container the file is copied into) always reads a private copy.
 Problems found here carry their exit code: 11 (invalid inputs) or 12 (cannot be staged or parsed).
 """
 
@@ -12,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from sparkdock.backends.base import StagedApp
+from sparkdock.server.limits import MAX_APP_FILE_BYTES, PathRefused, resolve_under_root
 
 #: Conf keys sparkdock sets itself; an application may not override them.
 RESERVED_CONF = frozenset({"spark.master", "spark.submit.deployMode", "spark.driver.host", "spark.app.id"})
@@ -34,8 +37,27 @@ def _sql_has_statement(script: str) -> bool:
     return False
 
 
-def stage_application(job_dir: Path, application: dict, attempt: int = 1) -> StagedApp:
-    """Write the application for its driver; raise :class:`StagingError` with code 11 or 12."""
+def _read_app_file(raw: str, root_dir: Path) -> str:
+    try:
+        src = resolve_under_root(raw, root_dir)
+    except PathRefused as exc:
+        raise StagingError(11, f"application path {raw!r} {exc}") from None
+    if not src.is_file():
+        raise StagingError(11, f"application path {raw!r} does not exist or is not a file")
+    try:
+        with src.open("rb") as f:
+            data = f.read(MAX_APP_FILE_BYTES + 1)
+        if len(data) > MAX_APP_FILE_BYTES:
+            raise StagingError(11, f"application path {raw!r} is larger than {MAX_APP_FILE_BYTES} bytes")
+        return data.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StagingError(11, f"application path {raw!r} cannot be read: {exc}") from None
+
+
+def stage_application(job_dir: Path, application: dict, attempt: int = 1, root_dir: Path | None = None) -> StagedApp:
+    """Write the application for its driver; raise :class:`StagingError` with code 11 or 12.
+
+    A ``path`` is read only if it lies under ``root_dir`` (default: the current directory)."""
     app_type = application["type"]
     conf = dict(application.get("conf") or {})
     reserved = sorted(RESERVED_CONF & conf.keys())
@@ -46,13 +68,7 @@ def stage_application(job_dir: Path, application: dict, attempt: int = 1) -> Sta
         raise StagingError(11, "args must not contain NUL characters")
     code = application.get("code")
     if code is None:
-        src = Path(application["path"]).expanduser()
-        if not src.is_file():
-            raise StagingError(11, f"application path {str(src)!r} does not exist or is not a file")
-        try:
-            code = src.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise StagingError(11, f"application path {str(src)!r} cannot be read: {exc}") from None
+        code = _read_app_file(application["path"], root_dir or Path.cwd())
     if app_type == "pyspark":
         try:
             ast.parse(code, filename="<application>")
