@@ -14,7 +14,7 @@ import pytest
 from fake_backend import FakeBackend
 from job_helpers import describe, events, wait_for
 from sparkdock.model.lifecycle import State
-from sparkdock.model.specs import SpecError
+from sparkdock.model.specs import ClusterSpec, SpecError
 from sparkdock.server.automated import RunHost
 from sparkdock.server.limits import Limits
 from sparkdock.server.manager import JobConflict, JobManager, ManagerConfig, QuotaExceeded
@@ -290,6 +290,11 @@ async def test_sizes_and_images_over_the_limits_are_refused(make_manager):
                 m.submit(body)
             assert err.value.status == 400 and err.value.fields == [f"cluster.{field}"], body
             assert setting in str(err.value)
+    # an empty list allows no image to be named: only the server's own is used
+    with pytest.raises(SpecError, match="allowed_images") as err:
+        Limits(allowed_images=frozenset()).check_cluster(ClusterSpec(image="fake/ok"))
+    assert err.value.fields == ["cluster.image"]
+    Limits(allowed_images=frozenset()).check_cluster(ClusterSpec())
     at_limit = m.submit(interactive(workers=2, worker_cores=2, worker_memory="2g"))
     assert (await wait_for(m, at_limit.id, "RUNNING")).spec["cluster"]["workers"] == 2
     await m.cancel(at_limit.id, wait=True)

@@ -50,14 +50,15 @@ class Limits:
 
     Args:
         root_dir: ``application.path`` must name a file under it (the Jupyter server's ``root_dir``).
-        allowed_images: images a cluster may name; empty allows any (only for tests of the lifecycle).
+        allowed_images: images a cluster may name (an empty set: none, only the server's default image is used);
+            ``None`` allows any (only for tests of the lifecycle; the extension always gives a set).
         max_workers: most workers of one cluster.
         max_worker_cores: most cores of one worker.
         max_worker_memory: most memory of one worker (a size like ``"8g"``).
     """
 
     root_dir: Path = field(default_factory=Path.cwd)
-    allowed_images: frozenset[str] = frozenset()
+    allowed_images: frozenset[str] | None = None
     max_workers: int = 8
     max_worker_cores: int = 8
     max_worker_memory: str = "16g"
@@ -81,8 +82,8 @@ class Limits:
         if cluster.worker_memory_bytes > parse_size(self.max_worker_memory):
             errors.append((f"{prefix}.worker_memory",
                            f"at most {self.max_worker_memory} per worker (max_worker_memory)"))
-        if cluster.image is not None and self.allowed_images and cluster.image not in self.allowed_images:
-            allowed = ", ".join(sorted(self.allowed_images))
+        if cluster.image is not None and self.allowed_images is not None and cluster.image not in self.allowed_images:
+            allowed = ", ".join(sorted(self.allowed_images)) or "none: the server's image only"
             errors.append((f"{prefix}.image", f"image {cluster.image!r} is not allowed (allowed_images: {allowed})"))
         if errors:
             raise SpecError([{"field": f, "message": m} for f, m in errors], status=400)
@@ -96,6 +97,6 @@ class Limits:
 
     def describe(self) -> str:
         """One line for the server's log."""
-        images = ", ".join(sorted(self.allowed_images)) or "any"
+        images = "any" if self.allowed_images is None else ", ".join(sorted(self.allowed_images)) or "the default"
         return (f"limits: root {self.root_dir}, images {images}, at most {self.max_workers} workers of "
                 f"{self.max_worker_cores} cores and {self.max_worker_memory}")
