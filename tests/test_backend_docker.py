@@ -456,7 +456,7 @@ def test_run_application(cluster: Any, backend: DockerBackend, tmp_path: Path, r
     assert result.exit_status == 0, log_text[-3000:]
     assert "SPARKDOCK-RESULT 4999950000 ['a1']" in log_text
     assert "SPARKDOCK-PRIVILEGES 185 0000000000000000" in log_text  # the driver is unprivileged too
-    # a driver with the cluster's secret (its file mounted read-only) registers with the master
+    # a driver with the cluster's secret (its file put in its container) registers with the master
     app_id = re.search(r"SPARKDOCK-APP-ID (\S+)", log_text)
     assert app_id and app_id.group(1) in registered_apps(probes.master_status(info.endpoints["spark_ui"]["url"]))
     assert result.log_path == backend.job_dir(app1) / "logs" / "driver.log"

@@ -89,9 +89,6 @@ class SparkDockHandler(APIHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"message": message, **extra}))
 
-    def _body(self) -> Any:
-        return parse_json_body(self.request.body or b"")
-
     def _int_arg(self, name: str, default: int | None, lo: int, hi: int) -> int | None:
         raw = self.get_argument(name, None)
         if raw is None or raw == "":
@@ -159,13 +156,13 @@ class _StreamedBody(SparkDockHandler):
             self._error(413, f"request body too large: at most {MAX_BODY_BYTES} bytes")
 
     def data_received(self, chunk: bytes) -> None:
-        """Keep the body up to :data:`MAX_BODY_BYTES` (+1, so that an oversized one is known)."""
+        """Keep the body while it is within :data:`MAX_BODY_BYTES`; count all of it."""
         self._received += len(chunk)
-        if self._received <= MAX_BODY_BYTES + 1:
+        if self._received <= MAX_BODY_BYTES:
             self._chunks.append(chunk)
 
     def _body(self) -> Any:
-        if self._received > MAX_BODY_BYTES:
+        if self._received > MAX_BODY_BYTES:  # (the chunk that crossed the limit was not kept)
             raise _Reply(413, f"request body too large: at most {MAX_BODY_BYTES} bytes")
         return parse_json_body(b"".join(self._chunks))
 

@@ -40,10 +40,6 @@ def resolve_under_root(raw: str, root: Path) -> Path:
     return real
 
 
-def _size_text(value: str) -> str:
-    return value.strip().lower().removesuffix("b")
-
-
 @dataclass(frozen=True)
 class Limits:
     """Bounds of what a request may ask (the extension fills them from its traitlets).
@@ -68,8 +64,7 @@ class Limits:
            max_worker_memory: str) -> Limits:
         """Limits from settings; a bad ``max_worker_memory`` is a ``ValueError``."""
         parse_size(max_worker_memory)
-        return cls(Path(root_dir), frozenset(allowed_images), max_workers, max_worker_cores,
-                   _size_text(max_worker_memory))
+        return cls(Path(root_dir), frozenset(allowed_images), max_workers, max_worker_cores, max_worker_memory)
 
     def check_cluster(self, cluster: ClusterSpec, prefix: str = "cluster") -> None:
         """Refuse (400) a cluster over a bound, or with an image not allowed; each error names the setting."""

@@ -54,10 +54,10 @@ def _read_app_file(raw: str, root_dir: Path) -> str:
         raise StagingError(11, f"application path {raw!r} cannot be read: {exc}") from None
 
 
-def stage_application(job_dir: Path, application: dict, attempt: int = 1, root_dir: Path | None = None) -> StagedApp:
+def stage_application(job_dir: Path, application: dict, attempt: int, root_dir: Path) -> StagedApp:
     """Write the application for its driver; raise :class:`StagingError` with code 11 or 12.
 
-    A ``path`` is read only if it lies under ``root_dir`` (default: the current directory)."""
+    A ``path`` is read only if it lies under ``root_dir`` (the server's root directory)."""
     app_type = application["type"]
     conf = dict(application.get("conf") or {})
     reserved = sorted(RESERVED_CONF & conf.keys())
@@ -68,7 +68,7 @@ def stage_application(job_dir: Path, application: dict, attempt: int = 1, root_d
         raise StagingError(11, "args must not contain NUL characters")
     code = application.get("code")
     if code is None:
-        code = _read_app_file(application["path"], root_dir or Path.cwd())
+        code = _read_app_file(application["path"], root_dir)
     if app_type == "pyspark":
         try:
             ast.parse(code, filename="<application>")
