@@ -16,7 +16,16 @@ import asyncio
 import json
 from typing import Any, ClassVar
 
-from sparkdock.backends.base import AppResult, Backend, BackendError, ClusterInfo, Reporter, StagedApp
+from sparkdock.backends.base import (
+    AppResult,
+    Backend,
+    BackendError,
+    ClusterInfo,
+    ComponentHealth,
+    Reporter,
+    StagedApp,
+    cluster_components,
+)
 from sparkdock.model.specs import ClusterSpec
 
 IMAGES: dict[str, dict[str, Any]] = {
@@ -40,12 +49,21 @@ class FakeBackend(Backend):
     health_cb: ClassVar[Any] = None
     engine_down: ClassVar[bool] = False
     gates: ClassVar[dict[str, asyncio.Event]] = {}
+    dead: ClassVar[dict[str, dict[str, str]]] = {}
+    health_calls: ClassVar[int] = 0
+    unanswered: ClassVar[dict[str, str]] = {}
 
     @classmethod
     def reset(cls) -> None:
         """Forget everything (between tests)."""
         cls.live, cls.started, cls.stopped, cls.failures = {}, [], [], {}
         cls.health_cb, cls.engine_down, cls.gates = None, False, {}
+        cls.dead, cls.health_calls, cls.unanswered = {}, 0, {}
+
+    @classmethod
+    def kill(cls, job_id: str, component: str, message: str) -> None:
+        """Make a component of a live cluster dead, as :meth:`health` then reports it."""
+        cls.dead.setdefault(job_id, {})[component] = message
 
     @classmethod
     def gate(cls, name: str) -> asyncio.Event:
@@ -65,6 +83,7 @@ class FakeBackend(Backend):
         beh = IMAGES.get((spec.image or "fake/ok").split(":")[0], {})
         self.started.append(job_id)
         self.live[job_id] = {"workers": spec.workers}
+        self.dead.pop(job_id, None)
         try:
             report("CreatingContainers", "creating containers")
             report("StartingMaster", "starting the master")
@@ -86,7 +105,7 @@ class FakeBackend(Backend):
             job_id,
             {"sql": {"host": "127.0.0.1", "port": 1, "jdbc_url": "jdbc:hive2://127.0.0.1:1/default"},
              "lab": {"url": "http://127.0.0.1:2/lab"}, "spark_ui": {"url": "http://127.0.0.1:3"}},
-            {"fake": True}, credentials=self.credentials(job_id),
+            {"fake": True, "workers": spec.workers}, credentials=self.credentials(job_id),
         )
 
     async def stop_cluster(self, job_id: str, state: dict[str, Any] | None = None) -> None:
@@ -127,6 +146,19 @@ class FakeBackend(Backend):
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text(out)
         return AppResult(beh.get("exit_status", 0), out, log)
+
+    async def health(self, job_id: str, state: dict[str, Any]) -> dict[str, ComponentHealth]:
+        type(self).health_calls += 1
+        await self.check()
+        if job_id not in self.live:
+            return {}
+        dead = self.dead.get(job_id, {})
+        return {c: ComponentHealth(c not in dead, dead.get(c, ""))
+                for c in cluster_components(int(self.live[job_id]["workers"]))}
+
+    async def probe(self, endpoints: dict[str, Any], components: list[str], timeout: float = 3.0) -> dict[str, str]:
+        # pretend endpoints: nothing listens on them; a test makes one "not answer" through `unanswered`
+        return {c: self.unanswered[c] for c in components if c in self.unanswered}
 
     async def watch(self, on_health: Any) -> None:
         type(self).health_cb = on_health

@@ -50,6 +50,7 @@ from sparkdock.backends.local import LocalBackend, _marked_processes, local_avai
 from sparkdock.backends.provisioning import Deadlines
 from sparkdock.cluster import probes, roles
 from sparkdock.model.specs import ClusterSpec
+from sparkdock.server.health import assess
 
 AVAILABLE, WHY = local_available()
 if not AVAILABLE and os.environ.get("CI") == "true":  # on CI the local backend's tests must run
@@ -441,6 +442,27 @@ def test_second_cluster_adoption_and_watch(cluster: Started) -> None:
 
         seen = asyncio.run(watch_sql_death())
         assert [(j, c, h) for j, c, h, _ in seen] == [("c2", "sql", False)], seen
+        # the health loop's view: the master killed too is an error that starts with it (and stops drivers)
+        os.killpg(info.state["processes"]["master"]["pid"], signal.SIGKILL)
+        async def master_dead() -> dict[str, Any]:
+            seen: dict[str, Any] = {}
+
+            async def check() -> bool:
+                seen.update(await backend.health("c2", info.state))
+                return not seen["master"].alive
+
+            deadline = time.monotonic() + 30
+            while not await check():  # SIGKILL is delivered, the process ends a moment later
+                assert time.monotonic() < deadline, f"the master still alive: {seen}"
+                await asyncio.sleep(0.1)
+            return seen
+
+        health = asyncio.run(master_dead())
+        assert not health["master"].alive and not health["sql"].alive and health["worker-1"].alive, health
+        assert health["master"].message.startswith("the master process (pid"), health["master"]
+        dead = {c: h.message for c, h in health.items() if not h.alive}
+        verdict = assess(dead, ["worker-1"])
+        assert verdict.error.startswith("master stopped: the master process") and verdict.fatal[0] == "master"
         asyncio.run(backend.stop_cluster("c2", info.state))
         assert_gone(backend, "c2", info)
     finally:

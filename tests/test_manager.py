@@ -12,7 +12,7 @@ import json
 import pytest
 
 from fake_backend import FakeBackend
-from job_helpers import describe, events, wait_for
+from job_helpers import describe, events, until, wait_for
 from sparkdock.model.lifecycle import State
 from sparkdock.model.specs import ClusterSpec, SpecError
 from sparkdock.server.automated import RunHost
@@ -371,17 +371,86 @@ async def test_idle_timeout_and_max_lifetime_are_schedule_cancels(make_manager):
 
 
 async def test_health_errors_flag_the_job_and_block_reuse(make_manager):
-    m = await make_manager()
-    cl = m.submit(interactive())
+    """Seed 001 through the health loop: one dead worker of two is a warning, the master an error (flagged, not
+    reused); a master that comes back clears the error the loop wrote."""
+    m = await make_manager(health_interval=0.05, health_grace=600)
+    cl = m.submit(interactive(workers=2))
     await wait_for(m, cl.id, "RUNNING")
-    await FakeBackend.health_cb(cl.id, "worker-1", False, "exited with 137")
-    assert "worker-1" in m.get(cl.id).runtime_status["warning"] and not m.get(cl.id).flagged
-    await FakeBackend.health_cb(cl.id, "master", False, "exited with 1")
+    FakeBackend.kill(cl.id, "worker-1", "the worker-1 container exited with code 137")
+    await until(lambda: m.get(cl.id).runtime_status["warning"], "a warning")
     job = m.get(cl.id)
-    assert job.flagged and "master" in job.runtime_status["error"]
+    assert "1 of 2 workers" in job.runtime_status["warning"] and "137" in job.runtime_status["warning"]
+    assert not job.flagged and job.runtime_status["error"] is None
+    FakeBackend.kill(cl.id, "master", "the master container exited with code 1")
+    await until(lambda: m.get(cl.id).flagged, "an error")
+    job = m.get(cl.id)
+    assert job.runtime_status["error"].startswith("master stopped: the master container exited with code 1")
+    assert any(e["event"] == "HEALTH" for e in events(m, cl.id))
     with pytest.raises(JobConflict, match="not reused"):
         m.submit(automated(cluster_job=cl.id))
+    del FakeBackend.dead[cl.id]["master"]
+    await until(lambda: not m.get(cl.id).flagged, "the error cleared")
+    assert m.get(cl.id).state == State.RUNNING and m.get(cl.id).runtime_status["warning"]
     await m.cancel(cl.id, wait=True)
+    await m.stop()
+
+
+async def test_last_worker_is_an_error_and_a_lost_sql_endpoint_ends_in_50(make_manager):
+    """Every worker dead is an error; an SQL endpoint down past health_grace ends the job in SYSTEM_ERROR 50,
+    its cluster removed and its capacity slot free for the queued job."""
+    m = await make_manager(health_interval=0.05, health_grace=0.3, max_running_clusters=1)
+    cl = m.submit(interactive(workers=2))
+    await wait_for(m, cl.id, "RUNNING")
+    waiting = m.submit(interactive())
+    for k in (1, 2):
+        FakeBackend.kill(cl.id, f"worker-{k}", f"the worker-{k} process exited with status 1")
+    await until(lambda: m.get(cl.id).flagged, "an error")
+    assert "all 2 worker(s) stopped" in m.get(cl.id).runtime_status["error"]
+    assert m.get(cl.id).state == State.RUNNING  # no executor can run, but the endpoints still answer
+    FakeBackend.kill(cl.id, "sql", "the sql container exited with code 137")
+    done = await wait_for(m, cl.id, "SYSTEM_ERROR", timeout=10)
+    assert done.exit_code == 50 and done.phase == "EndpointLost"
+    assert "stopped while running" in done.exit_message and "sql container exited with code 137" in done.exit_message
+    assert "health_grace" in done.exit_message
+    assert cl.id in FakeBackend.stopped
+    assert any(e["event"] == "LOGS" and "sql log of" in e["description"] for e in events(m, cl.id))
+    await wait_for(m, waiting.id, "RUNNING")  # the slot was freed
+    await m.cancel(waiting.id, wait=True)
+    await m.stop()
+
+
+async def test_an_endpoint_that_does_not_answer_counts_after_several_rounds(make_manager):
+    """A live lab that does not answer its probe is a warning only after health_probe_failures rounds in a row;
+    the probe never counts as use of the cluster (the idle timer is not reset)."""
+    m = await make_manager(health_interval=0.05, health_grace=600, health_probe_failures=3)
+    cl = m.submit(interactive(idle_timeout=3600))
+    await wait_for(m, cl.id, "RUNNING")
+    idle_since = m._rt[cl.id].last_activity
+    FakeBackend.unanswered["lab"] = "the lab endpoint does not answer: refused"
+    rounds = m.health.rounds
+    await until(lambda: m.get(cl.id).runtime_status["warning"], "a lab warning")
+    assert m.health.rounds >= rounds + 3
+    assert "lab does not answer: the lab endpoint does not answer" in m.get(cl.id).runtime_status["warning"]
+    assert m._rt[cl.id].last_activity == idle_since
+    FakeBackend.unanswered.clear()
+    await until(lambda: not m.get(cl.id).runtime_status["warning"], "the warning cleared")
+    await m.cancel(cl.id, wait=True)
+    await m.stop()
+
+
+async def test_health_watches_an_automated_jobs_ephemeral_cluster(make_manager):
+    """The master of an automated job's ephemeral cluster dying stops its driver (27); the teardown of a cluster
+    that ended normally writes no health flag on the job."""
+    m = await make_manager(health_interval=0.05, health_grace=600)
+    ok = m.submit(automated({"run_delay": 0.3}))
+    done = await wait_for(m, ok.id, "COMPLETE", timeout=15)
+    assert done.runtime_status["error"] is None and done.runtime_status["warning"] is None
+    lost = m.submit(automated({"gate": "never"}))
+    await wait_for(m, lost.id, "RUNNING", timeout=15)
+    await until(lambda: m.health.rounds > 2 and lost.id in FakeBackend.live, "health rounds")
+    FakeBackend.kill(lost.id, "master", "the master container exited with code 137")
+    job = await wait_for(m, lost.id, "SYSTEM_ERROR", timeout=15)
+    assert job.exit_code == 27 and "lost its master" in job.exit_message
     await m.stop()
 
 

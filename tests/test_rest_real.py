@@ -96,6 +96,16 @@ async def _until_flagged(jp_fetch, job_id: str, timeout: float) -> dict:
     raise AssertionError(f"{job_id} was not flagged: {job['runtime_status']}")
 
 
+async def _until_status(jp_fetch, job_id: str, key: str, needle: str, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _, job = await _get(jp_fetch, "jobs", job_id)
+        if needle in (job["runtime_status"].get(key) or ""):
+            return job
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"{job_id}: no {key} with {needle!r}: {job['runtime_status']}")
+
+
 async def _get(jp_fetch, *path, **params):
     r = await jp_fetch("sparkdock", "api", *path, params=params or None, raise_error=False)
     return r.code, json.loads(r.body)
@@ -128,7 +138,8 @@ async def _launch_query_terminate(jp_fetch, jp_ws_fetch, cluster: dict, timeout:
     assert r.code == 400 and "no_such_table" in json.loads(r.body)["message"]
     code, hist = await _get(jp_fetch, "jobs", jid, "history")
     phases = [e["phase"] for e in hist["events"]]
-    for p in ("StartingMaster", "WaitingForWorkers 1/1", "StartingSQLEndpoint", "StartingLab"):
+    n = cluster.get("workers", 1)
+    for p in ("StartingMaster", f"WaitingForWorkers {n}/{n}", "StartingSQLEndpoint", "StartingLab"):
         assert p in phases, phases
     for comp in ("master", "worker-1", "sql", "lab"):
         code, logs = await _get(jp_fetch, "jobs", jid, "logs", component=comp, tail="50")
@@ -139,16 +150,18 @@ async def _launch_query_terminate(jp_fetch, jp_ws_fetch, cluster: dict, timeout:
 
 
 @pytest.mark.spark
-@pytest.mark.parametrize("sparkdock_config", [{"backend_class": None, "backend": "local"}])
+@pytest.mark.parametrize("sparkdock_config", [{"backend_class": None, "backend": "local", "health_interval": 1.0,
+                                               "health_grace": 2.0}])
 async def test_rest_contract_on_a_local_cluster(jp_fetch, jp_ws_fetch, jp_serverapp):
-    """Its own cluster: launching one through REST, adopting it and terminating it is what is tested."""
+    """Its own cluster: launching one through REST, adopting it, and the health loop seeing its parts die one by
+    one until it ends in SYSTEM_ERROR 50 is what is tested."""
     manager: JobManager = jp_serverapp.web_app.settings["sparkdock_manager"]
     with captured_log(jp_serverapp.log) as server_log:
         await _local_contract(jp_fetch, jp_ws_fetch, jp_serverapp, manager, server_log)
 
 
 async def _local_contract(jp_fetch, jp_ws_fetch, jp_serverapp, manager: JobManager, server_log: list[str]) -> None:
-    jid, ws, body = await _launch_query_terminate(jp_fetch, jp_ws_fetch, {"workers": 1, "worker_cores": 2}, 300)
+    jid, ws, body = await _launch_query_terminate(jp_fetch, jp_ws_fetch, {"workers": 2, "worker_cores": 1}, 300)
     state = manager.get(jid).backend_state
     creds = manager.backend.credentials(jid)
     secrets = cluster_secrets(manager.backend.secrets_dir(jid), creds.get("sql_password"), creds.get("lab_token"))
@@ -170,16 +183,27 @@ async def _local_contract(jp_fetch, jp_ws_fetch, jp_serverapp, manager: JobManag
     r = await jp_fetch("sparkdock", "api", "jobs", jid, "sql", method="POST", headers=dict(H),
                        body=json.dumps({"statement": "SELECT 1 AS one"}))
     assert json.loads(r.body)["rows"] == [[1]]
-    # the SQL endpoint dies while RUNNING: runtime_status.error is set and the job is flagged
-    os.kill(state["processes"]["sql"]["pid"], signal.SIGKILL)
-    job = await _until_flagged(jp_fetch, jid, 30)
-    assert "sql" in job["runtime_status"]["error"] and job["state"] == "RUNNING"
-    r = await jp_fetch("sparkdock", "api", "jobs", jid, method="DELETE")
-    assert r.code == 202
+    # health (the loop checks every second): a dead worker of two is a warning, the last one an error (flagged in
+    # the job and in the list), a dead SQL endpoint ends the job in SYSTEM_ERROR 50 after health_grace (2 s)
     ws2 = _Recorded(await jp_ws_fetch("sparkdock", "api", "events"))
-    code, job = await _get(jp_fetch, "jobs", jid)
-    if job["state"] != "COMPLETE":
-        await _follow_until(ws2, jid, "COMPLETE", 120, jp_fetch)
+    procs = state["processes"]
+    os.killpg(procs["worker-1"]["pid"], signal.SIGKILL)
+    job = await _until_status(jp_fetch, jid, "warning", "1 of 2 workers stopped", 30)
+    assert "worker-1 process" in job["runtime_status"]["warning"] and not job["flagged"]
+    os.killpg(procs["worker-2"]["pid"], signal.SIGKILL)
+    job = await _until_flagged(jp_fetch, jid, 30)
+    assert "all 2 worker(s) stopped" in job["runtime_status"]["error"] and job["state"] == "RUNNING"
+    _, listed = await _get(jp_fetch, "jobs", state="RUNNING")
+    assert [j["flagged"] for j in listed["jobs"] if j["id"] == jid] == [True]
+    os.killpg(procs["sql"]["pid"], signal.SIGKILL)
+    await _follow_until(ws2, jid, "SYSTEM_ERROR", 60, jp_fetch)
+    _, job = await _get(jp_fetch, "jobs", jid)
+    assert job["exit_code"] == 50 and "stopped while running" in job["exit_message"], job
+    _, hist = await _get(jp_fetch, "jobs", jid, "history")
+    assert any(e["event"] == "LOGS" and e["description"].startswith("last log lines of sql")
+               for e in hist["events"])
+    _, info = await _get(jp_fetch, "info")
+    assert info["clusters_in_use"] == 0
     assert await fresh.backend.list_job_ids() == set()
     # after launch and teardown, no secret in a history row, an event, the job or a log file
     _, job = await _get(jp_fetch, "jobs", jid)

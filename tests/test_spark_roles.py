@@ -515,7 +515,15 @@ def test_sql_script_driver(cluster: LocalCluster, tmp_path: Path) -> None:
         (1, "", 18, 2),
         (2, "spark-submit: bad option", 18, 2),
         (134, "# A fatal error has been detected by the Java Runtime Environment", 29, None),
-        (-9, "", 29, None),
+        (-9, "", 16, None),  # killed from outside sparkdock (the kernel's OOM killer, or by hand)
+        (137, "", 16, None),
+        (-11, "", 29, None),
+        (143, "", 29, None),
+        # Spark's own out-of-memory code 52 (executor or driver) is 16, never sparkdock's 52
+        (1, "org.apache.spark.SparkException: Job aborted due to stage failure: ExecutorLostFailure (executor 0 "
+            "exited caused by one of the running tasks) Reason: Command exited with code 52", 16, None),
+        (52, "ERROR SparkUncaughtExceptionHandler: Uncaught exception in thread", 16, None),
+        (52, "Traceback (most recent call last):\n  File \"app.py\"\nSystemExit: 52", 18, 2),
         (137, "java.lang.OutOfMemoryError: Java heap space", 16, None),
         (1, "Exception in thread \"main\" java.lang.OutOfMemoryError: GC overhead limit exceeded", 16, None),
         (1, "WARN TaskSchedulerImpl: Initial job has not accepted any resources; check your cluster UI", 15,

@@ -127,3 +127,33 @@ async def test_monitor_table_filters_history_logs_cancel(client):  # noqa: F811
     await _until(lambda: mon.jobs[cluster.id]["state"] == "COMPLETE")
     await _until(lambda: "CANCELING" in mon.history.value)
     mon.close()
+
+
+async def test_a_health_error_is_flagged_in_every_view(client, capsys, monkeypatch, server_url,  # noqa: F811
+                                                        server_token):  # noqa: F811
+    """Seed 001: a RUNNING cluster whose master the health loop finds dead is flagged in the card (the error first
+    and in red), the monitor's table (a red E), the job's summary and the CLI's list (FLAGS E)."""
+    from fake_backend import FakeBackend
+    from sparkdock.cli import main
+
+    mon = await run(JobMonitor, client)
+    assert await run(client.events().wait_connected, 5)
+    job = await run(client.launch_cluster, name="sick")
+    await run(job.wait, timeout=20)
+    FakeBackend.kill(job.id, "master", "the master container exited with code 137")
+    await _until(lambda: (mon.jobs.get(job.id, {}).get("runtime_status") or {}).get("error"))
+    await _until(lambda: '<span style="color:#b71c1c;font-weight:700">E' in mon.table.value)  # E, then W/A
+    await run(mon.select, job.id)
+    await _until(lambda: mon.card is not None and "error: master stopped" in mon.card.status.value)
+    assert "#b71c1c" in mon.card.status.value
+    summary = (await run(job.refresh)).summary()
+    assert "error: master stopped: the master container exited with code 137" in summary
+    monkeypatch.setenv("SPARKDOCK_URL", server_url)
+    monkeypatch.setenv("SPARKDOCK_TOKEN", server_token)
+    capsys.readouterr()
+    assert await run(main, ["jobs", "--state", "RUNNING"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines()]
+    assert ["FLAGS"] in [r[-1:] for r in rows] and [r[-1] for r in rows if r and r[0] == job.id] == ["E"], out
+    await run(job.terminate)
+    mon.close()

@@ -14,12 +14,13 @@ containers or processes are gone.
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from sparkdock.cluster import properties
+from sparkdock.cluster import probes, properties
 from sparkdock.model.specs import ClusterSpec
 
 #: Components of a cluster, as named in the logs API.
@@ -148,6 +149,51 @@ class AppResult:
     oom_killed: bool = False
 
 
+@dataclass(frozen=True)
+class ComponentHealth:
+    """Whether one component's container or process is alive, as :meth:`Backend.health` sees it.
+
+    ``message`` says how a dead component ended (exit code or status, the engine's error, its last log line);
+    it contains "out of memory" when the component was killed for memory (Docker's ``State.OOMKilled``, a
+    JVM's ``OutOfMemoryError`` or Spark's own exit code 52).
+    """
+
+    alive: bool
+    message: str = ""
+    oom: bool = False
+
+
+#: Spark's own exit code of a JVM that died of an ``OutOfMemoryError`` (``SparkExitCode.OOM``). It is *not*
+#: sparkdock's exit code 52 (the backend cannot provision).
+SPARK_OOM_EXIT = 52
+
+
+def out_of_memory_text(component: str, how: str) -> str:
+    """The message of a component killed for memory: always says "out of memory"."""
+    return f"the {component} {how}: out of memory"
+
+
+def probe_endpoint(component: str, endpoints: dict[str, Any], timeout: float = 3.0) -> str | None:
+    """Why the endpoint of ``component`` in a cluster's public ``endpoints`` does not answer, or ``None``
+    (blocking). No session is opened: a probe is not use of the cluster."""
+    try:
+        if component == "master":
+            url = (endpoints.get("spark_ui") or {}).get("url")
+            if url:
+                probes.master_status(url, timeout=timeout)
+        elif component == "sql":
+            sql = endpoints.get("sql") or {}
+            if sql.get("host") and sql.get("port"):
+                probes.probe_tcp(str(sql["host"]), int(sql["port"]), timeout=timeout)
+        elif component == "lab":
+            url = (endpoints.get("lab") or {}).get("url")
+            if url:
+                probes.probe_lab_alive(url, timeout=timeout)
+    except probes.ProbeError as exc:
+        return f"the {component} endpoint does not answer: {exc}"
+    return None
+
+
 #: Called by :meth:`Backend.watch` when a component of a running cluster changes health:
 #: ``(job_id, component, healthy, message)``.
 HealthCallback = Callable[[str, str, bool, str], Awaitable[None] | None]
@@ -212,6 +258,21 @@ class Backend(abc.ABC):
     ) -> AppResult:
         """Run a driver for ``app`` on ``cluster`` until it ends; keep its output in
         ``job_dir/logs/driver.log``. Cancellation kills the driver and propagates."""
+
+    async def health(self, job_id: str, state: dict[str, Any]) -> dict[str, ComponentHealth]:
+        """Whether each container or process of a running cluster is alive (``master``, ``worker-N``, ``sql``,
+        ``lab``), with one engine call for the whole cluster (plus one per newly dead container). ``state`` is
+        the cluster's :attr:`ClusterInfo.state`. Raise :class:`BackendError` when the backend cannot tell (the
+        engine is down). The default knows nothing: an empty dict."""
+        return {}
+
+    async def probe(self, endpoints: dict[str, Any], components: list[str], timeout: float = 3.0) -> dict[str, str]:
+        """Probe the endpoints of ``components`` (``master``, ``sql``, ``lab``) of a running cluster, off the
+        event loop, concurrently; return why each one that does not answer fails. The probes open no session:
+        the master's ``/json/``, a TCP connection to the SQL endpoint, the lab's ``GET /api``."""
+        answers = await asyncio.gather(*(asyncio.to_thread(probe_endpoint, c, endpoints, timeout)
+                                         for c in components))
+        return {c: why for c, why in zip(components, answers, strict=True) if why is not None}
 
     async def watch(self, on_health: HealthCallback) -> None:  # noqa: B027 - optional hook
         """Follow the health of running clusters until cancelled (optional)."""

@@ -62,14 +62,17 @@ from docker.types import LogConfig
 
 from sparkdock.backends import provisioning
 from sparkdock.backends.base import (
+    SPARK_OOM_EXIT,
     AppResult,
     Backend,
     BackendError,
     ClusterInfo,
+    ComponentHealth,
     HealthCallback,
     Reporter,
     StagedApp,
     cluster_components,
+    out_of_memory_text,
 )
 from sparkdock.backends.provisioning import ERROR_LOG_LINES, ClusterParts, ClusterPlan, Deadlines, endpoints, provision
 from sparkdock.cluster import properties, roles
@@ -224,6 +227,8 @@ class DockerBackend(Backend):
         #: seen); tests and diagnostics wait on it instead of guessing how long subscribing takes.
         self.watch_connected = threading.Event()
         self._engine_cpus: float | None = None
+        # How each dead container ended (a dead container does not change: inspected once).
+        self._ended: dict[str, ComponentHealth] = {}
 
     # ------------------------------------------------------------------------------------------
     # executor and client helpers
@@ -639,9 +644,14 @@ class DockerBackend(Backend):
             ports = await self._run(self._b_ports, container)
             report("Running", "The driver is running")
             ui = f"http://{self.public_host}:{ports[f'{ui_port}/tcp']}" if f"{ui_port}/tcp" in ports else None
-            status = await self._follow_driver(container, log_path, ui, report)
-            state = await self._run(self._b_state, container)
+            try:
+                status = await self._follow_driver(container, log_path, ui, report)
+                state = await self._run(self._b_state, container)
+            except docker.errors.NotFound:  # removed from outside sparkdock while it ran: a kill
+                status, state = 137, {"Error": "the driver container was removed from outside sparkdock"}
             text = await self._run(log_path.read_text, encoding="utf-8", errors="replace")
+            if state.get("Error"):
+                text += f"\n[sparkdock] {state['Error']}\n"
             return AppResult(exit_status=int(state.get("ExitCode", -1)) if status is None else status,
                              output_tail=_tail(text, ERROR_LOG_LINES), log_path=log_path,
                              oom_killed=bool(state.get("OOMKilled")))
@@ -787,6 +797,52 @@ class DockerBackend(Backend):
             if stream is not None:
                 with contextlib.suppress(Exception):
                     stream.close()
+
+    async def health(self, job_id: str, state: dict[str, Any]) -> dict[str, ComponentHealth]:
+        """Whether each container of the cluster runs: one ``GET /containers/json`` for the whole cluster
+        (label-filtered), plus one inspect per container seen dead for the first time (its exit code,
+        ``State.OOMKilled``, the engine's error, its last log line). A container of ``state`` that no longer
+        exists is dead too."""
+        expected = [c for c in (state.get("containers") or {}) if c != "driver"]
+        return await self._run(self._b_health, job_id, expected)
+
+    def _b_health(self, job_id: str, expected: list[str]) -> dict[str, ComponentHealth]:
+        api = self._docker().api
+        found: dict[str, ComponentHealth] = {}
+        for row in api.containers(all=True, filters=self._filters(job_id)):
+            labels = row.get("Labels") or {}
+            component = labels.get(LABEL_COMPONENT) or labels.get(LABEL_ROLE) or "unknown"
+            if component == "driver":
+                continue
+            if row.get("State") in ("running", "created", "restarting"):
+                found[component] = ComponentHealth(True)
+                continue
+            cid = row["Id"]
+            if cid not in self._ended:
+                self._ended[cid] = self._b_ended(api, cid, component)
+            found[component] = self._ended[cid]
+        for component in expected:
+            found.setdefault(component, ComponentHealth(False, f"the {component} container is gone (removed)"))
+        return found
+
+    def _b_ended(self, api: Any, cid: str, component: str) -> ComponentHealth:
+        """How a container that does not run ended."""
+        try:
+            st = api.inspect_container(cid).get("State") or {}
+        except docker.errors.NotFound:
+            return ComponentHealth(False, f"the {component} container is gone (removed)")
+        code = st.get("ExitCode")
+        how = f"container exited with code {code}"
+        if st.get("Error"):
+            how += f" ({st['Error']})"
+        try:
+            last = api.logs(cid, stdout=True, stderr=True, tail=1).decode(errors="replace").strip()
+        except docker.errors.APIError:
+            last = ""
+        oom = bool(st.get("OOMKilled")) or code == SPARK_OOM_EXIT or "OutOfMemoryError" in last
+        if oom:
+            return ComponentHealth(False, out_of_memory_text(component, how), oom=True)
+        return ComponentHealth(False, f"the {component} {how}" + (f": {last[:300]}" if last else ""))
 
     def _death_of(self, event: dict[str, Any]) -> tuple[str, str, str] | None:
         """``(job_id, component, message)`` of an engine event that is a health change to report, else None."""

@@ -67,7 +67,18 @@ from pathlib import Path
 from typing import Any
 
 from sparkdock.backends import provisioning
-from sparkdock.backends.base import AppResult, Backend, BackendError, ClusterInfo, HealthCallback, Reporter, StagedApp
+from sparkdock.backends.base import (
+    SPARK_OOM_EXIT,
+    AppResult,
+    Backend,
+    BackendError,
+    ClusterInfo,
+    ComponentHealth,
+    HealthCallback,
+    Reporter,
+    StagedApp,
+    out_of_memory_text,
+)
 from sparkdock.cluster import probes, roles
 from sparkdock.model.specs import ClusterSpec
 
@@ -739,6 +750,44 @@ class LocalBackend(Backend):
         if component not in _FIXED_COMPONENTS and not (_WORKER_RE.match(component) and path.is_file()):
             raise KeyError(component)
         return await asyncio.to_thread(tail_lines, path, tail)
+
+    async def health(self, job_id: str, state: dict[str, Any]) -> dict[str, ComponentHealth]:
+        """Whether each process of the cluster is alive (``/proc``, the same start time), read off the event
+        loop in one pass; a dead one's message has its exit status (or signal) and its last log line, and says
+        "out of memory" when its log shows an ``OutOfMemoryError`` or it exited with Spark's code 52."""
+        cluster = self._clusters.get(job_id)
+        if cluster is not None:
+            procs = dict(cluster.procs)
+        else:
+            try:
+                procs = {c: _Proc(c, int(r["pid"]), r.get("start_time"))
+                         for c, r in (state.get("processes") or {}).items()}
+            except (KeyError, TypeError, ValueError):
+                procs = {}
+        return await asyncio.to_thread(self._health_sync, job_id, procs)
+
+    def _health_sync(self, job_id: str, procs: dict[str, _Proc]) -> dict[str, ComponentHealth]:
+        found: dict[str, ComponentHealth] = {}
+        for component, proc in procs.items():
+            if component == "driver" or proc.alive():
+                found[component] = ComponentHealth(True)
+                continue
+            found[component] = self._ended(job_id, component, proc)
+        return found
+
+    def _ended(self, job_id: str, component: str, proc: _Proc) -> ComponentHealth:
+        """How a dead process ended: its status when this backend started it, its last log lines."""
+        status = proc.exit_status()
+        how = f"process (pid {proc.pid}) exited"
+        if status is not None and status < 0:
+            how += f" (killed by signal {-status})"
+        elif status is not None:
+            how += f" with status {status}"
+        tail = self._log_tail(job_id, component, 20)
+        if status == SPARK_OOM_EXIT or "OutOfMemoryError" in tail:
+            return ComponentHealth(False, out_of_memory_text(component, how), oom=True)
+        last = tail.strip().splitlines()[-1][:300] if tail.strip() else ""
+        return ComponentHealth(False, f"the {component} {how}" + (f": {last}" if last else ""))
 
     async def watch(self, on_health: HealthCallback) -> None:
         """Every ``watch_interval`` seconds, report once each process of a ready cluster that died."""

@@ -24,9 +24,12 @@ Job exit codes (the catalog's, see ``sparkdock.model.exit_codes``):
 - ``18``: the application failed (executor error) with a kernel exit code;
 - ``15``: the application never got resources ("Initial job has not accepted any resources", and no
   application error in the output: Spark prints that warning on a merely busy cluster too);
-- ``16``: the driver ran out of memory (``java.lang.OutOfMemoryError``, or killed with 137 and an OOM
-  message);
-- ``29``: the driver's JVM ended abnormally (134 abort/core dump, 137 SIGKILL, other signals).
+- ``16``: the cluster became unusable under the application: the driver ran out of memory
+  (``java.lang.OutOfMemoryError``, Spark's own out-of-memory exit code 52), an executor did (it exits with
+  Spark's code 52: "Command exited with code 52"), or the driver was killed from outside sparkdock (137,
+  SIGKILL: the kernel's out-of-memory killer, or a kill by hand). Spark's 52 is never sparkdock's exit code 52
+  (an interactive backend that cannot provision);
+- ``29``: the driver's JVM ended abnormally (134 abort/core dump, 139 SIGSEGV, 143 SIGTERM, other signals).
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ EXIT_APPLICATION_FAILED = 18
 EXIT_NO_RESOURCES = 15
 EXIT_OUT_OF_MEMORY = 16
 EXIT_JVM_ABNORMAL = 29
+#: Spark's own exit code of a JVM that died of an OutOfMemoryError (``SparkExitCode.OOM``).
+SPARK_OOM_EXIT = 52
 
 KERNEL_CONFIG_ERROR = 1
 KERNEL_GENERIC_FAILURE = 2
@@ -86,6 +91,9 @@ def _rx(*patterns: str) -> re.Pattern[str]:
 _NO_RESOURCES = _rx(r"Initial job has not accepted any resources")
 _OOM = _rx(r"java\.lang\.OutOfMemoryError", r"\bOutOfMemoryError\b", r"Java heap space",
            r"GC overhead limit exceeded", r"\bMemoryError\b")
+#: An executor that died of an OutOfMemoryError exits with Spark's code 52 (SparkExitCode.OOM); the driver and
+#: the worker report it with these words.
+_EXECUTOR_OOM = _rx(r"exited with code 52\b", r"exitStatus 52\b", r"exit code: 52\b")
 _KERNEL_RULES: tuple[tuple[int, re.Pattern[str]], ...] = (
     (KERNEL_CLASS_OR_CONF_NOT_FOUND, _rx(
         r"ClassNotFoundException", r"NoClassDefFoundError", r"\bModuleNotFoundError\b",
@@ -140,6 +148,16 @@ def classify_driver(returncode: int | None, output: str = "") -> DriverOutcome:
     if oom and (code in (137, 134) or code is None or "java.lang.OutOfMemoryError" in output
                 or "MemoryError" in oom):
         return DriverOutcome(EXIT_OUT_OF_MEMORY, None, f"out of memory: {oom}")
+    if code == SPARK_OOM_EXIT and "Traceback (most recent call last)" not in output:
+        return DriverOutcome(EXIT_OUT_OF_MEMORY, None, "out of memory: the driver exited with Spark's "
+                                                       "out-of-memory code 52")
+    executor_oom = _first_line(_EXECUTOR_OOM, output)
+    if executor_oom:
+        return DriverOutcome(EXIT_OUT_OF_MEMORY, None, f"out of memory: an executor exited with Spark's "
+                                                       f"out-of-memory code 52 ({executor_oom})")
+    if code == 137:
+        return DriverOutcome(EXIT_OUT_OF_MEMORY, None, "the driver was killed (137, SIGKILL) from outside "
+                             "sparkdock: by the kernel's out-of-memory killer, or by hand")
     if code is not None and code > 128 and code - 128 in (6, 9, 11, 15):
         signal = _SIGNALS.get(code, f"signal {code - 128}")
         return DriverOutcome(EXIT_JVM_ABNORMAL, None, f"the driver's JVM ended abnormally ({code}, {signal})")

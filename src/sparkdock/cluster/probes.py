@@ -181,3 +181,44 @@ def wait_until(check: Callable[[], T], timeout: float, interval: float = 0.5,
         if time.monotonic() >= deadline:
             raise ProbeError(f"{what}: not ready after {timeout:.0f}s: {last}") from last
         time.sleep(interval)
+
+
+def probe_tcp(host: str, port: int, timeout: float = 3.0) -> None:
+    """Check that something accepts a TCP connection on ``host:port``; nothing is sent.
+
+    This is the SQL endpoint's health probe: it opens no HiveServer2 session (so it is not "use" of the
+    cluster) and the Thrift Server logs nothing for it.
+
+    Raises:
+        ProbeError: the connection is refused or times out.
+    """
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise ProbeError(f"{host}:{port} does not accept connections: {exc}") from exc
+
+
+def probe_lab_alive(url: str, timeout: float = 3.0) -> None:
+    """Check that the lab's server answers ``GET /api`` (its version; no token needed, no session opened).
+
+    Args:
+        url: the lab's URL (``http://host:port/lab`` or its base).
+
+    Raises:
+        ProbeError: no answer or not a Jupyter server's answer.
+    """
+    parts = urllib.parse.urlsplit(url)
+    base = parts.path[: -len("/lab")] if parts.path.rstrip("/").endswith("/lab") else parts.path
+    api = urllib.parse.urlunsplit((parts.scheme, parts.netloc, base.rstrip("/") + "/api", "", ""))
+    try:
+        with urllib.request.urlopen(api, timeout=timeout) as resp:
+            data = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        raise ProbeError(f"lab {api} answered HTTP {exc.code}") from exc
+    except (TimeoutError, urllib.error.URLError, OSError, ValueError) as exc:
+        raise ProbeError(f"lab {api} does not answer: {exc}") from exc
+    if not isinstance(data, dict) or "version" not in data:
+        raise ProbeError(f"lab {api} did not answer as a Jupyter server")

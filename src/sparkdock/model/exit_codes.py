@@ -250,9 +250,11 @@ _ENTRIES: list[ExitCode] = [
     ExitCode(
         50, (INT,), State.SYSTEM_ERROR, "system",
         "The SQL endpoint (Spark Thrift Server) or the lab endpoint (JupyterLab) did not start: it was "
-        "not ready within its timeout, or its container or process exited.",
-        "Read the sql or lab log in the history; raise the start-up timeout on a slow machine.",
-        "Unable to start the {endpoint} endpoint: {detail}",
+        "not ready within its timeout, or its container or process exited; or stopped while running: the "
+        "cluster's master or SQL endpoint stayed down past the health grace period (health_grace).",
+        "Read the sql, lab or master log in the history; raise the start-up timeout on a slow machine; launch "
+        "a new cluster if it stopped while running.",
+        "The {endpoint} endpoint did not start, or stopped while running: {detail}",
         "Unable to initiate lab and sql endpoint.",
     ),
     ExitCode(

@@ -124,6 +124,19 @@ class SparkDockApp(ExtensionApp):
         2, config=True, help="Automated jobs that may run at once on one interactive cluster (cluster_job); "
         "further ones wait in QUEUED (phase WaitingForDriverSlot) and start in order."
     )
+    health_interval = Float(
+        2.0, config=True, help="Seconds between two health checks of each running cluster (its containers or "
+        "processes, and probes of its master, SQL endpoint and lab). A dead worker gives runtime_status.warning; "
+        "a dead master, SQL endpoint or last worker gives runtime_status.error."
+    )
+    health_grace = Float(
+        20.0, config=True, help="Seconds a running cluster's master or SQL endpoint may stay down before the job "
+        "ends in SYSTEM_ERROR with exit code 50 (its cluster removed, its capacity slot freed)."
+    )
+    health_probe_failures = Int(
+        3, config=True, help="Health checks in a row an endpoint that is alive must fail to answer before it "
+        "counts as down (one slow answer of a busy machine flags nothing)."
+    )
     admin_users = Set(
         Unicode(), config=True,
         help="Users who see and act on every job when owners are enforced (default: under JupyterHub, the "
@@ -139,7 +152,13 @@ class SparkDockApp(ExtensionApp):
     def _default_allowed_images(self) -> set[str]:
         return {self.image}
 
-    @validate("max_workers", "max_worker_cores", "max_drivers_per_cluster")
+    @validate("health_interval", "health_grace")
+    def _positive_seconds(self, proposal: Any) -> float:
+        if float(proposal["value"]) <= 0:
+            raise ValueError(f"SparkDockApp.{proposal['trait'].name} must be a positive number of seconds")
+        return float(proposal["value"])
+
+    @validate("max_workers", "max_worker_cores", "max_drivers_per_cluster", "health_probe_failures")
     def _at_least_one(self, proposal: Any) -> int:
         if int(proposal["value"]) < 1:
             raise ValueError(f"SparkDockApp.{proposal['trait'].name} must be at least 1")
@@ -230,6 +249,9 @@ class SparkDockApp(ExtensionApp):
             retry_backoff=self.retry_backoff,
             sql_row_limit=self.sql_row_limit,
             max_drivers_per_cluster=self.max_drivers_per_cluster,
+            health_interval=self.health_interval,
+            health_grace=self.health_grace,
+            health_probe_failures=self.health_probe_failures,
             limits=Limits.of(self.serverapp.root_dir, self.allowed_images, self.max_workers, self.max_worker_cores,
                              self.max_worker_memory),
         )

@@ -104,6 +104,10 @@ class RunHost(Protocol):
         """Remove a CANCELING job's resources and move it to its final state."""
         ...
 
+    def track_cluster(self, job_id: str, cluster: ClusterInfo | None) -> None:
+        """Have the health loop check a job's ephemeral cluster (``None``: no longer, before its teardown)."""
+        ...
+
     async def cancel(self, job_id: str, reason: str = "user", detail: str = "", wait: bool = False) -> Job:
         """Cancel a job (``reason``: overrun or resources, from the watchdogs)."""
         ...
@@ -157,6 +161,7 @@ class AutomatedRun:
 
     async def _teardown(self) -> None:
         if self.cluster_job is None:
+            self.m.track_cluster(self.job_id, None)  # the health loop must not read the teardown as deaths
             await self.m.safe_stop(self.job_id)
 
     # ---- one attempt ----------------------------------------------------------------------------
@@ -176,6 +181,8 @@ class AutomatedRun:
             return
         if self.cluster is None:
             return
+        if self.cluster_job is None:
+            self.m.track_cluster(self.job_id, self.cluster)
         self.store.transition(
             self.job_id, State.RUNNING, phase="Running",
             runtime_status={"activity": "driver starting"}, description=f"driver starting (attempt {job.attempt})",
@@ -233,7 +240,7 @@ class AutomatedRun:
                 how = "was terminated" if target.state in (State.CANCELING, State.COMPLETE) else "ended"
                 return f"interactive cluster {watched} {how} ({target.state}) while the driver ran"
             error = (target.runtime_status or {}).get("error") or ""
-            if error.startswith("master"):
+            if error.startswith("master stopped"):
                 where = f"interactive cluster {watched}" if self.cluster_job else "the ephemeral cluster"
                 return f"{where} lost its master while the driver ran: {error}"
 

@@ -26,6 +26,7 @@ from sparkdock.model.lifecycle import Kind, State
 from sparkdock.model.specs import AutomatedJobRequest, ClusterSpec, InteractiveJobRequest, SpecError, parse_job_request
 from sparkdock.server.automated import AutomatedRun
 from sparkdock.server.events import EventBus
+from sparkdock.server.health import HealthMonitor
 from sparkdock.server.hiveserver2 import SQLResult, run_statement
 from sparkdock.server.limits import Limits
 from sparkdock.server.owners import DEFAULT_OWNER, Caller
@@ -61,6 +62,9 @@ class ManagerConfig:
     sql_row_limit: int = 1000
     sql_timeout: float = 300.0
     max_drivers_per_cluster: int = 2
+    health_interval: float = 2.0
+    health_grace: float = 20.0
+    health_probe_failures: int = 3
     limits: Limits = field(default_factory=Limits)
 
 
@@ -98,6 +102,8 @@ class JobManager:
         self._start_lock: asyncio.Lock | None = None
         self._stopping = False
         self._wake: asyncio.Event | None = None  # created on start (needs a running loop)
+        self.health = HealthMonitor(self, interval=self.config.health_interval, grace=self.config.health_grace,
+                                    probe_failures=self.config.health_probe_failures)
         self.store.listeners.append(self._on_store_change)
 
     # ---- start / stop ---------------------------------------------------------------------------
@@ -117,6 +123,7 @@ class JobManager:
             self._spawn(self._scheduler_loop(), "scheduler")
             self._spawn(self._watchdog_loop(), "watchdog")
             self._spawn(self._watch_backend(), "backend-watch")
+            self._spawn(self.health.run(), "health")
             self._started = True
             self.kick()
 
@@ -569,16 +576,63 @@ class JobManager:
         await self.backend.watch(self._on_health)
 
     async def _on_health(self, job_id: str, component: str, healthy: bool, message: str) -> None:
-        """A component of a running cluster died (or recovered)."""
-        job = self.store.find(job_id)
-        if job is None or job.state != State.RUNNING or healthy:
-            return
-        text = f"{component} stopped: {message}" if message else f"{component} stopped"
-        with contextlib.suppress(Exception):
-            if component.startswith("worker"):
-                self.store.update(job_id, warning=text)
+        """The backend saw a component die: the health loop checks now rather than at its next round."""
+        log.debug("health event of %s/%s (healthy=%s): %s", job_id, component, healthy, message)
+        self.health.poke()
+
+    # ---- what the health loop needs (see sparkdock.server.health) ---------------------------------
+    def track_cluster(self, job_id: str, cluster: ClusterInfo | None) -> None:
+        """Have the health loop check the ephemeral cluster of an automated job (``None``: stop, before its
+        teardown)."""
+        self._rt.setdefault(job_id, _Runtime()).cluster = cluster
+
+    def watched_clusters(self) -> list[tuple[Job, dict[str, Any], dict[str, Any]]]:
+        """RUNNING jobs whose cluster the health loop checks: ``(job, backend state, endpoints)``."""
+        jobs, _ = self.store.list(states=[State.RUNNING], limit=100000)
+        watched = []
+        for job in jobs:
+            rt = self._rt.get(job.id)
+            if job.kind == Kind.INTERACTIVE:
+                state = rt.cluster.state if rt is not None and rt.cluster is not None else job.backend_state
+                endpoints = job.endpoints or {}
+            elif rt is not None and rt.cluster is not None:  # an automated job's ephemeral cluster
+                state, endpoints = rt.cluster.state, rt.cluster.endpoints
             else:
-                self.store.update(job_id, error=text)
+                continue
+            if state:
+                watched.append((job, state, endpoints))
+        return watched
+
+    def still_watched(self, job_id: str, state: dict[str, Any]) -> bool:
+        """True while the job is RUNNING and (for an automated job) its ephemeral cluster is not being removed."""
+        job = self.store.find(job_id)
+        if job is None or job.state != State.RUNNING:
+            return False
+        if job.kind == Kind.INTERACTIVE:
+            return True
+        rt = self._rt.get(job_id)
+        return rt is not None and rt.cluster is not None and rt.cluster.state is state
+
+    async def end_lost(self, job_id: str, component: str, detail: str) -> None:
+        """End a RUNNING interactive job whose master or SQL endpoint stayed down: its last log lines go in the
+        history, its cluster is removed (the capacity slot is free), and it ends in SYSTEM_ERROR with 50."""
+        job = self.store.find(job_id)
+        if job is None or job.state != State.RUNNING or job.kind != Kind.INTERACTIVE:
+            return
+        with contextlib.suppress(Exception):
+            lines = await self.backend.logs(job_id, component, tail=40)
+            if lines.strip():
+                self.store.add_event(job_id, f"last log lines of {component}:\n{lines[-8000:]}", event="LOGS")
+        await self.safe_stop(job_id)
+        rt = self._rt.get(job_id)
+        if rt is not None:
+            rt.cluster = None
+        with contextlib.suppress(Exception):  # a user's terminate may have won the race: it finishes the job
+            self.store.transition(
+                job_id, State.SYSTEM_ERROR, phase="EndpointLost", exit_code=50, expect={State.RUNNING},
+                exit_message=exit_codes.message(50, endpoint=component, detail=detail),
+                description=f"{component} stopped while running: {detail}",
+            )
 
     # ---- reconcile ------------------------------------------------------------------------------
     async def reconcile(self) -> None:
