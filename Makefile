@@ -54,6 +54,7 @@ bench: venv docker
 	$(PY) bench/time_to_sql.py
 	$(PY) bench/job_overhead.py
 	$(PY) bench/widget_latency.py
+	$(PY) bench/health_latency.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build dist
