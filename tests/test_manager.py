@@ -519,3 +519,25 @@ async def test_restart_with_the_backend_down_keeps_running_jobs(make_manager):
     FakeBackend.engine_down = False
     await m2.cancel(job.id, wait=True)
     await m2.stop()
+
+
+def test_assess_follows_seed_001():
+    """The verdict alone (pure): errors in the order master, SQL, workers; only a dead master or SQL endpoint
+    is fatal, and only on an interactive cluster; an automated job's cluster is judged on master and workers."""
+    from sparkdock.server.health import assess
+
+    workers = ["worker-1", "worker-2"]
+    assert assess({}, workers) == assess({}, workers, unanswered={})
+    assert assess({}, workers).warning is None and assess({}, workers).error is None
+    v = assess({"worker-2": "w2 gone", "sql": "sql gone", "master": "m gone"}, workers)
+    assert v.error == "master stopped: m gone; sql stopped: sql gone" and v.fatal == ("master", "m gone")
+    assert v.warning.startswith("1 of 2 workers stopped") and "w2 gone" in v.warning
+    v = assess({}, workers, unanswered={"sql": "slow"})
+    assert v.error == "sql does not answer: slow" and v.fatal is None
+    v = assess({"lab": "lab gone"}, workers)
+    assert v.error is None and v.warning.startswith("lab stopped: lab gone")
+    v = assess({"sql": "sql gone", "lab": "lab gone", "worker-1": "x", "worker-2": "y"}, workers,
+               interactive=False)
+    assert v.fatal is None and v.warning is None and v.error.startswith("all 2 worker(s) stopped")
+    v = assess({"master": "m gone"}, ["worker-1"], interactive=False)
+    assert v.error.startswith("master stopped") and v.fatal is None

@@ -163,11 +163,6 @@ class ComponentHealth:
     oom: bool = False
 
 
-#: Spark's own exit code of a JVM that died of an ``OutOfMemoryError`` (``SparkExitCode.OOM``). It is *not*
-#: sparkdock's exit code 52 (the backend cannot provision).
-SPARK_OOM_EXIT = 52
-
-
 def out_of_memory_text(component: str, how: str) -> str:
     """The message of a component killed for memory: always says "out of memory"."""
     return f"the {component} {how}: out of memory"

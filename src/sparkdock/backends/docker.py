@@ -62,7 +62,6 @@ from docker.types import LogConfig
 
 from sparkdock.backends import provisioning
 from sparkdock.backends.base import (
-    SPARK_OOM_EXIT,
     AppResult,
     Backend,
     BackendError,
@@ -76,6 +75,7 @@ from sparkdock.backends.base import (
 )
 from sparkdock.backends.provisioning import ERROR_LOG_LINES, ClusterParts, ClusterPlan, Deadlines, endpoints, provision
 from sparkdock.cluster import properties, roles
+from sparkdock.cluster.classify import SPARK_OOM_EXIT
 from sparkdock.model.specs import ClusterSpec
 
 __all__ = ["DEFAULT_IMAGE", "LABEL_COMPONENT", "LABEL_INSTANCE", "LABEL_JOB", "LABEL_ROLE", "DockerBackend"]
@@ -227,8 +227,8 @@ class DockerBackend(Backend):
         #: seen); tests and diagnostics wait on it instead of guessing how long subscribing takes.
         self.watch_connected = threading.Event()
         self._engine_cpus: float | None = None
-        # How each dead container ended (a dead container does not change: inspected once).
-        self._ended: dict[str, ComponentHealth] = {}
+        # How each dead container of a job ended (a dead container does not change: inspected once).
+        self._ended: dict[str, dict[str, ComponentHealth]] = {}
 
     # ------------------------------------------------------------------------------------------
     # executor and client helpers
@@ -507,6 +507,7 @@ class DockerBackend(Backend):
         await asyncio.gather(*(self._run(self._b_remove_container, job_id, c) for c in containers))
         await self._run(self._b_remove_networks, job_id)
         await self._run(shutil.rmtree, self.secrets_dir(job_id), ignore_errors=True)
+        self._ended.pop(job_id, None)
 
     async def stop_cluster(self, job_id: str, state: dict[str, Any] | None = None) -> None:
         """Save every container's logs, then remove the job's containers and network (found by label).
@@ -817,10 +818,13 @@ class DockerBackend(Backend):
             if row.get("State") in ("running", "created", "restarting"):
                 found[component] = ComponentHealth(True)
                 continue
-            cid = row["Id"]
-            if cid not in self._ended:
-                self._ended[cid] = self._b_ended(api, cid, component)
-            found[component] = self._ended[cid]
+            if row.get("State") == "paused":  # it may be resumed: not cached
+                found[component] = ComponentHealth(False, f"the {component} container is paused")
+                continue
+            ended = self._ended.setdefault(job_id, {})
+            if row["Id"] not in ended:
+                ended[row["Id"]] = self._b_ended(api, row["Id"], component)
+            found[component] = ended[row["Id"]]
         for component in expected:
             found.setdefault(component, ComponentHealth(False, f"the {component} container is gone (removed)"))
         return found

@@ -68,7 +68,6 @@ from typing import Any
 
 from sparkdock.backends import provisioning
 from sparkdock.backends.base import (
-    SPARK_OOM_EXIT,
     AppResult,
     Backend,
     BackendError,
@@ -80,6 +79,7 @@ from sparkdock.backends.base import (
     out_of_memory_text,
 )
 from sparkdock.cluster import probes, roles
+from sparkdock.cluster.classify import SPARK_OOM_EXIT
 from sparkdock.model.specs import ClusterSpec
 
 __all__ = ["LocalBackend", "local_available"]

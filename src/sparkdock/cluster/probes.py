@@ -211,8 +211,9 @@ def probe_lab_alive(url: str, timeout: float = 3.0) -> None:
         ProbeError: no answer or not a Jupyter server's answer.
     """
     parts = urllib.parse.urlsplit(url)
-    base = parts.path[: -len("/lab")] if parts.path.rstrip("/").endswith("/lab") else parts.path
-    api = urllib.parse.urlunsplit((parts.scheme, parts.netloc, base.rstrip("/") + "/api", "", ""))
+    path = parts.path.rstrip("/")
+    base = path[: -len("/lab")] if path.endswith("/lab") else path
+    api = urllib.parse.urlunsplit((parts.scheme, parts.netloc, base + "/api", "", ""))
     try:
         with urllib.request.urlopen(api, timeout=timeout) as resp:
             data = json.loads(resp.read())
