@@ -72,3 +72,30 @@ ENTRYPOINT ["/usr/bin/tini", "-g", "--", "/usr/local/bin/broken-entry"]
 """
     client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True)
     return tag
+
+
+#: Run inside a worker container: make the Spark worker daemon's JVM the kernel OOM killer's first choice (an
+#: executor JVM beside it is left alone), then allocate until the container's memory limit is reached.
+_STARVE = """\
+import glob
+for p in glob.glob('/proc/[0-9]*'):
+    try:
+        if b'deploy.worker.Worker' in open(p + '/cmdline', 'rb').read():
+            open(p + '/oom_score_adj', 'w').write('1000')
+    except OSError:
+        pass
+chunks = []
+while True:
+    chunks.append(bytearray(8 << 20))
+"""
+
+
+def starve_worker(client: Any, container_id: str, headroom_mb: int = 64) -> None:
+    """Kill a worker container's JVM for memory, as the kernel does: its memory limit is set just above what it
+    uses (``docker update``), then a process in it allocates. The worker JVM is killed, the container exits with
+    137 and the engine records ``State.OOMKilled``."""
+    worker = client.containers.get(container_id)
+    used = client.api.stats(worker.id, stream=False)["memory_stats"]["usage"]
+    limit = used + headroom_mb * 2**20
+    worker.update(mem_limit=limit, memswap_limit=limit)
+    worker.exec_run(["python3", "-c", _STARVE], user="185:185")

@@ -1,7 +1,10 @@
 """The full REST contract on real clusters: the local backend (processes), and one run on Docker.
 
-Launch, follow the events over the WebSocket until RUNNING, query through POST …/sql, read history and
-logs, adopt after a simulated server restart, terminate, and see COMPLETE with nothing left behind.
+Launch (two workers), follow the events over the WebSocket until RUNNING, query through POST …/sql, read
+history and logs, adopt after a simulated server restart (local); then, with ``health_interval=1`` and
+``health_grace=2``, kill one worker (a warning), the other (an error: flagged), and the SQL endpoint: the job
+ends in SYSTEM_ERROR 50 with the SQL log's last lines in its history, its slot free and nothing left behind.
+(Terminating a real cluster through the API is tested by test_notebooks' notebooks.)
 """
 
 from __future__ import annotations
@@ -222,9 +225,11 @@ async def _local_contract(jp_fetch, jp_ws_fetch, jp_serverapp, manager: JobManag
 
 
 @pytest.mark.docker
-@pytest.mark.parametrize("sparkdock_config", [{"backend_class": None, "backend": "docker"}])
+@pytest.mark.parametrize("sparkdock_config", [{"backend_class": None, "backend": "docker", "health_interval": 1.0,
+                                               "health_grace": 2.0}])
 async def test_rest_contract_on_a_docker_cluster(jp_fetch, jp_ws_fetch, jp_serverapp, docker_image):  # noqa: F811
-    """Its own cluster: launching one through REST, killing its master and terminating it is what is tested."""
+    """Its own cluster: launching one through REST, and the health loop seeing its parts die one by one until it
+    ends in SYSTEM_ERROR 50, is what is tested."""
     manager: JobManager = jp_serverapp.web_app.settings["sparkdock_manager"]
     assert manager.backend.name == "docker"
     with captured_log(jp_serverapp.log) as server_log, server_secrets_in_environment():
@@ -235,19 +240,16 @@ async def _docker_contract(jp_fetch, jp_ws_fetch, manager: JobManager, server_lo
     import docker
 
     jid, ws, body = await _launch_query_terminate(
-        jp_fetch, jp_ws_fetch, {"workers": 1, "worker_memory": "512m"}, 300)
+        jp_fetch, jp_ws_fetch, {"workers": 2, "worker_memory": "512m"}, 300)
     client = docker.from_env()
     # while it runs, no secret in the job, its history, ps -ef or what docker inspect shows of any container
     creds = manager.backend.credentials(jid)
     secrets = cluster_secrets(manager.backend.secrets_dir(jid), creds.get("sql_password"), creds.get("lab_token"))
     containers = client.containers.list(filters={"label": f"sparkdock.job={jid}"})
-    assert len(containers) == 4
+    assert len(containers) == 5
     inspected = {f"docker inspect {c.name}": json.dumps(client.api.inspect_container(c.id)) for c in containers}
     assert_no_secret(secrets, {"the job and its history": body, "ps -ef": process_table(), **inspected})
     assert_no_secret(CANARY_ENV, inspected)  # the server's environment reaches no container
-    # the master container dies while RUNNING: seen through the Docker events stream
-    master = client.containers.list(filters={"label": [f"sparkdock.job={jid}", "sparkdock.role=master"]})
-    assert len(master) == 1
 
     # an automated job on this cluster: its driver container imports sparkdock.spark.errors, the public path
     # of the application errors inside the image, and ends with kernel exit code 4
@@ -263,12 +265,25 @@ async def _docker_contract(jp_fetch, jp_ws_fetch, manager: JobManager, server_lo
     _, logs = await _get(jp_fetch, "jobs", aid, "logs", component="driver")
     assert "IntegrityError: integrity check failed: 100 rows" in logs["logs"], logs["logs"][-2000:]
 
-    master[0].kill()
+    # health (every second; a container's death also starts a round at once): a dead worker of two is a
+    # warning, the last one an error (flagged), a dead SQL endpoint ends the job in SYSTEM_ERROR 50 after
+    # health_grace (2 s), its cluster removed
+    by_component = {c.labels["sparkdock.component"]: c for c in containers}
+    by_component["worker-1"].kill()
+    job = await _until_status(jp_fetch, jid, "warning", "1 of 2 workers stopped", 30)
+    assert "worker-1 container exited with code 137" in job["runtime_status"]["warning"] and not job["flagged"]
+    by_component["worker-2"].kill()
     job = await _until_flagged(jp_fetch, jid, 30)
-    assert "master" in job["runtime_status"]["error"]
-    r = await jp_fetch("sparkdock", "api", "jobs", jid, method="DELETE")
-    assert r.code == 202
-    await _follow_until(ws, jid, "COMPLETE", 120, jp_fetch)
+    assert "all 2 worker(s) stopped" in job["runtime_status"]["error"] and job["state"] == "RUNNING"
+    by_component["sql"].kill()
+    await _follow_until(ws, jid, "SYSTEM_ERROR", 60, jp_fetch)
+    _, job = await _get(jp_fetch, "jobs", jid)
+    assert job["exit_code"] == 50 and job["phase"] == "EndpointLost", job
+    assert "sql container exited with code 137" in job["exit_message"], job["exit_message"]
+    _, hist = await _get(jp_fetch, "jobs", jid, "history")
+    assert any(e["event"] == "LOGS" and e["description"].startswith("last log lines of sql")
+               for e in hist["events"])
+    assert (await _get(jp_fetch, "info"))[1]["clusters_in_use"] == 0
     try:
         left = client.containers.list(all=True, filters={"label": f"sparkdock.job={jid}"})
         nets = client.networks.list(filters={"label": f"sparkdock.job={jid}"})

@@ -156,4 +156,5 @@ async def test_a_health_error_is_flagged_in_every_view(client, capsys, monkeypat
     rows = [line.split() for line in out.splitlines()]
     assert ["FLAGS"] in [r[-1:] for r in rows] and [r[-1] for r in rows if r and r[0] == job.id] == ["E"], out
     await run(job.terminate)
+    await _until(lambda: mon.jobs[job.id]["state"] == "COMPLETE")
     mon.close()
