@@ -50,7 +50,6 @@ class FakeBackend(Backend):
     engine_down: ClassVar[bool] = False
     gates: ClassVar[dict[str, asyncio.Event]] = {}
     dead: ClassVar[dict[str, dict[str, str]]] = {}
-    health_calls: ClassVar[int] = 0
     unanswered: ClassVar[dict[str, str]] = {}
 
     @classmethod
@@ -58,7 +57,7 @@ class FakeBackend(Backend):
         """Forget everything (between tests)."""
         cls.live, cls.started, cls.stopped, cls.failures = {}, [], [], {}
         cls.health_cb, cls.engine_down, cls.gates = None, False, {}
-        cls.dead, cls.health_calls, cls.unanswered = {}, 0, {}
+        cls.dead, cls.unanswered = {}, {}
 
     @classmethod
     def kill(cls, job_id: str, component: str, message: str) -> None:
@@ -148,7 +147,6 @@ class FakeBackend(Backend):
         return AppResult(beh.get("exit_status", 0), out, log)
 
     async def health(self, job_id: str, state: dict[str, Any]) -> dict[str, ComponentHealth]:
-        type(self).health_calls += 1
         await self.check()
         if job_id not in self.live:
             return {}

@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sparkdock.backends.base import Backend, BackendError
-from sparkdock.model.lifecycle import State
 from sparkdock.server.store import Job, JobStore
 
 log = logging.getLogger(__name__)
@@ -71,7 +70,8 @@ def assess(dead: dict[str, str], workers: Sequence[str], *, unanswered: dict[str
             continue
         if component in dead:
             errors.append(f"{component} stopped: {dead[component]}")
-            fatal = fatal or (component, dead[component])
+            if interactive and fatal is None:
+                fatal = (component, dead[component])
         elif component in unanswered:
             errors.append(f"{component} does not answer: {unanswered[component]}")
     gone = [w for w in workers if w in dead]
@@ -87,7 +87,7 @@ def assess(dead: dict[str, str], workers: Sequence[str], *, unanswered: dict[str
     return Verdict(
         warning="; ".join(warnings) or None,
         error="; ".join(errors) or None,
-        fatal=fatal if interactive else None,
+        fatal=fatal,
     )
 
 
@@ -101,8 +101,9 @@ class HealthHost(Protocol):
         """RUNNING jobs with a cluster to check: ``(job, backend state, endpoints)``."""
         ...
 
-    def still_watched(self, job_id: str, state: dict[str, Any]) -> bool:
-        """True while the job still runs on the cluster of ``state`` (not being torn down)."""
+    def still_watched(self, job_id: str, state: dict[str, Any]) -> Job | None:
+        """The job as it is now, while it still runs on the cluster of ``state`` (not being torn down); else
+        ``None``."""
         ...
 
     async def end_lost(self, job_id: str, component: str, detail: str) -> None:
@@ -172,7 +173,8 @@ class HealthMonitor:
         probed = [c for c in ((*FATAL, "lab") if interactive else ("master",))
                   if c in components and components[c].alive]
         failures = await self.host.backend.probe(endpoints, probed, self.probe_timeout)
-        if not self.host.still_watched(job.id, state):
+        current = self.host.still_watched(job.id, state)
+        if current is None:
             return  # torn down meanwhile: what this round saw is the teardown
         rec = self._records.setdefault(job.id, _Record())
         dead = {c: h.message or f"the {c} is not running" for c, h in components.items() if not h.alive}
@@ -187,7 +189,7 @@ class HealthMonitor:
                 unanswered[component] = failure
         workers = sorted((c for c in components if c.startswith("worker-")), key=lambda c: int(c.split("-")[1]))
         verdict = assess(dead, workers, unanswered=unanswered, interactive=interactive)
-        self._write(job, rec, verdict)
+        self._write(current, rec, verdict)
         if verdict.fatal is None:
             rec.down_since = None
             return
@@ -199,11 +201,9 @@ class HealthMonitor:
             await self.host.end_lost(job.id, component, f"{message} (down for more than {self.grace:g} s, "
                                                         "health_grace)")
 
-    def _write(self, job: Job, rec: _Record, verdict: Verdict) -> None:
-        """Write the verdict's warning and error; clear only what this loop wrote."""
-        current = self.host.store.find(job.id)
-        if current is None or current.state != State.RUNNING:
-            return
+    def _write(self, current: Job, rec: _Record, verdict: Verdict) -> None:
+        """Write the verdict's warning and error on the RUNNING job ``current``; clear only what this loop
+        wrote."""
         changes: dict[str, str | None] = {}
         for key, value in (("warning", verdict.warning), ("error", verdict.error)):
             if value is not None and current.runtime_status.get(key) != value:
@@ -213,8 +213,8 @@ class HealthMonitor:
         if not changes:
             return
         try:
-            self.host.store.update(job.id, event="HEALTH", **changes)  # type: ignore[arg-type]
+            self.host.store.update(current.id, event="HEALTH", **changes)  # type: ignore[arg-type]
         except Exception as exc:  # the job left RUNNING meanwhile
-            log.debug("health of %s not recorded: %s", job.id, exc)
+            log.debug("health of %s not recorded: %s", current.id, exc)
             return
         rec.wrote.update(changes)

@@ -603,15 +603,16 @@ class JobManager:
                 watched.append((job, state, endpoints))
         return watched
 
-    def still_watched(self, job_id: str, state: dict[str, Any]) -> bool:
-        """True while the job is RUNNING and (for an automated job) its ephemeral cluster is not being removed."""
+    def still_watched(self, job_id: str, state: dict[str, Any]) -> Job | None:
+        """The job, while it is RUNNING and (for an automated job) its ephemeral cluster is not being removed;
+        else ``None``."""
         job = self.store.find(job_id)
         if job is None or job.state != State.RUNNING:
-            return False
+            return None
         if job.kind == Kind.INTERACTIVE:
-            return True
+            return job
         rt = self._rt.get(job_id)
-        return rt is not None and rt.cluster is not None and rt.cluster.state is state
+        return job if rt is not None and rt.cluster is not None and rt.cluster.state is state else None
 
     async def end_lost(self, job_id: str, component: str, detail: str) -> None:
         """End a RUNNING interactive job whose master or SQL endpoint stayed down: its last log lines go in the
