@@ -99,3 +99,24 @@ def starve_worker(client: Any, container_id: str, headroom_mb: int = 64) -> None
     limit = used + headroom_mb * 2**20
     worker.update(mem_limit=limit, memswap_limit=limit)
     worker.exec_run(["python3", "-c", _STARVE], user="185:185")
+
+
+def stop_engine(timeout: float = 60.0) -> None:
+    """Stop dockerd (SIGTERM) and wait until its process is gone. With ``live-restore`` (scripts/docker-engine.sh
+    sets it) the containers keep running. Needs root, as the engine script does."""
+    import time
+
+    running = subprocess.run(["pgrep", "-x", "dockerd"], capture_output=True, check=False)
+    assert running.returncode == 0, "no dockerd process to stop (is the engine run by this machine?)"
+    subprocess.run(["pkill", "-TERM", "-x", "dockerd"], check=True)
+    deadline = time.monotonic() + timeout
+    while subprocess.run(["pgrep", "-x", "dockerd"], capture_output=True, check=False).returncode == 0:
+        assert time.monotonic() < deadline, f"dockerd did not stop within {timeout:g} s"
+        time.sleep(0.2)
+
+
+def start_engine() -> None:
+    """Start the engine again the way ``make test`` does (scripts/docker-engine.sh: it waits until it answers)."""
+    out = subprocess.run(["bash", str(REPO / "scripts" / "docker-engine.sh")], capture_output=True, text=True,
+                         timeout=180, check=False)
+    assert out.returncode == 0, f"the Docker engine did not come back:\n{out.stdout}\n{out.stderr}"

@@ -454,6 +454,38 @@ async def test_health_watches_an_automated_jobs_ephemeral_cluster(make_manager):
     await m.stop()
 
 
+async def test_an_engine_outage_warns_then_reattaches_or_ends_what_did_not_survive(make_manager):
+    """While the engine does not answer, a RUNNING cluster gets a warning that says so and nothing is concluded;
+    when it answers again the cluster is re-attached (read again: REATTACHED) and the warning goes. A cluster
+    whose SQL endpoint did not survive the outage ends at once (no health_grace) in 50, with that reason."""
+    m = await make_manager(health_interval=0.05, health_grace=600)
+    kept = m.submit(interactive())
+    lost = m.submit(interactive())
+    for job in (kept, lost):
+        await wait_for(m, job.id, "RUNNING")
+    FakeBackend.engine_down = True
+    for job in (kept, lost):
+        await until(lambda j=job: m.get(j.id).runtime_status["warning"], "an engine warning")
+        warning = m.get(job.id).runtime_status["warning"]
+        assert warning.startswith("the fake backend does not answer (") and "re-attached" in warning
+        assert not m.get(job.id).flagged
+    rounds = m.health.rounds
+    await until(lambda: m.health.rounds > rounds + 3, "rounds while the engine is down")
+    assert m.get(kept.id).state == State.RUNNING  # nothing concluded while it cannot tell
+    FakeBackend.kill(lost.id, "sql", "the sql container exited with code 143")
+    FakeBackend.engine_down = False
+    await until(lambda: any(e["event"] == "REATTACHED" for e in events(m, kept.id)), "re-attached")
+    note = next(e for e in events(m, kept.id) if e["event"] == "REATTACHED")["description"]
+    assert "did not answer for" in note and "read again (4 of 4 running)" in note
+    await until(lambda: m.get(kept.id).runtime_status["warning"] is None, "the engine warning cleared")
+    done = await wait_for(m, lost.id, "SYSTEM_ERROR", timeout=5)
+    assert done.exit_code == 50 and done.phase == "LostInEngineOutage"
+    assert "did not survive the engine's outage" in done.exit_message and "code 143" in done.exit_message
+    assert lost.id in FakeBackend.stopped
+    await m.cancel(kept.id, wait=True)
+    await m.stop()
+
+
 async def test_queue_quota(make_manager):
     m = await make_manager(max_running_clusters=1, max_queued_jobs=2)
     first = m.submit(interactive("fake/slow"))

@@ -1,10 +1,11 @@
 """The full REST contract on real clusters: the local backend (processes), and one run on Docker.
 
 Launch (two workers), follow the events over the WebSocket until RUNNING, query through POST …/sql, read
-history and logs, adopt after a simulated server restart (local); then, with ``health_interval=1`` and
-``health_grace=2``, kill one worker (a warning), the other (an error: flagged; on Docker it is killed for memory
-and the error says "out of memory"), and the SQL endpoint: the job ends in SYSTEM_ERROR 50 with the SQL log's
-last lines in its history, its slot free and nothing left behind.
+history and logs, adopt after a simulated server restart (local), survive a restart of the Docker engine
+(Docker: the job says the engine does not answer, then it is re-attached and answers SQL); then, with
+``health_interval=1`` and ``health_grace=2``, kill one worker (a warning), the other (an error: flagged; on
+Docker it is killed for memory and the error says "out of memory"), and the SQL endpoint: the job ends in
+SYSTEM_ERROR 50 with the SQL log's last lines in its history, its slot free and nothing left behind.
 (Terminating a real cluster through the API is tested by test_notebooks' notebooks.)
 """
 
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from docker_fixtures import docker_image, starve_worker  # noqa: F401
+from docker_fixtures import docker_image, start_engine, starve_worker, stop_engine  # noqa: F401
 from job_helpers import (
     assert_no_secret,
     captured_log,
@@ -108,6 +109,17 @@ async def _until_status(jp_fetch, job_id: str, key: str, needle: str, timeout: f
             return job
         await asyncio.sleep(0.25)
     raise AssertionError(f"{job_id}: no {key} with {needle!r}: {job['runtime_status']}")
+
+
+async def _until_history(jp_fetch, job_id: str, event: str, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _, hist = await _get(jp_fetch, "jobs", job_id, "history")
+        found = [e for e in hist["events"] if e["event"] == event]
+        if found:
+            return found[-1]
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"{job_id}: no {event} event in its history\n{await _explain(jp_fetch, job_id)}")
 
 
 async def _get(jp_fetch, *path, **params):
@@ -265,6 +277,27 @@ async def _docker_contract(jp_fetch, jp_ws_fetch, manager: JobManager, server_lo
     assert auto["exit_code"] == 18 and "kernel exit code: 4" in auto["exit_message"], auto
     _, logs = await _get(jp_fetch, "jobs", aid, "logs", component="driver")
     assert "IntegrityError: integrity check failed: 100 rows" in logs["logs"], logs["logs"][-2000:]
+
+    # the Docker engine restarts (no other module's cluster runs now): with live-restore the containers keep
+    # running; the job says that the engine does not answer, then it is re-attached and answers SQL again
+    assert client.info()["LiveRestoreEnabled"] is True, "scripts/docker-engine.sh runs dockerd with live-restore"
+    client.close()
+    stop_engine()
+    try:
+        job = await _until_status(jp_fetch, jid, "warning", "the Docker engine does not answer", 30)
+        assert job["state"] == "RUNNING" and not job["flagged"], job
+    finally:
+        start_engine()
+    note = await _until_history(jp_fetch, jid, "REATTACHED", 60)
+    assert "the Docker engine did not answer for" in note["description"] and "(5 of 5 running)" in note["description"]
+    _, job = await _get(jp_fetch, "jobs", jid)
+    assert job["state"] == "RUNNING" and job["runtime_status"]["warning"] is None, job  # cleared on re-attaching
+    r = await jp_fetch("sparkdock", "api", "jobs", jid, "sql", method="POST", headers=dict(H),
+                       body=json.dumps({"statement": "SELECT count(*) AS n FROM range(10)"}))
+    assert json.loads(r.body)["rows"] == [[10]]
+    client = docker.from_env()
+    containers = client.containers.list(filters={"label": f"sparkdock.job={jid}"})
+    assert len(containers) == 5  # the same containers, still running
 
     # health (every second; a container's death also starts a round at once): a dead worker of two is a
     # warning, the last one an error (flagged), a dead SQL endpoint ends the job in SYSTEM_ERROR 50 after

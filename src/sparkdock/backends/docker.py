@@ -111,12 +111,31 @@ class _EngineDown(Exception):
 
 
 def _engine_message(exc: BaseException) -> str:
+    if isinstance(exc, requests.exceptions.ConnectionError) or isinstance(
+        exc.__cause__, requests.exceptions.ConnectionError
+    ):  # say why, not urllib3's nested reprs
+        reason = _os_reason(exc)
+        return "cannot connect to the Docker engine" + (f": {reason}" if reason else "")
     if isinstance(exc, docker.errors.APIError):
         explanation = exc.explanation
         if isinstance(explanation, bytes):
             explanation = explanation.decode(errors="replace")
         return str(explanation or exc)
     return str(exc) or type(exc).__name__
+
+
+def _os_reason(exc: BaseException, depth: int = 0) -> str:
+    """The operating system's reason (``strerror``) nested somewhere in a connection error, or ``""``."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return str(exc.strerror)
+    if depth > 5:
+        return ""
+    for inner in (*exc.args, exc.__cause__, exc.__context__):
+        if isinstance(inner, BaseException):
+            found = _os_reason(inner, depth + 1)
+            if found:
+                return found
+    return ""
 
 
 def _is_engine_down(exc: BaseException) -> bool:

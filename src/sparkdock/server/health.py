@@ -20,6 +20,12 @@ driver (the run ends with 27).
 An endpoint that is alive but does not answer its probe is flagged only after ``probe_failures`` rounds in a row,
 so that one slow answer of a busy machine flags nothing; it is never fatal (a dead one is). A warning or error
 this loop wrote is cleared when the cause is gone; one written by someone else is never touched.
+
+When the engine itself does not answer (the Docker engine restarts: with ``live-restore`` its containers keep
+running), nothing is concluded about the cluster: its job gets a warning that says so. When the engine answers
+again, the cluster is re-attached (:meth:`HealthHost.reattach`: its containers and endpoints are read again, not
+assumed) and the warning goes; a cluster whose master or SQL endpoint did not survive the outage ends at once
+with exit code 50 and that reason.
 """
 
 from __future__ import annotations
@@ -106,8 +112,13 @@ class HealthHost(Protocol):
         ``None``."""
         ...
 
-    async def end_lost(self, job_id: str, component: str, detail: str) -> None:
+    async def end_lost(self, job_id: str, component: str, detail: str, phase: str = "EndpointLost") -> None:
         """End an interactive job whose master or SQL endpoint stayed down (SYSTEM_ERROR 50)."""
+        ...
+
+    async def reattach(self, job_id: str, state: dict[str, Any], note: str) -> None:
+        """The engine answers again after an outage: read the cluster again (history event ``REATTACHED``
+        with ``note``)."""
         ...
 
 
@@ -118,6 +129,8 @@ class _Record:
     wrote: dict[str, str | None] = field(default_factory=lambda: {"warning": None, "error": None})
     probe_fails: dict[str, int] = field(default_factory=dict)
     down_since: float | None = None
+    engine_down: float | None = None
+    """Since when (monotonic) the engine has not answered for this cluster."""
 
 
 class HealthMonitor:
@@ -165,8 +178,8 @@ class HealthMonitor:
         interactive = job.kind == "interactive"
         try:
             components = await self.host.backend.health(job.id, state)
-        except BackendError as exc:  # the engine cannot tell: nothing is concluded (health part 2 says so)
-            log.debug("health of %s unknown: %s", job.id, exc.detail)
+        except BackendError as exc:  # the engine cannot tell: nothing is concluded, the job says so
+            await self._engine_down(job, state, exc)
             return
         if not components:
             return
@@ -189,6 +202,19 @@ class HealthMonitor:
                 unanswered[component] = failure
         workers = sorted((c for c in components if c.startswith("worker-")), key=lambda c: int(c.split("-")[1]))
         verdict = assess(dead, workers, unanswered=unanswered, interactive=interactive)
+        if rec.engine_down is not None:  # the engine answers again: re-attach, or end what did not survive
+            outage = f"the {self._engine_name()} did not answer for {time.monotonic() - rec.engine_down:.1f} s"
+            rec.engine_down = None
+            if verdict.fatal is not None:
+                component, message = verdict.fatal
+                self._records.pop(job.id, None)
+                await self.host.end_lost(job.id, component, f"{message}: it did not survive the engine's outage "
+                                                            f"({outage})", phase="LostInEngineOutage")
+                return
+            alive = sum(1 for h in components.values() if h.alive)
+            await self.host.reattach(job.id, state, f"re-attached: {outage}; its containers and endpoints were "
+                                                    f"read again ({alive} of {len(components)} running)")
+            current = self.host.still_watched(job.id, state) or current
         self._write(current, rec, verdict)
         if verdict.fatal is None:
             rec.down_since = None
@@ -200,6 +226,25 @@ class HealthMonitor:
             self._records.pop(job.id, None)
             await self.host.end_lost(job.id, component, f"{message} (down for more than {self.grace:g} s, "
                                                         "health_grace)")
+
+    def _engine_name(self) -> str:
+        name = self.host.backend.name
+        return "Docker engine" if name == "docker" else f"{name} backend"
+
+    async def _engine_down(self, job: Job, state: dict[str, Any], exc: BackendError) -> None:
+        """The backend cannot tell whether the cluster lives: warn (once), conclude nothing."""
+        log.debug("health of %s unknown: %s", job.id, exc.detail)
+        current = self.host.still_watched(job.id, state)
+        if current is None:
+            return
+        rec = self._records.setdefault(job.id, _Record())
+        rec.down_since = None  # a death seen before the outage is judged again when the engine is back
+        if rec.engine_down is None:
+            rec.engine_down = time.monotonic()
+            detail = " ".join(str(exc.detail).split())[:200]
+            warning = (f"the {self._engine_name()} does not answer ({detail}); the cluster is not checked until it "
+                       "is back, then it is re-attached")
+            self._write(current, rec, Verdict(warning=warning, error=current.runtime_status.get("error")))
 
     def _write(self, current: Job, rec: _Record, verdict: Verdict) -> None:
         """Write the verdict's warning and error on the RUNNING job ``current``; clear only what this loop

@@ -614,9 +614,29 @@ class JobManager:
         rt = self._rt.get(job_id)
         return job if rt is not None and rt.cluster is not None and rt.cluster.state is state else None
 
-    async def end_lost(self, job_id: str, component: str, detail: str) -> None:
+    async def reattach(self, job_id: str, state: dict[str, Any], note: str) -> None:
+        """The engine answers again after an outage: read the cluster of a RUNNING interactive job again (its
+        containers, ports and credentials: :meth:`Backend.adopt_cluster`) and record it (``REATTACHED``)."""
+        job = self.store.find(job_id)
+        if job is None or job.state != State.RUNNING:
+            return
+        if job.kind == Kind.INTERACTIVE:
+            try:
+                info = await self.backend.adopt_cluster(job_id, state)
+            except Exception as exc:  # the health loop goes on judging what it sees
+                log.warning("re-attaching %s failed: %s", job_id, exc)
+                info = None
+            if info is not None:
+                self._rt.setdefault(job_id, _Runtime()).cluster = info
+                if info.endpoints and info.endpoints != job.endpoints:
+                    self.store.update(job_id, endpoints=info.endpoints, backend_state=info.state)
+        with contextlib.suppress(Exception):
+            self.store.add_event(job_id, note, event="REATTACHED")
+
+    async def end_lost(self, job_id: str, component: str, detail: str, phase: str = "EndpointLost") -> None:
         """End a RUNNING interactive job whose master or SQL endpoint stayed down: its last log lines go in the
-        history, its cluster is removed (the capacity slot is free), and it ends in SYSTEM_ERROR with 50."""
+        history, its cluster is removed (the capacity slot is free), and it ends in SYSTEM_ERROR with 50
+        (``phase``: ``EndpointLost``, or ``LostInEngineOutage`` when it did not survive an engine outage)."""
         job = self.store.find(job_id)
         if job is None or job.state != State.RUNNING or job.kind != Kind.INTERACTIVE:
             return
@@ -630,7 +650,7 @@ class JobManager:
             rt.cluster = None
         with contextlib.suppress(Exception):  # a user's terminate may have won the race: it finishes the job
             self.store.transition(
-                job_id, State.SYSTEM_ERROR, phase="EndpointLost", exit_code=50, expect={State.RUNNING},
+                job_id, State.SYSTEM_ERROR, phase=phase, exit_code=50, expect={State.RUNNING},
                 exit_message=exit_codes.message(50, endpoint=component, detail=detail),
                 description=f"{component} stopped while running: {detail}",
             )
