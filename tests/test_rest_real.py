@@ -36,6 +36,21 @@ from sparkdock.server.manager import JobManager
 
 H = {"Content-Type": "application/json"}
 
+# A driver that runs through a restart of the Docker engine (it starts just before): it works on the cluster
+# (its executors start while the engine is down) and writes a line a second after that.
+OUTAGE_APP = '''
+import time
+from pyspark.sql import SparkSession
+
+spark = SparkSession.builder.getOrCreate()
+print("outage-app: ready", flush=True)
+n = spark.range(10).count()
+for i in range(4):
+    print(f"outage-app: tick {i}", flush=True)
+    time.sleep(1)
+print("outage-app: done", n, spark.range(100).count(), flush=True)
+'''
+
 
 async def _explain(jp_fetch, job_id: str, lines: int = 20) -> str:
     """The job, its history and the last log lines of each component, read over REST: what a red test says."""
@@ -120,6 +135,16 @@ async def _until_history(jp_fetch, job_id: str, event: str, timeout: float) -> d
             return found[-1]
         await asyncio.sleep(0.25)
     raise AssertionError(f"{job_id}: no {event} event in its history\n{await _explain(jp_fetch, job_id)}")
+
+
+async def _until_log(jp_fetch, job_id: str, component: str, needle: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        code, body = await _get(jp_fetch, "jobs", job_id, "logs", component=component)
+        if code == 200 and needle in body["logs"]:
+            return body["logs"]
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"{job_id}: {needle!r} not in the {component} log\n{await _explain(jp_fetch, job_id)}")
 
 
 async def _get(jp_fetch, *path, **params):
@@ -272,6 +297,11 @@ async def _docker_contract(jp_fetch, jp_ws_fetch, manager: JobManager, server_lo
     r = await jp_fetch("sparkdock", "api", "jobs", method="POST", headers=dict(H), body=json.dumps(
         {"kind": "automated", "name": "errors-import", "application": app, "cluster_job": jid}))
     aid = json.loads(r.body)["id"]
+    # (the driver that runs through the engine's restart below starts beside it)
+    r = await jp_fetch("sparkdock", "api", "jobs", method="POST", headers=dict(H), body=json.dumps(
+        {"kind": "automated", "name": "through-an-outage", "cluster_job": jid, "application": {
+            "type": "pyspark", "code": OUTAGE_APP}}))
+    through = json.loads(r.body)["id"]
     await _follow_until(ws, aid, "EXECUTOR_ERROR", 180, jp_fetch)
     _, auto = await _get(jp_fetch, "jobs", aid)
     assert auto["exit_code"] == 18 and "kernel exit code: 4" in auto["exit_message"], auto
@@ -279,8 +309,10 @@ async def _docker_contract(jp_fetch, jp_ws_fetch, manager: JobManager, server_lo
     assert "IntegrityError: integrity check failed: 100 rows" in logs["logs"], logs["logs"][-2000:]
 
     # the Docker engine restarts (no other module's cluster runs now): with live-restore the containers keep
-    # running; the job says that the engine does not answer, then it is re-attached and answers SQL again
+    # running; the job says that the engine does not answer, then it is re-attached and answers SQL again, and
+    # a driver that ran through the outage is followed again and ends normally, its output whole
     assert client.info()["LiveRestoreEnabled"] is True, "scripts/docker-engine.sh runs dockerd with live-restore"
+    await _until_log(jp_fetch, through, "driver", "outage-app: ready", 120)
     client.close()
     stop_engine()
     try:
@@ -298,6 +330,13 @@ async def _docker_contract(jp_fetch, jp_ws_fetch, manager: JobManager, server_lo
     client = docker.from_env()
     containers = client.containers.list(filters={"label": f"sparkdock.job={jid}"})
     assert len(containers) == 5  # the same containers, still running
+    await _follow_until(ws, through, "COMPLETE", 120, jp_fetch)
+    _, logs = await _get(jp_fetch, "jobs", through, "logs", component="driver")
+    ticks = [line for line in logs["logs"].splitlines() if line.startswith("outage-app: tick")]
+    assert ticks == [f"outage-app: tick {i}" for i in range(4)], logs["logs"][-3000:]
+    assert "outage-app: done 10 100" in logs["logs"], logs["logs"][-3000:]
+    _, hist = await _get(jp_fetch, "jobs", through, "history")
+    assert "EngineUnavailable" in [e["phase"] for e in hist["events"]], hist  # it was followed through the outage
 
     # health (every second; a container's death also starts a round at once): a dead worker of two is a
     # warning, the last one an error (flagged), a dead SQL endpoint ends the job in SYSTEM_ERROR 50 after

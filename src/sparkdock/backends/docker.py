@@ -139,7 +139,8 @@ def _os_reason(exc: BaseException, depth: int = 0) -> str:
 
 
 def _is_engine_down(exc: BaseException) -> bool:
-    if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
+    rex = requests.exceptions
+    if isinstance(exc, rex.ConnectionError | rex.Timeout | rex.ChunkedEncodingError):  # gone, or went away
         return True
     if isinstance(exc, docker.errors.APIError):
         return any(m in _engine_message(exc).lower() for m in _ENGINE_DOWN_MARKERS)
@@ -195,6 +196,8 @@ class DockerBackend(Backend):
         pids_limit: maximum number of processes/threads in each container.
         pull_timeout: seconds allowed to pull a missing image.
         api_timeout: seconds allowed for one engine API call.
+        engine_outage_wait: seconds a running driver is waited for while the engine does not answer (it
+            restarts; with ``live-restore`` the driver keeps running), before its run fails with 52.
         public_host: host name put in endpoints (default: ``bind_address``, or ``127.0.0.1`` when it
             binds every address).
     """
@@ -214,6 +217,7 @@ class DockerBackend(Backend):
         pull_timeout: float = 600.0,
         api_timeout: float = 120.0,
         public_host: str | None = None,
+        engine_outage_wait: float = 600.0,
     ) -> None:
         super().__init__(data_dir, instance)
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", instance):
@@ -225,6 +229,7 @@ class DockerBackend(Backend):
         self.pids_limit = pids_limit
         self.pull_timeout = pull_timeout
         self.api_timeout = api_timeout
+        self.engine_outage_wait = engine_outage_wait
         if public_host:
             self.public_host = public_host
         elif bind_address in ("0.0.0.0", "", "::"):
@@ -706,21 +711,56 @@ class DockerBackend(Backend):
 
     async def _follow_driver(self, container: Container, log_path: Path, ui: str | None,
                              report: Reporter) -> int | None:
-        """Stream the driver's output to ``log_path`` and report its progress until it ends; its status."""
+        """Stream the driver's output to ``log_path`` and report its progress until it ends; its status.
+
+        When the engine stops answering (it restarts: with ``live-restore`` the driver keeps running), the
+        driver is followed again once it is back, its output from where the stream broke; after
+        ``engine_outage_wait`` seconds without the engine, ``BackendError(52)``."""
         progress_task = asyncio.ensure_future(self._follow_progress(ui, report)) if ui else None
-        # Waiting and following the output last as long as the driver: a client without timeout.
-        long_client = await self._run(self._new_client, None)
+        since: float | None = None
         try:
-            following = await self._run(long_client.containers.get, container.id)
-            await self._run(self._b_stream_logs, following, log_path)
-            result = await self._run(following.wait)
+            while True:
+                try:
+                    result = await self._follow_once(container.id, log_path, since)
+                    break
+                except BackendError as err:
+                    if err.code != 52 or not err.retryable:
+                        raise
+                    since = time.time()  # the engine is down: nothing was logged since the stream broke
+                    report("EngineUnavailable", "the Docker engine does not answer; the driver keeps running and "
+                           "is followed again when the engine is back")
+                    await self._until_engine_answers(err)
+                    report("Running", "The driver is running (followed again after the engine came back)")
         finally:
-            await self._run(long_client.close)
             if progress_task is not None:
                 progress_task.cancel()
                 await asyncio.gather(progress_task, return_exceptions=True)
         status = result.get("StatusCode")
         return None if status is None else int(status)
+
+    async def _follow_once(self, container_id: str, log_path: Path, since: float | None) -> dict[str, Any]:
+        """Follow the output (from ``since``, appended) and wait for the end, on a client without timeout
+        (it lasts as long as the driver)."""
+        long_client = await self._run(self._new_client, None)
+        try:
+            following = await self._run(long_client.containers.get, container_id)
+            await self._run(self._b_stream_logs, following, log_path, since)
+            return await self._run(following.wait)
+        finally:
+            await self._run(long_client.close)
+
+    async def _until_engine_answers(self, err: BackendError) -> None:
+        """Wait (a ping a second) until the engine answers again, at most ``engine_outage_wait`` s."""
+        deadline = time.monotonic() + self.engine_outage_wait
+        while True:
+            try:
+                await self._run(lambda: self._new_client(10).close())
+                return
+            except BackendError:
+                if time.monotonic() >= deadline:
+                    raise BackendError(52, f"{err.detail} (for more than {self.engine_outage_wait:g} s, "
+                                       "engine_outage_wait)", phase="EngineUnavailable") from err
+                await asyncio.sleep(1.0)
 
     async def _remove_driver(self, job_id: str, container: Container) -> None:
         """Remove the driver container, to its end even when the run is being cancelled."""
@@ -732,14 +772,15 @@ class DockerBackend(Backend):
         except Exception as exc:
             log.warning("could not remove the driver of job %s: %s", job_id, exc)
 
-    def _b_stream_logs(self, container: Container, path: Path) -> None:
-        with path.open("wb") as out:
+    def _b_stream_logs(self, container: Container, path: Path, since: float | None = None) -> None:
+        with path.open("ab" if since is not None else "wb") as out:
             try:
-                for chunk in container.logs(stdout=True, stderr=True, stream=True, follow=True):
+                for chunk in container.logs(stdout=True, stderr=True, stream=True, follow=True, since=since):
                     out.write(chunk)
                     out.flush()
-            except (docker.errors.NotFound, requests.exceptions.RequestException) as exc:
-                out.write(f"\n[sparkdock] log stream ended: {exc}\n".encode())
+            except Exception as exc:  # removed, or the engine went away (urllib3 errors are not all wrapped)
+                why = _engine_message(exc) if not isinstance(exc, docker.errors.NotFound) else str(exc)
+                out.write(f"\n[sparkdock] log stream ended: {why}\n".encode())
 
     async def _follow_progress(self, ui_url: str, report: Reporter, interval: float = 2.0) -> None:
         """Report the driver's Spark jobs (from its REST API) whenever they change."""
