@@ -16,6 +16,7 @@ import asyncio
 import json
 from typing import Any, ClassVar
 
+from sparkdock.backends.activity import LabActivity, SqlActivity
 from sparkdock.backends.base import (
     AppResult,
     Backend,
@@ -51,6 +52,11 @@ class FakeBackend(Backend):
     gates: ClassVar[dict[str, asyncio.Event]] = {}
     dead: ClassVar[dict[str, dict[str, str]]] = {}
     unanswered: ClassVar[dict[str, str]] = {}
+    sql_use: ClassVar[dict[str, SqlActivity]] = {}
+    """What each cluster's SQL endpoint says of its use (default: no session, no statement)."""
+    lab_use: ClassVar[LabActivity | None] = None
+    """What every lab says of its use (default: cannot tell)."""
+    use_unreadable: ClassVar[set[str]] = set()
 
     @classmethod
     def reset(cls) -> None:
@@ -58,6 +64,7 @@ class FakeBackend(Backend):
         cls.live, cls.started, cls.stopped, cls.failures = {}, [], [], {}
         cls.health_cb, cls.engine_down, cls.gates = None, False, {}
         cls.dead, cls.unanswered = {}, {}
+        cls.sql_use, cls.lab_use, cls.use_unreadable = {}, None, set()
 
     @classmethod
     def kill(cls, job_id: str, component: str, message: str) -> None:
@@ -157,6 +164,15 @@ class FakeBackend(Backend):
     async def probe(self, endpoints: dict[str, Any], components: list[str], timeout: float = 3.0) -> dict[str, str]:
         # pretend endpoints: nothing listens on them; a test makes one "not answer" through `unanswered`
         return {c: self.unanswered[c] for c in components if c in self.unanswered}
+
+    async def sql_activity(self, job_id: str, state: dict[str, Any]) -> SqlActivity | None:
+        if job_id in self.use_unreadable:
+            raise BackendError(52, "the fake SQL endpoint's UI does not answer")
+        return self.sql_use.get(job_id, SqlActivity(0, 0))
+
+    async def lab_activity(self, lab_url: str, token: str) -> LabActivity | None:
+        assert token == "secret-token"
+        return self.lab_use
 
     async def watch(self, on_health: Any) -> None:
         type(self).health_cb = on_health

@@ -8,17 +8,19 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import time
 
 import pytest
 
 from fake_backend import FakeBackend
 from job_helpers import describe, events, until, wait_for
+from sparkdock.backends.activity import LabActivity, SqlActivity
 from sparkdock.model.lifecycle import State
 from sparkdock.model.specs import ClusterSpec, SpecError
 from sparkdock.server.automated import RunHost
 from sparkdock.server.limits import Limits
 from sparkdock.server.manager import JobConflict, JobManager, ManagerConfig, QuotaExceeded
-from sparkdock.server.store import JobStore
+from sparkdock.server.store import JobStore, parse_time
 
 
 @pytest.fixture
@@ -367,7 +369,77 @@ async def test_idle_timeout_and_max_lifetime_are_schedule_cancels(make_manager):
         canceling = next(e for e in events(m, jid, "STATE") if e["state"] == "CANCELING")
         assert canceling["phase"] == "TimedOut" and word in canceling["description"]
         assert done.exit_code is None
+    assert m.get(idle.id).phase == "IdleTimeout" and m.get(life.id).phase == "MaxLifetime"  # the card says why
+    final = events(m, life.id, "STATE")[-1]["description"]
+    assert final.startswith("ended: max_lifetime of 1 s reached (running since ") and "resources removed" in final
+    final = events(m, idle.id, "STATE")[-1]["description"]
+    assert final.startswith("ended: idle for ") and "no SQL session or statement, no busy lab kernel" in final
     await m.stop()
+
+
+async def test_idle_counts_sql_sessions_statements_and_lab_kernels(make_manager):
+    """The idle timer is due, but what the cluster says keeps it: an open session with a running statement, a
+    statement that ended after the last recorded use, a busy lab kernel. When nothing is in use it is culled
+    (the history says why); when its use cannot be read it is kept and read again later."""
+    m = await make_manager()
+    sql = m.submit(interactive(idle_timeout=0.5))
+    blind = m.submit(interactive(idle_timeout=0.5))
+    FakeBackend.sql_use[sql.id] = SqlActivity(sessions=1, running=1)
+    FakeBackend.use_unreadable.add(blind.id)
+    for job in (sql, blind):
+        await wait_for(m, job.id, "RUNNING")
+
+    async def kept_at_two_due_checks(job_id: str) -> None:  # each one moved its timer on: it runs on
+        first = m.get(job_id).last_activity_at or ""
+        await until(lambda: (m.get(job_id).last_activity_at or "") > first, "a first use")
+        again = m.get(job_id).last_activity_at
+        await until(lambda: m.get(job_id).last_activity_at > again, "a second use")
+        assert m.get(job_id).state == State.RUNNING
+
+    await kept_at_two_due_checks(sql.id)
+    ended = time.time()  # the statement ended now: the timer counts from its end
+    FakeBackend.sql_use[sql.id] = SqlActivity(sessions=0, running=0, last_statement_end=ended)
+    done = await wait_for(m, sql.id, "COMPLETE", timeout=15)
+    assert done.phase == "IdleTimeout" and parse_time(done.ended_at).timestamp() >= ended + 0.5
+    FakeBackend.lab_use = LabActivity(busy_kernels=1, last_activity=None)
+    lab = m.submit(interactive(idle_timeout=0.5))
+    await wait_for(m, lab.id, "RUNNING")
+    await kept_at_two_due_checks(lab.id)
+    FakeBackend.lab_use = LabActivity(busy_kernels=0, last_activity=ended - 3600)  # an idle kernel: no use
+    done = await wait_for(m, lab.id, "COMPLETE", timeout=15)
+    why = next(e for e in events(m, lab.id, "STATE") if e["state"] == "CANCELING")["description"]
+    assert "idle for" in why and "(idle_timeout 0.5 s)" in why and "no busy lab kernel" in why
+    assert m.get(blind.id).state == State.RUNNING  # never culled on a guess
+    FakeBackend.use_unreadable.clear()
+    await wait_for(m, blind.id, "COMPLETE", timeout=40)  # read again (after idle/2 s): nothing in use
+    await m.stop()
+
+
+async def test_idle_timeout_and_max_lifetime_hold_across_a_server_restart(make_manager, store):
+    """The server restarts (a new manager on the same store, the clusters kept running): a cluster past its
+    max_lifetime and one idle since before the restart are ended at once, from their stored times."""
+    m = await make_manager()
+    idle = m.submit(interactive(idle_timeout=2.0))
+    await wait_for(m, idle.id, "RUNNING")
+    m.touch(idle.id)  # used now: the restarted server counts from this stored time
+    used = m.get(idle.id).last_activity_at
+    life = m.submit(interactive(max_lifetime=2.0))
+    kept = m.submit(interactive(idle_timeout=3600))
+    for job in (life, kept):
+        await wait_for(m, job.id, "RUNNING")
+    await m.stop()
+    past = max(parse_time(used).timestamp(), parse_time(m.get(life.id).started_at).timestamp()) + 2.0
+    await until(lambda: time.time() > past, "2 s past the last use and the start")
+    restarted = await make_manager()
+    for job in (life, idle):  # ended by the start-up itself, not by a later watchdog pass
+        assert restarted.get(job.id).state in (State.CANCELING, State.COMPLETE), restarted.get(job.id)
+    assert (await wait_for(restarted, life.id, "COMPLETE")).phase == "MaxLifetime"
+    assert (await wait_for(restarted, idle.id, "COMPLETE")).phase == "IdleTimeout"
+    why = next(e for e in events(restarted, idle.id, "STATE") if e["state"] == "CANCELING")["description"]
+    assert f"since {used}" in why
+    assert restarted.get(kept.id).state == State.RUNNING
+    await restarted.cancel(kept.id, wait=True)
+    await restarted.stop()
 
 
 async def test_health_errors_flag_the_job_and_block_reuse(make_manager):
@@ -425,13 +497,13 @@ async def test_an_endpoint_that_does_not_answer_counts_after_several_rounds(make
     m = await make_manager(health_interval=0.05, health_grace=600, health_probe_failures=3)
     cl = m.submit(interactive(idle_timeout=3600))
     await wait_for(m, cl.id, "RUNNING")
-    idle_since = m._rt[cl.id].last_activity
+    idle_since = m.get(cl.id).last_activity_at
     FakeBackend.unanswered["lab"] = "the lab endpoint does not answer: refused"
     rounds = m.health.rounds
     await until(lambda: m.get(cl.id).runtime_status["warning"], "a lab warning")
     assert m.health.rounds >= rounds + 3
     assert "lab does not answer: the lab endpoint does not answer" in m.get(cl.id).runtime_status["warning"]
-    assert m._rt[cl.id].last_activity == idle_since
+    assert m.get(cl.id).last_activity_at == idle_since
     FakeBackend.unanswered.clear()
     await until(lambda: not m.get(cl.id).runtime_status["warning"], "the warning cleared")
     await m.cancel(cl.id, wait=True)

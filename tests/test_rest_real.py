@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -375,3 +376,57 @@ async def _docker_contract(jp_fetch, jp_ws_fetch, manager: JobManager, server_lo
         texts.update(texts_under(manager.backend.job_dir(job_id)))
     assert_no_secret(secrets, texts)
     ws.close()
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize("sparkdock_config", [{"backend_class": None, "backend": "local"}])
+async def test_idle_timeout_counts_real_use_on_a_local_cluster(jp_fetch, jp_ws_fetch, jp_serverapp):
+    """Its own cluster, because being culled for idleness is what is tested (it ends it).
+
+    With ``idle_timeout`` 3 s and no REST use, a statement that runs 4 s over a JDBC session of its own keeps
+    the cluster (the Thrift Server says a session is open and a statement runs); an idle lab kernel does not.
+    The cluster is culled once nothing was used for 3 s after the statement ended, and the history says why."""
+    ws = _Recorded(await jp_ws_fetch("sparkdock", "api", "events"))
+    r = await jp_fetch("sparkdock", "api", "jobs", method="POST", headers=dict(H), body=json.dumps(
+        {"kind": "interactive", "name": "idle", "cluster": {"workers": 1, "idle_timeout": 3}}))
+    jid = json.loads(r.body)["id"]
+    await _follow_until(ws, jid, "RUNNING", 300, jp_fetch)
+    _, job = await _get(jp_fetch, "jobs", jid)
+    _, creds = await _get(jp_fetch, "jobs", jid, "credentials")
+    token, lab = creds["lab"]["token"], job["endpoints"]["lab"]["url"].rstrip("/").removesuffix("/lab")
+    kernel = await asyncio.to_thread(_lab_post, f"{lab}/api/kernels", token)  # started, then left idle
+    assert kernel["id"]
+    sql = job["endpoints"]["sql"]
+    from sparkdock.server.hiveserver2 import run_statement
+
+    started = time.time()
+    res = await asyncio.to_thread(  # a session of its own (not through the server), Thread.sleep on an executor
+        run_statement, sql["host"], int(sql["port"]), "SELECT reflect('java.lang.Thread', 'sleep', bigint(4000))",
+        user=creds["sql"]["user"], password=creds["sql"]["password"], limit=10, timeout=120)
+    ended = time.time()
+    assert res.rows == [['null']] and ended - started >= 4  # reflect() of a void method
+    _, job = await _get(jp_fetch, "jobs", jid)
+    assert job["state"] == "RUNNING", await _explain(jp_fetch, jid)  # 4 s without REST use: the statement counted
+    await _follow_until(ws, jid, "COMPLETE", 60, jp_fetch)
+    _, job = await _get(jp_fetch, "jobs", jid)
+    _, hist = await _get(jp_fetch, "jobs", jid, "history")
+    assert job["phase"] == "IdleTimeout", job
+    why = next(e for e in hist["events"] if e["state"] == "CANCELING")
+    assert "idle for" in why["description"] and "(idle_timeout 3 s)" in why["description"], why
+    assert "no SQL session or statement, no busy lab kernel" in why["description"], why
+    culled = datetime.fromisoformat(why["time"].replace("Z", "+00:00")).timestamp()
+    assert culled >= ended + 2.5, (culled, ended)  # 3 s after the statement's end (the watchdog checks every 1 s)
+    assert "ended: idle for" in hist["events"][-1]["description"]
+    assert (await _get(jp_fetch, "info"))[1]["clusters_in_use"] == 0
+    manager: JobManager = jp_serverapp.web_app.settings["sparkdock_manager"]
+    assert await manager.backend.list_job_ids() == set()
+    ws.close()
+
+
+def _lab_post(url: str, token: str) -> dict:
+    import urllib.request
+
+    req = urllib.request.Request(url, data=b"{}", method="POST", headers={
+        "Authorization": f"token {token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())

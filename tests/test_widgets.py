@@ -43,6 +43,16 @@ async def test_card_follows_state_changes(client):  # noqa: F811
     panel.close()
 
 
+async def test_the_final_card_says_why_a_cluster_ended(client):  # noqa: F811
+    """A cluster nobody uses ends after its idle timeout: the card's header and text say so."""
+    job = await run(client.launch_cluster, name="unused", image="fake/ok", idle_timeout=1)
+    card = await run(lambda: JobCard(client, job.data).follow())
+    await _until(lambda: card.state == "COMPLETE", timeout=30)
+    assert "IdleTimeout" in card.header.value
+    assert "Ended: nobody used it for 1 s (idle_timeout)." in card.failure.value
+    card.close()
+
+
 async def test_cluster_form_shows_server_message_next_to_field(client):  # noqa: F811
     panel = await run(ClusterPanel, client)
     panel.worker_memory.value = "lots"

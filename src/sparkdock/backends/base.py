@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from sparkdock.backends.activity import LabActivity, SqlActivity, read_lab_activity
 from sparkdock.cluster import probes, properties
 from sparkdock.model.specs import ClusterSpec
 
@@ -268,6 +269,17 @@ class Backend(abc.ABC):
         answers = await asyncio.gather(*(asyncio.to_thread(probe_endpoint, c, endpoints, timeout)
                                          for c in components))
         return {c: why for c, why in zip(components, answers, strict=True) if why is not None}
+
+    async def sql_activity(self, job_id: str, state: dict[str, Any]) -> SqlActivity | None:
+        """Open sessions and running statements of the cluster's SQL endpoint, read from the Thrift Server
+        (:mod:`sparkdock.backends.activity`); ``None`` when this backend cannot tell. Raise when it cannot be
+        read now."""
+        return None
+
+    async def lab_activity(self, lab_url: str, token: str) -> LabActivity | None:
+        """Busy kernels and last activity of the cluster's lab, read over HTTP with its token (off the event
+        loop; reading is not activity). Raise when it cannot be read."""
+        return await asyncio.to_thread(read_lab_activity, lab_url, token)
 
     async def watch(self, on_health: HealthCallback) -> None:  # noqa: B027 - optional hook
         """Follow the health of running clusters until cancelled (optional)."""

@@ -61,6 +61,7 @@ from docker.models.containers import Container
 from docker.types import LogConfig
 
 from sparkdock.backends import provisioning
+from sparkdock.backends.activity import SqlActivity, sql_activity_of, sql_activity_script
 from sparkdock.backends.base import (
     AppResult,
     Backend,
@@ -858,6 +859,25 @@ class DockerBackend(Backend):
             if stream is not None:
                 with contextlib.suppress(Exception):
                     stream.close()
+
+    async def sql_activity(self, job_id: str, state: dict[str, Any]) -> SqlActivity | None:
+        """Read from the Thrift Server's application UI inside the SQL container (``docker exec``: that port is
+        not published)."""
+        sql = ((state.get("containers") or {}).get("sql") or {}).get("id")
+        if not sql:
+            return None
+        cmd = sql_activity_script(f"http://127.0.0.1:{roles.DEFAULT_PORTS['sql_ui']}")
+
+        def run() -> SqlActivity:
+            api = self._docker().api
+            exec_id = api.exec_create(sql, cmd, stdout=True, stderr=True)["Id"]
+            out = api.exec_start(exec_id).decode("utf-8", "replace")
+            code = api.exec_inspect(exec_id).get("ExitCode")
+            if code != 0:
+                raise RuntimeError(f"reading the Thrift Server's activity failed ({code}): {out.strip()[-300:]}")
+            return sql_activity_of(json.loads(out.strip().splitlines()[-1]))
+
+        return await self._run(run)
 
     async def health(self, job_id: str, state: dict[str, Any]) -> dict[str, ComponentHealth]:
         """Whether each container of the cluster runs: one ``GET /containers/json`` for the whole cluster

@@ -67,6 +67,7 @@ from pathlib import Path
 from typing import Any
 
 from sparkdock.backends import provisioning
+from sparkdock.backends.activity import SqlActivity, read_sql_activity, sql_activity_of
 from sparkdock.backends.base import (
     AppResult,
     Backend,
@@ -750,6 +751,14 @@ class LocalBackend(Backend):
         if component not in _FIXED_COMPONENTS and not (_WORKER_RE.match(component) and path.is_file()):
             raise KeyError(component)
         return await asyncio.to_thread(tail_lines, path, tail)
+
+    async def sql_activity(self, job_id: str, state: dict[str, Any]) -> SqlActivity | None:
+        """Read from the Thrift Server's application UI on loopback."""
+        port = (state.get("ports") or {}).get("sql_ui")
+        if not port:
+            return None
+        answer = await asyncio.to_thread(read_sql_activity, f"http://{LOOPBACK}:{port}")
+        return sql_activity_of(answer)
 
     async def health(self, job_id: str, state: dict[str, Any]) -> dict[str, ComponentHealth]:
         """Whether each process of the cluster is alive (``/proc``, the same start time), read off the event

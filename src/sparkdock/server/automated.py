@@ -76,8 +76,8 @@ class RunHost(Protocol):
         """Seconds to wait before the attempt after ``attempt`` (exponential backoff)."""
         ...
 
-    def touch(self, job_id: str) -> None:
-        """Record activity on an interactive cluster (an automated job running on it)."""
+    def touch(self, job_id: str, when: str | None = None) -> None:
+        """Record use of an interactive cluster (an automated job running on it), now or at ``when``."""
         ...
 
     def kick(self) -> None:

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from sparkdock.server.health import HealthMonitor
 from sparkdock.server.hiveserver2 import SQLResult, run_statement
 from sparkdock.server.limits import Limits
 from sparkdock.server.owners import DEFAULT_OWNER, Caller
-from sparkdock.server.store import Job, JobStore, parse_time, utcnow
+from sparkdock.server.store import Job, JobStore, parse_time, utc_text, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +75,10 @@ class _Runtime:
 
     task: asyncio.Task[None] | None = None
     cluster: ClusterInfo | None = None
-    cancel_reason: str | None = None  # "user" | "schedule" | "overrun" | "resources"
+    cancel_reason: str | None = None  # "user" | "idle" | "lifetime" | "overrun" | "resources" | …
     cancel_detail: str = ""
-    last_activity: float = field(default_factory=time.monotonic)
     run_started: float | None = None
+    next_use_check: float = 0.0  # monotonic: when the idle check may read the cluster's use again
 
 
 class JobManager:
@@ -120,6 +121,10 @@ class JobManager:
             self._stopping = False
             self._wake = asyncio.Event()
             await self.reconcile()
+            try:  # the idle timeout and max lifetime of adopted clusters, from their stored times, at once
+                await self._check_schedules()
+            except Exception:
+                log.exception("schedule check at start-up failed")
             self._spawn(self._scheduler_loop(), "scheduler")
             self._spawn(self._watchdog_loop(), "watchdog")
             self._spawn(self._watch_backend(), "backend-watch")
@@ -291,18 +296,19 @@ class JobManager:
 
     # ---- cancel ---------------------------------------------------------------------------------
     async def cancel(self, job_id: str, reason: str = "user", detail: str = "", wait: bool = False) -> Job:
-        """Cancel or terminate a job; idempotent. ``reason``: user, schedule, overrun, resources, shutdown."""
+        """Cancel or terminate a job; idempotent. ``reason``: user, idle, lifetime (an interactive cluster's
+        schedule), overrun, resources, shutdown, dependency."""
         job = self.store.get(job_id)
         if job.terminal or job.state == State.CANCELING:
             return job
         rt = self._rt.setdefault(job_id, _Runtime())
         rt.cancel_reason, rt.cancel_detail = reason, detail
-        phase = {"schedule": "TimedOut", "overrun": "Overrun", "resources": "InsufficientResources"}.get(
-            reason, "Terminating"
-        )
+        phase = {"idle": "TimedOut", "lifetime": "TimedOut", "overrun": "Overrun",
+                 "resources": "InsufficientResources"}.get(reason, "Terminating")
         desc = {
             "user": "cancellation requested by the user",
-            "schedule": f"terminated by schedule: {detail}",
+            "idle": f"terminated by schedule: {detail}",
+            "lifetime": f"terminated by schedule: {detail}",
             "overrun": f"canceled by policy: {detail}",
             "resources": f"canceled automatically: {detail}",
             "shutdown": "terminated at server shutdown",
@@ -333,8 +339,10 @@ class JobManager:
             log.warning("teardown of %s failed: %s", job_id, exc)
             self.store.add_event(job_id, f"teardown error: {exc}", event="WARNING")
         rt.cluster = None
-        if job.kind == Kind.INTERACTIVE:
-            self.store.transition(job_id, State.COMPLETE, phase="Terminated", description="all resources removed")
+        if job.kind == Kind.INTERACTIVE:  # the final phase says why it ended (the card shows it)
+            phase = {"idle": "IdleTimeout", "lifetime": "MaxLifetime"}.get(rt.cancel_reason or "", "Terminated")
+            why = f"ended: {rt.cancel_detail}; " if phase != "Terminated" else ""
+            self.store.transition(job_id, State.COMPLETE, phase=phase, description=f"{why}all resources removed")
         else:
             code = 15 if rt.cancel_reason in ("overrun", "resources") else 14
             msg = (
@@ -387,9 +395,13 @@ class JobManager:
             "lab": {"token": token, "url": f"{lab_url}?token={token}" if lab_url and token else lab_url},
         }
 
-    def touch(self, job_id: str) -> None:
-        """Record activity on an interactive cluster (resets its idle timer)."""
-        self._rt.setdefault(job_id, _Runtime()).last_activity = time.monotonic()
+    def touch(self, job_id: str, when: str | None = None) -> None:
+        """Record use of an interactive cluster (now, or at ``when``): its idle timer starts again. Stored, so
+        that the idle timeout counts from it after a server restart too."""
+        try:
+            self.store.set_last_activity(job_id, when or utcnow())
+        except Exception as exc:  # a busy database must not fail the request that used the cluster
+            log.warning("could not record the use of %s: %s", job_id, exc)
 
     async def logs(self, job_id: str, component: str, tail: int | None = None) -> str:
         """Logs of one component of a job."""
@@ -503,7 +515,6 @@ class JobManager:
                 )
                 return
             rt.cluster = info
-            rt.last_activity = time.monotonic()
             self.store.update(job_id, backend_state=info.state)
             self.store.transition(
                 job_id, State.RUNNING, phase="Ready", endpoints=info.endpoints,
@@ -544,24 +555,85 @@ class JobManager:
                 log.exception("watchdog pass failed")
 
     async def _check_schedules(self) -> None:
+        """End RUNNING interactive clusters past their ``max_lifetime`` (from ``started_at``) or idle for
+        ``idle_timeout`` (from their last use, stored): both survive a server restart."""
         jobs, _ = self.store.list(kind=Kind.INTERACTIVE, states=[State.RUNNING], limit=100000)
-        now_mono = time.monotonic()
+        now = parse_time(utcnow())
+        assert now is not None
         for job in jobs:
             cluster = job.spec.get("cluster") or {}
             started = parse_time(job.started_at)
             lifetime = cluster.get("max_lifetime")
-            if lifetime and started is not None:
-                age = (parse_time(utcnow()) - started).total_seconds()  # type: ignore[operator]
-                if age >= lifetime:
-                    await self.cancel(job.id, "schedule", f"max_lifetime of {lifetime:g} s reached")
-                    continue
+            if lifetime and started is not None and (now - started).total_seconds() >= lifetime:
+                await self.cancel(job.id, "lifetime", f"max_lifetime of {lifetime:g} s reached (running since "
+                                                      f"{job.started_at})")
+                continue
             idle = cluster.get("idle_timeout")
             if idle:
-                if self._cluster_busy(job.id):
-                    self.touch(job.id)
-                rt = self._rt.setdefault(job.id, _Runtime())
-                if now_mono - rt.last_activity >= idle:
-                    await self.cancel(job.id, "schedule", f"idle for {idle:g} s (idle_timeout)")
+                await self._check_idle(job, float(idle), now)
+
+    async def _check_idle(self, job: Job, idle: float, now: datetime) -> None:
+        """Cull the cluster of ``job`` if nobody used it for ``idle`` seconds.
+
+        Use is: REST calls that use the cluster (SQL, credentials) and automated jobs running on it (both
+        recorded by :meth:`touch`), and, read from the cluster only when the timer is due, open SQL sessions
+        and running statements (the last statement's end counts), busy lab kernels and the lab's
+        ``last_activity``. When what the cluster says cannot be read, nothing is culled: it is read again later.
+        """
+        last = parse_time(job.last_activity_at or job.started_at)
+        if last is None or (now - last).total_seconds() < idle:
+            return
+        rt = self._rt.setdefault(job.id, _Runtime())
+        if time.monotonic() < rt.next_use_check:
+            return
+        if self._cluster_busy(job.id):
+            self.touch(job.id)
+            return
+        use = await self._read_use(job)
+        if isinstance(use, str):  # could not tell: look again later, never cull on a guess
+            log.warning("idle check of %s: %s", job.id, use)
+            rt.next_use_check = time.monotonic() + min(30.0, idle / 2)
+            return
+        in_use, seen = use
+        if in_use:
+            self.touch(job.id)
+            return
+        if seen is not None and seen > last:
+            self.touch(job.id, utc_text(seen))
+            if (now - seen).total_seconds() < idle:
+                return
+            last = seen
+        await self.cancel(job.id, "idle", f"idle for {(now - last).total_seconds():.0f} s (idle_timeout {idle:g} s): "
+                                          f"no SQL session or statement, no busy lab kernel, no lab, REST or "
+                                          f"automated-job use since {utc_text(last)}")
+
+    async def _read_use(self, job: Job) -> tuple[bool, datetime | None] | str:
+        """``(in use now, last use seen)`` from the cluster's SQL endpoint and lab, or why it cannot be read."""
+        try:
+            cluster = self.cluster_of(job)
+        except JobConflict as exc:
+            return str(exc)
+        seen: list[float] = []
+        try:
+            sql = await asyncio.wait_for(self.backend.sql_activity(job.id, cluster.state), 30)
+        except Exception as exc:
+            return f"the SQL endpoint's activity cannot be read: {getattr(exc, 'detail', None) or exc}"
+        if sql is not None:
+            if sql.in_use:
+                return True, None
+            if sql.last_statement_end is not None:
+                seen.append(sql.last_statement_end)
+        lab_url = ((cluster.endpoints or job.endpoints or {}).get("lab") or {}).get("url")
+        if lab_url and cluster.lab_token:
+            try:
+                lab = await asyncio.wait_for(self.backend.lab_activity(lab_url, cluster.lab_token), 30)
+            except Exception as exc:
+                return f"the lab's activity cannot be read: {exc}"
+            if lab is not None and lab.in_use:
+                return True, None
+            if lab is not None and lab.last_activity is not None:
+                seen.append(lab.last_activity)
+        return False, (datetime.fromtimestamp(max(seen), UTC) if seen else None)
 
     def _cluster_busy(self, job_id: str) -> bool:
         """An interactive cluster is busy while an automated job runs on it."""

@@ -84,6 +84,10 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX events_job ON events(job_id, id);
     """,
+    # 2: when an interactive cluster was last used (the idle timeout counts from it, across server restarts)
+    """
+    ALTER TABLE jobs ADD COLUMN last_activity_at TEXT;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -94,6 +98,11 @@ _UNSET: Any = object()
 def utcnow() -> str:
     """Now, as ISO 8601 UTC with milliseconds and a ``Z``."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def utc_text(when: datetime) -> str:
+    """A time as :func:`utcnow` writes it."""
+    return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def parse_time(value: str | None) -> datetime | None:
@@ -146,6 +155,8 @@ class Job:
     backend: str | None = None
     backend_state: dict[str, Any] = field(default_factory=dict)
     seq: int = 0
+    last_activity_at: str | None = None
+    """When its cluster was last used (interactive jobs; private: see :meth:`JobStore.set_last_activity`)."""
 
     @property
     def terminal(self) -> bool:
@@ -203,6 +214,7 @@ def _row_to_job(row: sqlite3.Row) -> Job:
         backend=row["backend"],
         backend_state=json.loads(row["backend_state"]) if row["backend_state"] else {},
         seq=row["seq"],
+        last_activity_at=row["last_activity_at"],
     )
 
 
@@ -477,6 +489,14 @@ class JobStore:
         if public_change or description is not None or progress is not None:
             self._notify(job)
         return job
+
+    def set_last_activity(self, job_id: str, when: str) -> None:
+        """Record that the job's cluster was used at ``when`` (a :func:`utcnow` time; an earlier time than the
+        stored one is ignored). A private bookkeeping column: no history event, no change of ``seq``."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE jobs SET last_activity_at = ? WHERE id = ? AND "
+                "(last_activity_at IS NULL OR last_activity_at < ?)", (when, job_id, when))
 
     def add_event(
         self, job_id: str, description: str, *, event: str = "INFO", progress: dict[str, Any] | None = None

@@ -126,7 +126,7 @@ class JobCard(w.VBox):
                 {"endpoints": {k: v for k, v in (d.get("endpoints") or {}).items() if k != "sql"}}
             )
             info = self.client.exit_code_info(d.get("exit_code")) if d.get("exit_code") is not None else None
-            self.failure.value = render.failure_html(d, info)
+            self.failure.value = render.failure_html(d, info) or render.ended_html(d)
             terminal = d.get("state") in ("COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED")
             self.terminate_button.disabled = terminal or d.get("state") == "CANCELING"
 

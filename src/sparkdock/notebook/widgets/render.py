@@ -139,6 +139,19 @@ def failure_html(job: dict[str, Any], info: dict[str, Any] | None) -> str:
     return out + "</div>"
 
 
+def ended_html(job: dict[str, Any]) -> str:
+    """Why an interactive cluster ended by itself (its idle timeout or max lifetime), or ``""``."""
+    cluster = (job.get("spec") or {}).get("cluster") or {}
+    phase = job.get("phase")
+    if job.get("state") != "COMPLETE" or phase not in ("IdleTimeout", "MaxLifetime"):
+        return ""
+    if phase == "IdleTimeout":
+        text = f"Ended: nobody used it for {cluster.get('idle_timeout'):g} s (idle_timeout)."
+    else:
+        text = f"Ended: it reached its max_lifetime of {cluster.get('max_lifetime'):g} s."
+    return f'<div style="border-left:4px solid {state_hex("COMPLETE")};padding-left:6px">{esc(text)}</div>'
+
+
 # JupyterLab's reset leaves links inside widget HTML unstyled (they look like plain text): style them inline.
 _LINK_STYLE = "color:#1565c0;text-decoration:underline"
 
