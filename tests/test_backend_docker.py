@@ -284,31 +284,40 @@ def test_cluster_phases_and_endpoints(cluster: Any) -> None:
     assert probes.alive_workers(status) == 2
 
 
-def test_sql_query_and_wrong_password(cluster: Any) -> None:
+def test_sql_query_and_wrong_password(cluster: Any, backend: DockerBackend, run: Any) -> None:
+    """A query over JDBC; meanwhile the Thrift Server says (read inside its container, for the idle timeout)
+    that a session is open, and after it when the statement ended."""
     from impala.dbapi import connect
 
     info, _, _ = cluster
     sql = info.endpoints["sql"]
+    before = time.time()
     conn = connect(host=sql["host"], port=sql["port"], auth_mechanism="PLAIN", user=info.sql_user,
                    password=info.sql_password, timeout=120)
     try:
         cur = conn.cursor()
         cur.execute("SELECT count(*) FROM range(1000000)")
         assert cur.fetchall() == [(1000000,)]
+        use = run(backend.sql_activity(JOB, info.state))  # (impyla: a cursor is a session)
+        assert use.sessions >= 1 and use.in_use, use
         cur.close()
     finally:
         conn.close()
+    use = run(backend.sql_activity(JOB, info.state))
+    assert (use.sessions, use.running) == (0, 0) and use.last_statement_end >= before - 1, use
     with pytest.raises(probes.SQLAuthError):
         probes.probe_sql(sql["host"], sql["port"], info.sql_user, "wrong-password")
 
 
-def test_lab_token(cluster: Any) -> None:
+def test_lab_token(cluster: Any, backend: DockerBackend, run: Any) -> None:
     info, _, _ = cluster
     base = info.endpoints["lab"]["url"].removesuffix("lab")
     status = probes.probe_lab(base, info.lab_token)
     assert "started" in status
     with pytest.raises(probes.ProbeError, match="403"):
         probes.probe_lab(base, "not-the-token")
+    use = run(backend.lab_activity(info.endpoints["lab"]["url"], info.lab_token))  # no kernel yet: not in use
+    assert use.busy_kernels == 0 and use.last_activity is not None and not use.in_use
 
 
 def test_containers_inspected(cluster: Any, dclient: docker.DockerClient, backend: DockerBackend) -> None:
