@@ -6,10 +6,10 @@
 #   missing, start dockerd in the background (log: $SPARKDOCK_DOCKERD_LOG) and wait until it answers.
 # - Otherwise fail with a clear message.
 #
-# The engine runs with `live-restore` (set in daemon.json, merged into what is there), as DockerSpawner's docs
-# advise: without it, a restart of dockerd kills every container, so every running cluster would be lost. A
-# dockerd that already runs without it is told to reload its configuration (SIGHUP: live-restore is reloadable)
-# when this script may do so (root).
+# The engine runs with `live-restore` (set in daemon.json, merged into what is there), as Docker's live-restore
+# documentation describes: without it, a restart of dockerd stops every container, so every running cluster
+# would be lost. A dockerd that already runs without it is told to reload its configuration (SIGHUP:
+# live-restore is reloadable) when this script may do so (root).
 #
 # Environment:
 #   SPARKDOCK_DOCKERD_LOG      dockerd log file (default /var/log/sparkdock-dockerd.log)
