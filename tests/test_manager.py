@@ -620,7 +620,10 @@ async def test_restart_with_the_backend_down_keeps_running_jobs(make_manager):
     kept = m2.get(job.id)
     assert kept.state == State.RUNNING and kept.flagged and "cannot be reached" in kept.runtime_status["error"]
     assert job.id in FakeBackend.live  # nothing was destroyed
-    FakeBackend.engine_down = False
+    FakeBackend.engine_down = False  # back: the health loop re-attaches (adopts) it, and the flag goes
+    await until(lambda: any(e["event"] == "REATTACHED" for e in events(m2, job.id)), "re-attached")
+    await until(lambda: not m2.get(job.id).flagged, "the flag cleared")
+    assert m2.get(job.id).state == State.RUNNING and m2._rt[job.id].cluster is not None
     await m2.cancel(job.id, wait=True)
     await m2.stop()
 

@@ -148,6 +148,12 @@ class HealthMonitor:
         self._records: dict[str, _Record] = {}
         self._poke: asyncio.Event | None = None
 
+    def engine_unreachable(self, job_id: str) -> None:
+        """The engine could not be reached for ``job_id`` outside the loop (its adoption at start-up): the first
+        round that reaches it re-attaches the cluster."""
+        rec = self._records.setdefault(job_id, _Record())
+        rec.engine_down = rec.engine_down or time.monotonic()
+
     def poke(self) -> None:
         """Start the next round now (an engine reported a death)."""
         if self._poke is not None:

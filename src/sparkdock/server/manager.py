@@ -35,6 +35,9 @@ from sparkdock.server.store import Job, JobStore, parse_time, utc_text, utcnow
 
 log = logging.getLogger(__name__)
 
+#: The runtime error of a RUNNING job whose cluster could not be adopted at start-up (the engine was down).
+_NOT_ADOPTED = "after a server restart the backend cannot be reached to adopt the cluster"
+
 #: Map of an interactive provisioning code to the automated code for an ephemeral cluster.
 _AUTOMATED_PROVISION_CODE = {50: 20, 51: 20, 52: 20}
 
@@ -575,8 +578,8 @@ class JobManager:
     async def _check_idle(self, job: Job, idle: float, now: datetime) -> None:
         """Cull the cluster of ``job`` if nobody used it for ``idle`` seconds.
 
-        Use is: REST calls that use the cluster (SQL, credentials) and automated jobs running on it (both
-        recorded by :meth:`touch`), and, read from the cluster only when the timer is due, open SQL sessions
+        Use is: SQL run through the REST API and automated jobs running on the cluster (both recorded by
+        :meth:`touch`), and, read from the cluster only when the timer is due, open SQL sessions
         and running statements (the last statement's end counts), busy lab kernels and the lab's
         ``last_activity``. When what the cluster says cannot be read, nothing is culled: it is read again later.
         """
@@ -615,7 +618,7 @@ class JobManager:
             return str(exc)
         seen: list[float] = []
         try:
-            sql = await asyncio.wait_for(self.backend.sql_activity(job.id, cluster.state), 30)
+            sql = await asyncio.wait_for(self.backend.sql_activity(job.id, cluster.state), 15)
         except Exception as exc:
             return f"the SQL endpoint's activity cannot be read: {getattr(exc, 'detail', None) or exc}"
         if sql is not None:
@@ -626,7 +629,7 @@ class JobManager:
         lab_url = ((cluster.endpoints or job.endpoints or {}).get("lab") or {}).get("url")
         if lab_url and cluster.lab_token:
             try:
-                lab = await asyncio.wait_for(self.backend.lab_activity(lab_url, cluster.lab_token), 30)
+                lab = await asyncio.wait_for(self.backend.lab_activity(lab_url, cluster.lab_token), 15)
             except Exception as exc:
                 return f"the lab's activity cannot be read: {exc}"
             if lab is not None and lab.in_use:
@@ -702,6 +705,8 @@ class JobManager:
                 self._rt.setdefault(job_id, _Runtime()).cluster = info
                 if info.endpoints and info.endpoints != job.endpoints:
                     self.store.update(job_id, endpoints=info.endpoints, backend_state=info.state)
+                if (job.runtime_status.get("error") or "").startswith(_NOT_ADOPTED):  # adopted at last
+                    self.store.update(job_id, error=None, description="adopted once the engine answered again")
         with contextlib.suppress(Exception):
             self.store.add_event(job_id, note, event="REATTACHED")
 
@@ -767,8 +772,8 @@ class JobManager:
                     info = await self.backend.adopt_cluster(job.id, job.backend_state)
                 except BackendError as exc:
                     if found is None:  # the backend cannot tell: keep the job, flag it, destroy nothing
-                        self.store.update(job.id, error=f"after a server restart the backend cannot be "
-                                                        f"reached to adopt the cluster: {exc.detail}")
+                        self.store.update(job.id, error=f"{_NOT_ADOPTED}: {exc.detail}")
+                        self.health.engine_unreachable(job.id)  # adopted when the health loop reaches it
                         return
                     log.warning("adoption of %s failed: %s", job.id, exc)
                 except Exception as exc:
