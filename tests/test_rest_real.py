@@ -338,6 +338,10 @@ async def _docker_contract(jp_fetch, jp_ws_fetch, manager: JobManager, server_lo
     assert "outage-app: done 10 100" in logs["logs"], logs["logs"][-3000:]
     _, hist = await _get(jp_fetch, "jobs", through, "history")
     assert "EngineUnavailable" in [e["phase"] for e in hist["events"]], hist  # it was followed through the outage
+    said = [e["description"] or "" for e in hist["events"]]
+    assert any("warning: the Docker engine does not answer" in d for d in said), said  # a warning while it was down
+    _, auto = await _get(jp_fetch, "jobs", through)
+    assert auto["runtime_status"]["warning"] is None and auto["exit_code"] is None, auto  # cleared once back
 
     # health (every second; a container's death also starts a round at once): a dead worker of two is a
     # warning, the last one an error (flagged), a dead SQL endpoint ends the job in SYSTEM_ERROR 50 after

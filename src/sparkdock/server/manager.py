@@ -485,10 +485,24 @@ class JobManager:
             rt.task = self._spawn(runner(job.id), f"job-{job.id}")
 
     def reporter(self, job_id: str) -> Reporter:
-        """The callback a backend reports the job's phases through (late reports are dropped)."""
+        """The callback a backend reports the job's phases through (late reports are dropped).
+
+        The phase ``EngineUnavailable`` (a driver waiting for the engine to answer again) is also the job's
+        warning, cleared by the next report if nobody replaced it meanwhile."""
+        warned: list[str] = []
+
         def report(phase: str, activity: str, *, progress: dict[str, Any] | None = None) -> None:
+            extra: dict[str, Any] = {}
+            if phase == "EngineUnavailable":
+                extra["warning"] = activity
+                warned[:] = [activity]
+            elif warned:
+                job = self.store.find(job_id)
+                if job is not None and job.runtime_status.get("warning") == warned[0]:
+                    extra["warning"] = None
+                warned.clear()
             with contextlib.suppress(Exception):  # a late report after a state change is dropped
-                self.store.update(job_id, phase=phase, activity=activity, progress=progress)
+                self.store.update(job_id, phase=phase, activity=activity, progress=progress, **extra)
 
         return report
 
