@@ -147,6 +147,32 @@ def test_schema_version_and_reopen(tmp_path):
     s2.close()
 
 
+def test_a_version_1_store_is_migrated_with_its_jobs(tmp_path):
+    """A store written before last_activity_at existed (schema 1) opens, keeps its jobs, and records use."""
+    import sqlite3
+
+    from sparkdock.server.store import MIGRATIONS
+
+    path = tmp_path / "s.db"
+    c = sqlite3.connect(path)
+    c.executescript(MIGRATIONS[0])
+    c.execute("INSERT INTO jobs (id, kind, name, state, spec, created_at, updated_at) VALUES "
+              "('oldjob2345', 'interactive', 'old', 'RUNNING', '{}', '2026-01-01T00:00:00.000Z', "
+              "'2026-01-01T00:00:00.000Z')")
+    c.execute("PRAGMA user_version=1")
+    c.commit()
+    c.close()
+    s = JobStore(path)
+    assert s.schema_version() == SCHEMA_VERSION == 2
+    old = s.get("oldjob2345")
+    assert old.name == "old" and old.last_activity_at is None
+    s.set_last_activity("oldjob2345", "2026-01-01T00:00:05.000Z")
+    s.set_last_activity("oldjob2345", "2026-01-01T00:00:03.000Z")  # an earlier use does not move it back
+    assert s.get("oldjob2345").last_activity_at == "2026-01-01T00:00:05.000Z"
+    assert s.get("oldjob2345").seq == old.seq  # bookkeeping: no change published
+    s.close()
+
+
 def test_newer_schema_is_refused(tmp_path):
     import sqlite3
 

@@ -95,14 +95,14 @@ SCHEMA_VERSION = len(MIGRATIONS)
 _UNSET: Any = object()
 
 
-def utcnow() -> str:
-    """Now, as ISO 8601 UTC with milliseconds and a ``Z``."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def utc_text(when: datetime) -> str:
-    """A time as :func:`utcnow` writes it."""
+    """A time as ISO 8601 UTC with milliseconds and a ``Z`` (how the store writes every time)."""
     return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def utcnow() -> str:
+    """Now, as :func:`utc_text` writes it."""
+    return utc_text(datetime.now(UTC))
 
 
 def parse_time(value: str | None) -> datetime | None:

@@ -145,10 +145,14 @@ def ended_html(job: dict[str, Any]) -> str:
     phase = job.get("phase")
     if job.get("state") != "COMPLETE" or phase not in ("IdleTimeout", "MaxLifetime"):
         return ""
+    def seconds(key: str) -> str:
+        value = cluster.get(key)
+        return f"{value:g} s" if isinstance(value, int | float) else "its limit"
+
     if phase == "IdleTimeout":
-        text = f"Ended: nobody used it for {cluster.get('idle_timeout'):g} s (idle_timeout)."
+        text = f"Ended: nobody used it for {seconds('idle_timeout')} (idle_timeout)."
     else:
-        text = f"Ended: it reached its max_lifetime of {cluster.get('max_lifetime'):g} s."
+        text = f"Ended: it reached its max_lifetime of {seconds('max_lifetime')}."
     return f'<div style="border-left:4px solid {state_hex("COMPLETE")};padding-left:6px">{esc(text)}</div>'
 
 
