@@ -62,10 +62,10 @@ async def _measure(m: JobManager, job_id: str, key: str, kill: Callable[[], None
     t0 = time.monotonic()
     kill()
     raw = _watch_raw(dead, seen)
-    while not m.get(job_id).runtime_status.get(key):
+    while not m.store.get(job_id).runtime_status.get(key):
         await asyncio.sleep(0.01)
         if time.monotonic() - t0 > 120:
-            raise RuntimeError(f"no {key} 120 s after the kill: {m.get(job_id).runtime_status}")
+            raise RuntimeError(f"no {key} 120 s after the kill: {m.store.get(job_id).runtime_status}")
     flagged = time.monotonic()
     raw.join(60)
     return {"flag_s": flagged - t0, "raw_s": seen.get("raw", flagged) - t0}
@@ -88,10 +88,10 @@ async def _run(backend_name: str, work: Path) -> list[dict[str, float]]:
     await m.ensure_started()
     samples = []
     try:
-        job = m.submit({"kind": "interactive", "cluster": {"workers": 2, "worker_memory": "512m"}})
-        while m.get(job.id).state.value not in ("RUNNING", "SYSTEM_ERROR"):
+        job = await m.submit({"kind": "interactive", "cluster": {"workers": 2, "worker_memory": "512m"}})
+        while m.store.get(job.id).state.value not in ("RUNNING", "SYSTEM_ERROR"):
             await asyncio.sleep(0.2)
-        job = m.get(job.id)
+        job = m.store.get(job.id)
         assert job.state.value == "RUNNING", job.exit_message
         for component, key in (("worker-1", "warning"), ("worker-2", "error")):
             if backend_name == "docker":

@@ -50,22 +50,22 @@ async def wait_state(m: JobManager, job_id: str, wanted: set[State], timeout: fl
     """Poll the job until its state is in ``wanted``; return it."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        state = m.get(job_id).state
+        state = m.store.get(job_id).state
         if state in wanted:
             return state
         await asyncio.sleep(poll)
-    raise TimeoutError(f"{job_id} is still {m.get(job_id).state}")
+    raise TimeoutError(f"{job_id} is still {m.store.get(job_id).state}")
 
 
 async def time_sparkdock(m: JobManager, cluster_job: str) -> float:
     """Submit the app on the interactive cluster; seconds from submit to COMPLETE."""
     t0 = time.monotonic()
-    job = m.submit({"kind": "automated", "name": "bench", "cluster_job": cluster_job,
+    job = await m.submit({"kind": "automated", "name": "bench", "cluster_job": cluster_job,
                     "application": {"type": "pyspark", "code": APP}})
     state = await wait_state(m, job.id, TERMINAL, 300)
     elapsed = time.monotonic() - t0
     if state != State.COMPLETE:
-        raise RuntimeError(f"the sparkdock job ended {state}: {m.get(job.id).exit_message}")
+        raise RuntimeError(f"the sparkdock job ended {state}: {m.store.get(job.id).exit_message}")
     return elapsed
 
 
@@ -99,10 +99,11 @@ async def main(rounds: int) -> dict:
         workdir = root / "bare"
         workdir.mkdir()
         try:
-            cluster = m.submit({"kind": "interactive", "name": "bench", "cluster": {"workers": 1, "worker_cores": 2}})
+            cluster = await m.submit({"kind": "interactive", "name": "bench",
+                                      "cluster": {"workers": 1, "worker_cores": 2}})
             if await wait_state(m, cluster.id, {State.RUNNING, *TERMINAL}, 300) != State.RUNNING:
-                raise RuntimeError(f"the cluster did not start: {m.get(cluster.id).exit_message}")
-            state = m.get(cluster.id).backend_state
+                raise RuntimeError(f"the cluster did not start: {m.store.get(cluster.id).exit_message}")
+            state = m.store.get(cluster.id).backend_state
             # one untimed warm-up of each (JVM class data, Python bytecode, page cache)
             await time_sparkdock(m, cluster.id)
             await asyncio.to_thread(time_bare, backend, state, app_file, workdir)

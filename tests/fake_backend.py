@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from pathlib import Path
 from typing import Any, ClassVar
 
 from sparkdock.backends.activity import LabActivity, SqlActivity
@@ -27,6 +29,7 @@ from sparkdock.backends.base import (
     StagedApp,
     cluster_components,
 )
+from sparkdock.backends.logfiles import LogPolicy, RotatingWriter, tail_lines
 from sparkdock.model.specs import ClusterSpec
 
 IMAGES: dict[str, dict[str, Any]] = {
@@ -135,22 +138,32 @@ class FakeBackend(Backend):
     async def logs(self, job_id: str, component: str, tail: int | None = None) -> str:
         if component not in ("master", "sql", "lab", "driver", "worker-1"):
             raise KeyError(component)
+        path = self.job_dir(job_id) / "logs" / "driver.log"
+        if component == "driver" and await asyncio.to_thread(path.is_file):  # what run_application wrote
+            return await asyncio.to_thread(tail_lines, path, tail)
         return f"{component} log of {job_id}\n"
 
     async def run_application(self, job_id: str, cluster: ClusterInfo, app: StagedApp, report: Reporter) -> AppResult:
         beh: dict[str, Any] = {}
-        for line in app.file.read_text().splitlines():
+        for line in (await asyncio.to_thread(app.file.read_text)).splitlines():
             if line.startswith("# fake:"):
                 beh = json.loads(line.split(":", 1)[1])
+        log = self.job_dir(job_id) / "logs" / "driver.log"
         report("Running", "jobs 0/1", progress={"jobs_done": 0, "jobs_total": 1})
+        # a driver writing log_mb MB of output (in its own process: here a thread), through the log rotation
+        writer = asyncio.ensure_future(asyncio.to_thread(_write_log, log, self.log_policy, beh.get("log_mb", 0),
+                                                         beh.get("log_seconds", 0)))
+        for i in range(beh.get("reports", 0)):  # a driver whose progress changes that many times
+            report("Running", f"tasks {i + 1}/{beh['reports']}", progress={"tasks_done": i + 1,
+                                                                             "tasks_total": beh["reports"]})
+            await asyncio.sleep(beh.get("report_interval", 0.01))
         await asyncio.sleep(beh.get("run_delay", 0.05))
         if "gate" in beh:
             await self.gate(beh["gate"]).wait()
+        await writer
         report("Running", "jobs 1/1", progress={"jobs_done": 1, "jobs_total": 1})
         out = beh.get("output", "done\n")
-        log = self.job_dir(job_id) / "logs" / "driver.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        log.write_text(out)
+        await asyncio.to_thread(_append_text, log, out)
         return AppResult(beh.get("exit_status", 0), out, log)
 
     async def health(self, job_id: str, state: dict[str, Any]) -> dict[str, ComponentHealth]:
@@ -177,3 +190,22 @@ class FakeBackend(Backend):
     async def watch(self, on_health: Any) -> None:
         type(self).health_cb = on_health
         await asyncio.Event().wait()
+
+
+def _write_log(path: Path, policy: LogPolicy, mb: float, seconds: float = 0) -> None:
+    """Write ``mb`` MB of driver-like output lines to ``path`` (rotated as the real backends do), spread over
+    ``seconds`` (a driver's pace; 0: at once)."""
+    line = b"INFO TaskSetManager: Finished task in stage 0.0 (TID 1) in 12 ms on 10.0.0.2 (executor 0) " + b"." * 30
+    count = int(mb * 1024 * 1024 / (len(line) + 8))
+    start = time.monotonic()
+    with RotatingWriter(path, policy) as out:
+        for i in range(count):
+            out.write(b"%07d %s\n" % (i, line))
+            if seconds and i % 1000 == 999:  # keep to the pace
+                time.sleep(max(0.0, start + seconds * i / count - time.monotonic()))
+
+
+def _append_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fh.write(text)

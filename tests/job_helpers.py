@@ -28,7 +28,7 @@ async def wait_for(
     wanted = {State(s) for s in ([states] if isinstance(states, str) else states)}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        job = m.get(job_id)
+        job = m.store.get(job_id)
         if job.state in wanted and (phase is None or job.phase == phase):
             return job
         await asyncio.sleep(interval)
@@ -45,14 +45,14 @@ def _components(job: Job) -> list[str]:
 async def describe(m: JobManager, job_id: str, lines: int = 20) -> str:
     """Everything a red test should say about a job: its state, phase, exit code, runtime status, history and
     the last ``lines`` log lines of each of its components (those that have logs)."""
-    job = m.get(job_id)
+    job = m.store.get(job_id)
     out = [
         f"job {job_id} ({job.name}, {job.kind}) is {job.state}, phase {job.phase!r}, exit code {job.exit_code}"
         f" {job.exit_message or ''}".rstrip(),
         f"runtime_status: {job.runtime_status}",
         "history:",
         *(f"  {e.get('time', '')} {e.get('event', '')} {e.get('state', '')} {e.get('phase') or ''} "
-          f"{e.get('description') or ''}".rstrip() for e in m.history(job_id)[-25:]),
+          f"{e.get('description') or ''}".rstrip() for e in m.store.history(job_id)[-25:]),
     ]
     for component in _components(job):
         try:
@@ -66,7 +66,7 @@ async def describe(m: JobManager, job_id: str, lines: int = 20) -> str:
 
 def events(m: JobManager, job_id: str, kind: str | None = None) -> list[dict[str, Any]]:
     """The job's history events, of one kind if given."""
-    return [e for e in m.history(job_id) if kind is None or e["event"] == kind]
+    return [e for e in m.store.history(job_id) if kind is None or e["event"] == kind]
 
 
 async def until(pred: Callable[[], object], what: str, timeout: float = 60.0) -> None:

@@ -106,10 +106,10 @@ async def test_automated_jobs_on_real_clusters(tmp_path: Path) -> None:
     problems: list[str] = []
 
     def expect(job_id: str, state: str, code: int | None, *message_parts: str) -> Job:
-        job = m.get(job_id)
+        job = m.store.get(job_id)
         label = f"{job.name} ({job_id})"
         if job.state != State(state) or job.exit_code != code:
-            said = [e["description"] or e["state"] for e in m.history(job_id)]
+            said = [e["description"] or e["state"] for e in m.store.history(job_id)]
             problems.append(f"{label}: {job.state} {job.exit_code} ({job.phase}: {job.exit_message}), "
                             f"wanted {state} {code}; history: {said}")
             return job
@@ -126,44 +126,44 @@ async def test_automated_jobs_on_real_clusters(tmp_path: Path) -> None:
         return job
 
     try:
-        shared = m.submit({"kind": "interactive", "name": "shared", "cluster": {"workers": 1, "worker_cores": 2}})
-        eph = m.submit(automated("parquet-ephemeral", PARQUET, args=[str(tmp_path / "eph.parquet")],
+        shared = await m.submit({"kind": "interactive", "name": "shared", "cluster": {"workers": 1, "worker_cores": 2}})
+        eph = await m.submit(automated("parquet-ephemeral", PARQUET, args=[str(tmp_path / "eph.parquet")],
                                  where={"cluster": {"workers": 1, "worker_cores": 1}}))
         await wait_for(m, shared.id, "RUNNING", 240)
         on = {"cluster_job": shared.id}
         missing = tmp_path / "no-such-table.parquet"
         jobs = {
-            "parquet": m.submit(automated("parquet", PARQUET, args=[str(tmp_path / "t.parquet")], where=on)),
-            "sql": m.submit(automated("sql", SQL_SCRIPT, app_type="sql", where=on)),
-            "k1": m.submit(automated("k1-assert", SESSION + "assert spark.range(3).count() == 4, 'wrong count'\n",
+            "parquet": await m.submit(automated("parquet", PARQUET, args=[str(tmp_path / "t.parquet")], where=on)),
+            "sql": await m.submit(automated("sql", SQL_SCRIPT, app_type="sql", where=on)),
+            "k1": await m.submit(automated("k1-assert", SESSION + "assert spark.range(3).count() == 4, 'wrong count'\n",
                                      where=on)),
-            "k2": m.submit(automated("k2-exit", "import sys\nprint('leaving with 3')\nsys.exit(3)\n", where=on)),
-            "k3": m.submit(automated("k3-missing", SESSION + f"spark.read.parquet({str(missing)!r}).count()\n",
+            "k2": await m.submit(automated("k2-exit", "import sys\nprint('leaving with 3')\nsys.exit(3)\n", where=on)),
+            "k3": await m.submit(automated("k3-missing", SESSION + f"spark.read.parquet({str(missing)!r}).count()\n",
                                      where=on)),
-            "k4": m.submit(automated("k4-integrity", (
+            "k4": await m.submit(automated("k4-integrity", (
                 "from sparkdock.spark.errors import IntegrityError\n"
                 "n = len(list(range(100)))  # rows a real job would have counted\n"
                 "if n != 101:\n"
                 "    raise IntegrityError(f'integrity check failed: expected 101 rows, found {n}')\n"), where=on)),
-            "k5": m.submit(automated("k5-output", (
+            "k5": await m.submit(automated("k5-output", (
                 "from sparkdock.spark.errors import require_outputs\n"
                 f"require_outputs({str(tmp_path / 'never-written.parquet')!r})\n"), where=on)),
-            "k6": m.submit(automated("k6-module", "import sparkdock_no_such_module\n", where=on)),
-            "c17": m.submit(automated("refused", "print('never runs')\n", where=on,
+            "k6": await m.submit(automated("k6-module", "import sparkdock_no_such_module\n", where=on)),
+            "c17": await m.submit(automated("refused", "print('never runs')\n", where=on,
                                       conf={"spark.driver.cores": "-1"})),
-            "c16": m.submit(automated("out-of-memory", "x = bytearray(1 << 44)  # 16 TiB\n", where=on)),
-            "c29": m.submit(automated("abort", "import os, signal\nos.kill(os.getpid(), signal.SIGABRT)\n",
+            "c16": await m.submit(automated("out-of-memory", "x = bytearray(1 << 44)  # 16 TiB\n", where=on)),
+            "c29": await m.submit(automated("abort", "import os, signal\nos.kill(os.getpid(), signal.SIGABRT)\n",
                                       where=on)),
-            "k7": m.submit(automated("k7-runtime", "raise RuntimeError('boom from the job')\n", where=on)),
-            "r15": m.submit(automated("no-executor", SESSION + "spark.range(10).count()\n", where=on,
+            "k7": await m.submit(automated("k7-runtime", "raise RuntimeError('boom from the job')\n", where=on)),
+            "r15": await m.submit(automated("no-executor", SESSION + "spark.range(10).count()\n", where=on,
                                       conf={"spark.executor.memory": "64g"})),
-            "overrun": m.submit(automated("overrun", SLEEPER, where=on,
+            "overrun": await m.submit(automated("overrun", SLEEPER, where=on,
                                           policy={"max_runtime": 8, "overrun_action": "cancel"})),
-            "cancel": m.submit(automated("cancel", SLEEPER, where=on)),
-            "c11": m.submit(automated("missing-path", path=str(tmp_path / "nope.py"), where=on)),
-            "c12": m.submit(automated("syntax", "def broken(:\n    pass\n", where=on)),
+            "cancel": await m.submit(automated("cancel", SLEEPER, where=on)),
+            "c11": await m.submit(automated("missing-path", path=str(tmp_path / "nope.py"), where=on)),
+            "c12": await m.submit(automated("syntax", "def broken(:\n    pass\n", where=on)),
         }
-        lost = m.submit(automated("cluster-lost", SLEEPER, where=on))
+        lost = await m.submit(automated("cluster-lost", SLEEPER, where=on))
         ids = {k: j.id for k, j in jobs.items()}
         terminal = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}
 
@@ -182,20 +182,20 @@ async def test_automated_jobs_on_real_clusters(tmp_path: Path) -> None:
         for jid in [*ids.values(), eph.id]:
             await wait_for(m, jid, terminal, max(1.0, deadline - time.monotonic()))
         print(f"[automated-real] all jobs ended after {time.monotonic() - t0:.0f} s")
-        for job in [m.get(i) for i in (shared.id, eph.id, *ids.values())]:
+        for job in [m.store.get(i) for i in (shared.id, eph.id, *ids.values())]:
             print(f"  {job.name:18} {job.state:15} created {job.created_at[11:19]} "
                   f"started {(job.started_at or '')[11:19]} ended {(job.ended_at or '')[11:19]}")
 
         expect(ids["parquet"], "COMPLETE", None)
         assert (tmp_path / "t.parquet").is_dir()
         expect(ids["sql"], "COMPLETE", None)
-        assert m.get(shared.id).state == State.RUNNING  # a cluster_job leaves its cluster running
+        assert m.store.get(shared.id).state == State.RUNNING  # a cluster_job leaves its cluster running
         for key, kernel in (("k1", 1), ("k2", 2), ("k3", 3), ("k4", 4), ("k5", 5), ("k6", 6), ("k7", 7)):
             expect(ids[key], "EXECUTOR_ERROR", 18, f"Task fails with kernel exit code: {kernel}")
             if not events(m, ids[key], "DRIVER"):
                 problems.append(f"{key}: no DRIVER event in history")
         for key, needle in (("k3", "PATH_NOT_FOUND"), ("k6", "sparkdock_no_such_module"), ("k7", "boom")):
-            if needle not in " ".join(e["description"] or "" for e in m.history(ids[key])):
+            if needle not in " ".join(e["description"] or "" for e in m.store.history(ids[key])):
                 problems.append(f"{key}: history does not quote {needle!r}")
         expect(ids["c17"], "SYSTEM_ERROR", 17, "Spark refused the submission", "Driver cores must be a positive")
         expect(ids["c16"], "SYSTEM_ERROR", 16, "Cluster became unusable", "MemoryError")
@@ -225,7 +225,7 @@ async def test_automated_jobs_on_real_clusters(tmp_path: Path) -> None:
         # the ephemeral cluster: complete, and all of its processes gone
         expect(eph.id, "COMPLETE", None)
         assert (tmp_path / "eph.parquet").is_dir()
-        eph_pids = [rec["pid"] for rec in (m.get(eph.id).backend_state or {}).get("processes", {}).values()]
+        eph_pids = [rec["pid"] for rec in (m.store.get(eph.id).backend_state or {}).get("processes", {}).values()]
         if eph.id in await backend.list_job_ids() or any(pid_alive(p) for p in eph_pids):
             problems.append(f"ephemeral cluster {eph.id} left processes or its work folder")
 
@@ -237,8 +237,9 @@ async def test_automated_jobs_on_real_clusters(tmp_path: Path) -> None:
         await m.cancel(shared.id)
         await wait_for(m, lost.id, terminal, 90)
         expect(lost.id, "SYSTEM_ERROR", 27, "Cluster disappeared unexpectedly", shared.id)
-        if m.get(lost.id).phase != "ClusterLost" or _driver_pids(backend, lost.id):
-            problems.append(f"cluster-lost: phase {m.get(lost.id).phase}, driver pids {_driver_pids(backend, lost.id)}")
+        if m.store.get(lost.id).phase != "ClusterLost" or _driver_pids(backend, lost.id):
+            problems.append(f"cluster-lost: phase {m.store.get(lost.id).phase}, "
+                            f"driver pids {_driver_pids(backend, lost.id)}")
         await wait_for(m, shared.id, "COMPLETE", 90)
         assert not problems, "\n".join(problems)
     finally:
@@ -274,9 +275,9 @@ async def test_provisioning_failures_on_docker_are_20_21_24(
     try:
         bad = {"workers": 1, "image": "sparkdock/no-such-image:0"}
         app = {"type": "pyspark", "code": "print(1)\n"}
-        j20 = m.submit({"kind": "automated", "application": app, "cluster": bad})
-        j24 = m.submit({"kind": "automated", "application": app, "cluster": bad, "policy": {"retries": 2}})
-        j21 = m.submit({"kind": "automated", "application": app, "cluster": {"workers": 1, "image": broken,
+        j20 = await m.submit({"kind": "automated", "application": app, "cluster": bad})
+        j24 = await m.submit({"kind": "automated", "application": app, "cluster": bad, "policy": {"retries": 2}})
+        j21 = await m.submit({"kind": "automated", "application": app, "cluster": {"workers": 1, "image": broken,
                                                                             "worker_memory": "512m"}})
         done20 = await wait_for(m, j20.id, {"SYSTEM_ERROR"}, 120)
         assert done20.exit_code == 20 and "could not be provisioned" in done20.exit_message

@@ -65,7 +65,7 @@ def test_a_store_others_could_write_or_someone_elses_is_refused(tmp_path):
 def test_the_servers_data_dir_store_and_wal_are_private(jp_serverapp):
     manager = jp_serverapp.web_app.settings["sparkdock_manager"]
     data = manager.backend.data_dir
-    manager.submit({"kind": "interactive"})  # a write: the WAL exists
+    manager.store.create("interactive", {"kind": "interactive", "cluster": {}})  # a write: the WAL exists
     db = Path(manager.store.path)
     assert _mode(data) == 0o700 and _mode(db) == 0o600
     companions = [p for p in (Path(f"{db}-wal"), Path(f"{db}-shm")) if p.exists()]

@@ -97,6 +97,31 @@ async def test_event_stream_delivers_each_transition_once_in_order(jp_fetch, jp_
     ws.close()
 
 
+async def test_an_event_of_a_job_with_1_mb_of_code_is_small(jp_fetch, jp_ws_fetch):
+    """Every subscriber gets every change: events carry the job without ``spec.application.code`` (up to 1 MB);
+    the REST GET still has it."""
+    from sparkdock.model.specs import MAX_CODE_BYTES
+
+    code = "# " + "x" * (MAX_CODE_BYTES - 40) + "\nprint(1)"
+    ws = await jp_ws_fetch("sparkdock", "api", "events")
+    r = await _post(jp_fetch, {"kind": "automated", "application": {"type": "pyspark", "code": code}})
+    assert r.code == 201, r.body
+    jid = json.loads(r.body)["id"]
+    sizes, state = [], None
+    while state != "COMPLETE":
+        raw = await asyncio.wait_for(ws.read_message(), 10)
+        msg = json.loads(raw)
+        if msg["type"] == "job" and msg["job"]["id"] == jid:
+            sizes.append(len(raw))
+            state = msg["job"]["state"]
+            app = msg["job"]["spec"]["application"]
+            assert "code" not in app and app["type"] == "pyspark"
+    assert len(sizes) >= 5 and max(sizes) < 4096, sizes
+    code_, job = await _get(jp_fetch, "jobs", jid)
+    assert code_ == 200 and job["spec"]["application"]["code"] == code
+    ws.close()
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [

@@ -202,12 +202,12 @@ async def test_rest_contract_on_a_local_cluster(jp_fetch, jp_ws_fetch, jp_server
 
 async def _local_contract(jp_fetch, jp_ws_fetch, jp_serverapp, manager: JobManager, server_log: list[str]) -> None:
     jid, ws, body = await _launch_query_terminate(jp_fetch, jp_ws_fetch, {"workers": 2, "worker_cores": 1}, 300)
-    state = manager.get(jid).backend_state
+    state = manager.store.get(jid).backend_state
     creds = manager.backend.credentials(jid)
     secrets = cluster_secrets(manager.backend.secrets_dir(jid), creds.get("sql_password"), creds.get("lab_token"))
     assert_no_secret(secrets, {"the job and its history": body, "ps -ef": process_table()})
     # a server restart: the manager goes, a new one adopts the same cluster (same ports, no duplicates)
-    ports = manager.get(jid).endpoints
+    ports = manager.store.get(jid).endpoints
     pids = sorted(rec["pid"] for rec in state["processes"].values())
     await manager.stop()
     from sparkdock.backends.local import LocalBackend
@@ -216,9 +216,9 @@ async def _local_contract(jp_fetch, jp_ws_fetch, jp_serverapp, manager: JobManag
                        manager.bus, manager.config)
     jp_serverapp.web_app.settings["sparkdock_manager"] = fresh
     await fresh.ensure_started()
-    adopted = fresh.get(jid)
+    adopted = fresh.store.get(jid)
     assert adopted.state.value == "RUNNING" and adopted.endpoints == ports
-    assert any(e["event"] == "ADOPTED" for e in fresh.history(jid))
+    assert any(e["event"] == "ADOPTED" for e in fresh.store.history(jid))
     assert sorted(rec["pid"] for rec in adopted.backend_state["processes"].values()) == pids
     r = await jp_fetch("sparkdock", "api", "jobs", jid, "sql", method="POST", headers=dict(H),
                        body=json.dumps({"statement": "SELECT 1 AS one"}))
@@ -263,7 +263,7 @@ async def _local_contract(jp_fetch, jp_ws_fetch, jp_serverapp, manager: JobManag
 
 @pytest.mark.docker
 @pytest.mark.parametrize("sparkdock_config", [{"backend_class": None, "backend": "docker", "health_interval": 1.0,
-                                               "health_grace": 2.0}])
+                                               "health_grace": 2.0, "max_log_bytes_per_job": "4m"}])
 async def test_rest_contract_on_a_docker_cluster(jp_fetch, jp_ws_fetch, jp_serverapp, docker_image):  # noqa: F811
     """Its own cluster: launching one through REST, and the health loop seeing its parts die one by one until it
     ends in SYSTEM_ERROR 50, is what is tested."""
@@ -289,8 +289,11 @@ async def _docker_contract(jp_fetch, jp_ws_fetch, manager: JobManager, server_lo
     assert_no_secret(CANARY_ENV, inspected)  # the server's environment reaches no container
 
     # an automated job on this cluster: its driver container imports sparkdock.spark.errors, the public path
-    # of the application errors inside the image, and ends with kernel exit code 4
+    # of the application errors inside the image, and ends with kernel exit code 4; first it writes 6 MB of
+    # output, more than the job's log cap (max_log_bytes_per_job 4m): its log is rotated
     app = {"type": "pyspark", "code": (
+        "import sys\n"
+        "for i in range(60000):\n    sys.stdout.write(f'bulk {i:05d} ' + 'b' * 90 + '\\n')\n"
         "from sparkdock.spark.errors import IntegrityError, require_outputs\n"
         "raise IntegrityError('integrity check failed: 100 rows, expected 101')\n")}
     r = await jp_fetch("sparkdock", "api", "jobs", method="POST", headers=dict(H), body=json.dumps(
@@ -306,6 +309,12 @@ async def _docker_contract(jp_fetch, jp_ws_fetch, manager: JobManager, server_lo
     assert auto["exit_code"] == 18 and "kernel exit code: 4" in auto["exit_message"], auto
     _, logs = await _get(jp_fetch, "jobs", aid, "logs", component="driver")
     assert "IntegrityError: integrity check failed: 100 rows" in logs["logs"], logs["logs"][-2000:]
+    # rotated under the cap: the oldest output is gone, the newest lines are read across the rotated parts
+    assert "bulk 59999 " in logs["logs"] and "bulk 00000 " not in logs["logs"]
+    _, tail = await _get(jp_fetch, "jobs", aid, "logs", component="driver", tail="2000")
+    assert "IntegrityError" in tail["logs"] and "bulk 59999 " in tail["logs"], tail["logs"][-2000:]
+    kept = sorted(manager.backend.job_dir(aid).joinpath("logs").iterdir())
+    assert "driver.log.1" in [p.name for p in kept] and sum(p.stat().st_size for p in kept) <= 4 * 1024 * 1024
 
     # the Docker engine restarts (no other module's cluster runs now): with live-restore the containers keep
     # running; the job says that the engine does not answer, then it is re-attached and answers SQL again, and

@@ -278,3 +278,36 @@ def test_store_survives_kill_9_mid_write(tmp_path):
         assert recorded[: len(expected)] == expected, (jid, recorded, expected)
         assert job.state.value == (recorded[-1] if recorded[-1] != "CREATED" else "UNKNOWN")
     s.close()
+
+
+async def test_a_locked_database_does_not_block_the_event_loop(tmp_path, jp_asyncio_loop):
+    """Another process holds the write lock (up to the busy timeout): through AsyncStore the loop goes on
+    running other work while the write waits, and the write lands once the lock is released; calls queued on
+    the store's thread run in the order they were made."""
+    import asyncio
+    import sqlite3
+
+    from sparkdock.server.db import AsyncStore
+
+    store = JobStore(tmp_path / "jobs.db", busy_timeout_ms=30_000)
+    db = AsyncStore(store)
+    job = store.create(Kind.INTERACTIVE, {"cluster": {}})
+    blocker = sqlite3.connect(store.path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # the write lock, as another writer would hold it
+    try:
+        queued = db.queue(store.transition, job.id, State.QUEUED, phase="Queued")
+        reported = db.submit(store.update, job.id, phase="Reported", description="after QUEUED")
+        turns = 0
+        while turns < 200:  # the loop keeps turning while the store's thread waits for the lock
+            await asyncio.sleep(0)
+            turns += 1
+        assert not queued.done() and not reported.done()
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert (await queued).state == State.QUEUED
+    await asyncio.wrap_future(reported)
+    final = await db.get(job.id)
+    assert final.phase == "Reported" and [e["phase"] for e in store.history(job.id)][-2:] == ["Queued", "Reported"]
+    db.close()
+    store.close()

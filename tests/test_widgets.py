@@ -116,7 +116,8 @@ async def test_monitor_table_filters_history_logs_cancel(client):  # noqa: F811
     await _until(lambda: cluster.id in mon.table.value)
     await run(cluster.wait, timeout=20)
     await _until(lambda: mon.jobs[cluster.id]["state"] == "RUNNING")
-    bad = await run(client.submit, code='# fake: {"exit_status": 1}\nraise SystemExit(1)', cluster_job=cluster)
+    bad = await run(client.submit, code='# fake: {"exit_status": 1, "output": "driver log: bad exit"}\n'
+                    'raise SystemExit(1)', cluster_job=cluster)
     await run(bad.wait, timeout=20)
     await _until(lambda: mon.jobs.get(bad.id, {}).get("state") == "EXECUTOR_ERROR")
     mon.kind_filter.value = "automated"
@@ -127,7 +128,7 @@ async def test_monitor_table_filters_history_logs_cancel(client):  # noqa: F811
     mon.state_filter.value = ""
     await run(mon.select, bad.id)
     assert "CREATED" in mon.history.value and "EXECUTOR_ERROR" in mon.history.value
-    assert "driver log" in mon.logs.value
+    assert "driver log: bad exit" in mon.logs.value
     await _until(lambda: "Action:" in mon.card.failure.value)
     await run(mon.select, cluster.id)
     assert list(mon.component.options) == ["master", "worker-1", "sql", "lab"]

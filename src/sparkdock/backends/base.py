@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from sparkdock.backends.activity import LabActivity, SqlActivity, read_lab_activity
+from sparkdock.backends.logfiles import LogPolicy
 from sparkdock.cluster import probes, properties
 from sparkdock.model.specs import ClusterSpec
 
@@ -204,6 +205,8 @@ class Backend(abc.ABC):
     def __init__(self, data_dir: Path | str, instance: str) -> None:
         self.data_dir = Path(data_dir)
         self.instance = instance
+        self.log_policy = LogPolicy()
+        """How big a job's logs may grow (set by the server from ``max_log_bytes_per_job``)."""
 
     def job_dir(self, job_id: str) -> Path:
         """Per-job folder for logs and staged files."""

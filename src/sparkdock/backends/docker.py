@@ -74,6 +74,7 @@ from sparkdock.backends.base import (
     cluster_components,
     out_of_memory_text,
 )
+from sparkdock.backends.logfiles import RotatingWriter, tail_lines
 from sparkdock.backends.provisioning import ERROR_LOG_LINES, ClusterParts, ClusterPlan, Deadlines, endpoints, provision
 from sparkdock.cluster import properties, roles
 from sparkdock.cluster.classify import SPARK_OOM_EXIT
@@ -335,10 +336,14 @@ class DockerBackend(Backend):
         component = container.labels.get(LABEL_COMPONENT) or container.labels.get(LABEL_ROLE, "unknown")
         if component == "driver":
             return  # the driver's output is streamed to driver.log while it runs
-        text = self._b_container_logs(container)
-        logs_dir = self.job_dir(job_id) / "logs"
-        logs_dir.mkdir(parents=True, exist_ok=True)
-        (logs_dir / f"{component}.log").write_text(text, encoding="utf-8")
+        try:  # streamed into the job's rotated, capped files, never held whole in memory
+            chunks = container.logs(stdout=True, stderr=True, stream=True, follow=False)
+        except docker.errors.NotFound:
+            return
+        with RotatingWriter(self.job_dir(job_id) / "logs" / f"{component}.log", self.log_policy,
+                            append=False) as out:
+            for chunk in chunks:
+                out.write(chunk)
 
     def _b_remove_container(self, job_id: str, container: Container, save_logs: bool = True) -> None:
         self._removing.add(container.id)
@@ -621,9 +626,8 @@ class DockerBackend(Backend):
         if containers and component != "driver":
             return await self._run(self._b_container_logs, containers[0], tail)
         path = self.job_dir(job_id) / "logs" / f"{component}.log"
-        if path.is_file():
-            text = await self._run(path.read_text, encoding="utf-8", errors="replace")
-            return _tail(text, tail)
+        if await self._run(path.is_file):
+            return await self._run(tail_lines, path, tail)
         if containers:
             return await self._run(self._b_container_logs, containers[0], tail)
         return ""
@@ -646,7 +650,7 @@ class DockerBackend(Backend):
         network = (st.get("network") or {}).get("name") or self._network_name(cluster.job_id)
         app_file = Path(app.file)
         log_path = self.job_dir(job_id) / "logs" / "driver.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
+        await self._run(lambda: log_path.parent.mkdir(parents=True, exist_ok=True))
         ui_port = roles.DEFAULT_PORTS["driver_ui"]
 
         # A driver left over by an earlier attempt of the same job would clash by name.
@@ -675,7 +679,7 @@ class DockerBackend(Backend):
                 state = await self._run(self._b_state, container)
             except docker.errors.NotFound:  # removed from outside sparkdock while it ran: a kill
                 status, state = 137, {"Error": "the driver container was removed from outside sparkdock"}
-            text = await self._run(log_path.read_text, encoding="utf-8", errors="replace")
+            text = await self._run(tail_lines, log_path, ERROR_LOG_LINES)
             if state.get("Error"):
                 text += f"\n[sparkdock] {state['Error']}\n"
             return AppResult(exit_status=int(state.get("ExitCode", -1)) if status is None else status,
@@ -774,11 +778,10 @@ class DockerBackend(Backend):
             log.warning("could not remove the driver of job %s: %s", job_id, exc)
 
     def _b_stream_logs(self, container: Container, path: Path, since: float | None = None) -> None:
-        with path.open("ab" if since is not None else "wb") as out:
+        with RotatingWriter(path, self.log_policy, append=since is not None) as out:
             try:
                 for chunk in container.logs(stdout=True, stderr=True, stream=True, follow=True, since=since):
                     out.write(chunk)
-                    out.flush()
             except Exception as exc:  # removed, or the engine went away (urllib3 errors are not all wrapped)
                 why = _engine_message(exc) if not isinstance(exc, docker.errors.NotFound) else str(exc)
                 out.write(f"\n[sparkdock] log stream ended: {why}\n".encode())

@@ -79,6 +79,7 @@ from sparkdock.backends.base import (
     StagedApp,
     out_of_memory_text,
 )
+from sparkdock.backends.logfiles import rotate_copytruncate, rotate_dir, tail_lines
 from sparkdock.cluster import probes, roles
 from sparkdock.cluster.classify import SPARK_OOM_EXIT
 from sparkdock.model.specs import ClusterSpec
@@ -227,30 +228,6 @@ def _pick_ports(count: int) -> list[int]:
         for s in socks:
             s.close()
     return ports
-
-
-def tail_lines(path: Path, lines: int | None) -> str:
-    """The last ``lines`` lines of a text file (all of it for ``None``); ``""`` if it does not exist."""
-    try:
-        with open(path, "rb") as fh:
-            if lines is None:
-                return fh.read().decode(errors="replace")
-            if lines <= 0:
-                return ""
-            fh.seek(0, os.SEEK_END)
-            end = pos = fh.tell()
-            data = b""
-            while pos > 0 and data.count(b"\n") <= lines:
-                step = min(65536, pos)
-                pos -= step
-                fh.seek(pos)
-                data = fh.read(step) + data
-            del end
-    except FileNotFoundError:
-        return ""
-    text = data.decode(errors="replace")
-    parts = text.splitlines(keepends=True)
-    return "".join(parts[-lines:])
 
 
 def _java_major(version_output: str) -> int | None:
@@ -748,7 +725,8 @@ class LocalBackend(Backend):
         """Logs of ``master``, ``worker-N``, ``sql``, ``lab`` or ``driver`` from ``logs/<component>.log``
         (kept after the cluster stops). ``KeyError`` for an unknown component."""
         path = self.job_dir(job_id) / "logs" / f"{component}.log"
-        if component not in _FIXED_COMPONENTS and not (_WORKER_RE.match(component) and path.is_file()):
+        if component not in _FIXED_COMPONENTS and not (_WORKER_RE.match(component)
+                                                       and await asyncio.to_thread(path.is_file)):
             raise KeyError(component)
         return await asyncio.to_thread(tail_lines, path, tail)
 
@@ -776,6 +754,7 @@ class LocalBackend(Backend):
         return await asyncio.to_thread(self._health_sync, job_id, procs)
 
     def _health_sync(self, job_id: str, procs: dict[str, _Proc]) -> dict[str, ComponentHealth]:
+        rotate_dir(self.job_dir(job_id) / "logs", self.log_policy)  # the processes append: copy-truncate
         found: dict[str, ComponentHealth] = {}
         for component, proc in procs.items():
             if component == "driver" or proc.alive():
@@ -840,17 +819,19 @@ class LocalBackend(Backend):
         logs_dir = job_dir / "logs"
         log_path = logs_dir / "driver.log"
         workdir = job_dir / "work" / "driver"
+
+        def prepare() -> Path:
+            (workdir / "tmp").mkdir(parents=True, exist_ok=True)
+            logs_dir.mkdir(parents=True, exist_ok=True)
+            return provisioning.driver_secret_file(self.secrets_dir(cluster.job_id), cluster.job_id)
+
         try:
             (ui_port,) = await asyncio.to_thread(_pick_ports, 1)
-            workdir.mkdir(parents=True, exist_ok=True)
-            (workdir / "tmp").mkdir(exist_ok=True)
-            logs_dir.mkdir(parents=True, exist_ok=True)
-            start_offset = log_path.stat().st_size if log_path.exists() else 0
+            secret = await asyncio.to_thread(prepare)
         except OSError as exc:
             raise BackendError(52, f"the local launcher cannot prepare the driver of {job_id}: {exc}",
                                component="driver") from exc
         env["SPARK_LOCAL_DIRS"] = str(workdir / "tmp")
-        secret = provisioning.driver_secret_file(self.secrets_dir(cluster.job_id), cluster.job_id)
         cmd = roles.driver_command(
             spark_home=self.spark_home or str(state.get("spark_home")), python=self.python,
             master_url=str(state["master_url"]), host=LOOPBACK, app_file=str(app.file),
@@ -863,7 +844,7 @@ class LocalBackend(Backend):
         self._drivers[job_id] = proc
         assert proc.popen is not None
         try:
-            await self._follow_driver(proc, f"http://{LOOPBACK}:{ui_port}", report)
+            await self._follow_driver(proc, f"http://{LOOPBACK}:{ui_port}", report, log_path)
         except BaseException:
             await asyncio.shield(asyncio.to_thread(self._kill_driver, proc, workdir))
             self._drivers.pop(job_id, None)
@@ -873,11 +854,12 @@ class LocalBackend(Backend):
         status = proc.popen.returncode
         if status < 0:  # killed by a signal: report it the shell's way
             status = 128 - status
-        output = await asyncio.to_thread(_read_from, log_path, start_offset, DRIVER_TAIL_LINES)
+        output = await asyncio.to_thread(_attempt_output, log_path, DRIVER_TAIL_LINES)
         return AppResult(exit_status=status, output_tail=output, log_path=log_path)
 
-    async def _follow_driver(self, proc: _Proc, ui: str, report: Reporter) -> None:
-        """Until the driver ends, report its Spark jobs and tasks (from its UI) whenever they change."""
+    async def _follow_driver(self, proc: _Proc, ui: str, report: Reporter, log_path: Path) -> None:
+        """Until the driver ends, report its Spark jobs and tasks (from its UI) whenever they change, and rotate
+        its log when it is full."""
         assert proc.popen is not None
         last_progress: dict[str, int] | None = None
         next_poll = time.monotonic() + self.progress_interval
@@ -886,6 +868,7 @@ class LocalBackend(Backend):
             if time.monotonic() < next_poll:
                 continue
             next_poll = time.monotonic() + self.progress_interval
+            await asyncio.to_thread(rotate_copytruncate, log_path, self.log_policy)
             progress = await asyncio.to_thread(_driver_progress, ui)
             if progress is not None and progress != last_progress:
                 last_progress = progress
@@ -916,14 +899,14 @@ def _remove_workdir(workdir: Path) -> None:
         workdir.parent.rmdir()
 
 
-def _read_from(path: Path, offset: int, lines: int) -> str:
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(offset)
-            data = fh.read()
-    except FileNotFoundError:
-        return ""
-    return "".join(data.decode(errors="replace").splitlines(keepends=True)[-lines:])
+def _attempt_output(path: Path, lines: int) -> str:
+    """The last ``lines`` lines of the driver's output in this attempt (its log gathers every attempt; each
+    starts with the launcher's "starting driver" line)."""
+    text = tail_lines(path, lines)
+    marker = text.rfind("----- sparkdock: starting driver at ")
+    if marker < 0:
+        return text
+    return text[text.find("\n", marker) + 1:]
 
 
 def _get_json(url: str, timeout: float = 2.0) -> Any:

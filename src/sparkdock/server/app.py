@@ -13,6 +13,7 @@ from traitlets import Bool, CaselessStrEnum, Float, Int, Set, Type, Unicode, def
 
 from sparkdock._version import __version__
 from sparkdock.backends.base import Backend
+from sparkdock.backends.logfiles import LogPolicy
 from sparkdock.backends.provisioning import Deadlines
 from sparkdock.model.specs import parse_size
 from sparkdock.server.data_dir import UnsafePermissions, prepare_data_dir, prepare_store_file
@@ -137,6 +138,15 @@ class SparkDockApp(ExtensionApp):
         3, config=True, help="Health checks in a row an endpoint that is alive must fail to answer before it "
         "counts as down (one slow answer of a busy machine flags nothing)."
     )
+    history_retention_days = Float(
+        30.0, config=True, help="Days a finished job is kept: then its history, logs and folder are deleted (checked "
+        "at start-up and every hour). Jobs that have not ended are never pruned. 0 keeps every job forever."
+    )
+    max_log_bytes_per_job = Unicode(
+        "256m", config=True, help="Cap of one job's logs, all components together (a size like '256m'). Each "
+        "component's log is rotated at 1/16 of it (driver.log, then driver.log.1, ...) and the oldest rotated "
+        "parts are deleted to stay under the cap; the newest lines are always kept."
+    )
     admin_users = Set(
         Unicode(), config=True,
         help="Users who see and act on every job when owners are enforced (default: under JupyterHub, the "
@@ -163,6 +173,23 @@ class SparkDockApp(ExtensionApp):
         if int(proposal["value"]) < 1:
             raise ValueError(f"SparkDockApp.{proposal['trait'].name} must be at least 1")
         return int(proposal["value"])
+
+    @validate("history_retention_days")
+    def _not_negative(self, proposal: Any) -> float:
+        if float(proposal["value"]) < 0:
+            raise ValueError("SparkDockApp.history_retention_days must be 0 (keep forever) or more")
+        return float(proposal["value"])
+
+    @validate("max_log_bytes_per_job")
+    def _valid_log_cap(self, proposal: Any) -> str:
+        try:
+            size = parse_size(str(proposal["value"]))
+        except ValueError:
+            size = -1
+        if size < 1024 * 1024:
+            raise ValueError("SparkDockApp.max_log_bytes_per_job must be a size of at least '1m', like '256m', "
+                             f"not {proposal['value']!r}")
+        return str(proposal["value"])
 
     @validate("max_worker_memory")
     def _valid_memory(self, proposal: Any) -> str:
@@ -231,6 +258,7 @@ class SparkDockApp(ExtensionApp):
             raise SystemExit(f"sparkdock cannot start: {exc}") from None
         store = JobStore(store_path)
         backend, reason = self._make_backend(data_dir, self._instance_id())
+        backend.log_policy = LogPolicy(parse_size(self.max_log_bytes_per_job))
         self.log.info("sparkdock: %s backend (%s); data in %s", backend.name, reason, data_dir)
         warning = exposure_warning(self.bind_address)
         if warning:  # said whatever the backend: it is what this configuration asks for
@@ -252,6 +280,7 @@ class SparkDockApp(ExtensionApp):
             health_interval=self.health_interval,
             health_grace=self.health_grace,
             health_probe_failures=self.health_probe_failures,
+            retention_days=self.history_retention_days or None,
             limits=Limits.of(self.serverapp.root_dir, self.allowed_images, self.max_workers, self.max_worker_cores,
                              self.max_worker_memory),
         )
@@ -273,6 +302,7 @@ class SparkDockApp(ExtensionApp):
     async def stop_extension(self) -> None:
         """Stop the manager (clusters keep running unless terminate_on_shutdown)."""
         await self.manager.stop()
+        self.manager.db.close()
         self.manager.store.close()
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sparkdock.backends.base import AppResult, BackendError, ClusterInfo, StagedApp
+from sparkdock.backends.logfiles import LogFollower
 from sparkdock.cluster import roles
 from sparkdock.cluster.classify import classify_driver
 from sparkdock.model import exit_codes
@@ -35,7 +36,8 @@ from sparkdock.server.staging import StagingError, stage_application
 
 if TYPE_CHECKING:
     from sparkdock.backends.base import Backend, Reporter
-    from sparkdock.server.store import Job, JobStore
+    from sparkdock.server.db import AsyncStore
+    from sparkdock.server.store import Job
 
 # spark-submit's own refusals (argument validation in SparkSubmit, a JVM that cannot start). A failing Python
 # application never prints these: its errors are Python tracebacks.
@@ -60,7 +62,7 @@ class RunHost(Protocol):
     The manager imports this module and hands itself over; this module never imports the manager.
     """
 
-    store: JobStore
+    db: AsyncStore
     backend: Backend
 
     @property
@@ -76,7 +78,7 @@ class RunHost(Protocol):
         """Seconds to wait before the attempt after ``attempt`` (exponential backoff)."""
         ...
 
-    def touch(self, job_id: str, when: str | None = None) -> None:
+    async def touch(self, job_id: str, when: str | None = None) -> None:
         """Record use of an interactive cluster (an automated job running on it), now or at ``when``."""
         ...
 
@@ -88,11 +90,11 @@ class RunHost(Protocol):
         """The callback a backend reports a job's phases through."""
         ...
 
-    def cluster_of(self, job: Job) -> ClusterInfo:
+    async def cluster_of(self, job: Job) -> ClusterInfo:
         """The cluster of a RUNNING interactive job."""
         ...
 
-    def record_failure_logs(self, job_id: str, err: BackendError) -> None:
+    async def record_failure_logs(self, job_id: str, err: BackendError) -> None:
         """Add the last log lines of a failed component to the job's history."""
         ...
 
@@ -118,13 +120,12 @@ class AutomatedRun:
 
     def __init__(self, manager: RunHost, job_id: str) -> None:
         self.m = manager
-        self.store = manager.store
+        self.db = manager.db
         self.backend = manager.backend
         self.job_id = job_id
-        job = self.store.get(job_id)
-        self.spec = job.spec
-        self.policy = job.spec.get("policy") or {}
-        self.cluster_job: str | None = job.spec.get("cluster_job")
+        self.spec: dict[str, Any] = {}
+        self.policy: dict[str, Any] = {}
+        self.cluster_job: str | None = None
         self.cluster: ClusterInfo | None = None
         self.watchdogs: list[asyncio.Task[Any]] = []
 
@@ -132,6 +133,10 @@ class AutomatedRun:
     async def run(self) -> None:
         """Run the current attempt (the manager requeues for the next one)."""
         try:
+            job = await self.db.get(self.job_id)
+            self.spec = job.spec
+            self.policy = job.spec.get("policy") or {}
+            self.cluster_job = job.spec.get("cluster_job")
             await self._attempt()
         except asyncio.CancelledError:
             if self.m.stopping:
@@ -142,22 +147,21 @@ class AutomatedRun:
         except Exception as exc:  # never leave a job hanging
             await self._teardown()
             with contextlib.suppress(Exception):
-                self._fail(17, f"internal error: {exc}", phase="Failed")
+                await self._fail(17, f"internal error: {exc}", phase="Failed")
         finally:
             for w in self.watchdogs:
                 w.cancel()
 
-    def _fail(self, code: int, detail: str, *, phase: str, **fields: Any) -> None:
-        job = self.store.get(self.job_id)
+    async def _fail(self, code: int, detail: str, *, phase: str, **fields: Any) -> None:
+        job = await self.db.get(self.job_id)
         state = exit_codes.get(code).state
         msg = exit_codes.message(code, detail=detail, **fields)
         if job.state == State.QUEUED:  # a requeued job that fails before it initializes again
-            self.store.transition(self.job_id, State.INITIALIZING, phase=phase)
-        self.store.transition(self.job_id, state, phase=phase, exit_code=code, exit_message=msg)
+            await self.db.transition(self.job_id, State.INITIALIZING, phase=phase)
+        await self.db.transition(self.job_id, state, phase=phase, exit_code=code, exit_message=msg)
 
     def _report(self, phase: str, activity: str, progress: dict[str, Any] | None = None) -> None:
-        with contextlib.suppress(Exception):
-            self.store.update(self.job_id, phase=phase, activity=activity, progress=progress)
+        self.db.submit(self.db.store.update, self.job_id, phase=phase, activity=activity, progress=progress)
 
     async def _teardown(self) -> None:
         if self.cluster_job is None:
@@ -166,13 +170,13 @@ class AutomatedRun:
 
     # ---- one attempt ----------------------------------------------------------------------------
     async def _attempt(self) -> None:
-        job = self.store.get(self.job_id)
+        job = await self.db.get(self.job_id)
         self._report("StagingApplication", "staging the application")
         try:
-            app = stage_application(self.backend.job_dir(self.job_id), self.spec["application"], job.attempt,
-                                    self.m.root_dir)
+            app = await asyncio.to_thread(stage_application, self.backend.job_dir(self.job_id),
+                                          self.spec["application"], job.attempt, self.m.root_dir)
         except StagingError as err:
-            self._fail(err.code, err.detail, phase="InvalidInput" if err.code == 11 else "StagingFailed")
+            await self._fail(err.code, err.detail, phase="InvalidInput" if err.code == 11 else "StagingFailed")
             return
         try:
             self.cluster = await self._provision()
@@ -183,22 +187,22 @@ class AutomatedRun:
             return
         if self.cluster_job is None:
             self.m.track_cluster(self.job_id, self.cluster)
-        self.store.transition(
+        await self.db.transition(
             self.job_id, State.RUNNING, phase="Running",
             runtime_status={"activity": "driver starting"}, description=f"driver starting (attempt {job.attempt})",
         )
         started = time.monotonic()
         self._start_watchdogs()
         if self.cluster_job:
-            self.m.touch(self.cluster_job)
+            await self.m.touch(self.cluster_job)
         result = await self._run_driver(app)
         for w in self.watchdogs:
             w.cancel()
         if self.cluster_job:
-            self.m.touch(self.cluster_job)
+            await self.m.touch(self.cluster_job)
         if isinstance(result, str):  # the cluster went away under the driver (which is now stopped)
             await self._teardown()
-            self._fail(27, result, phase="ClusterLost")
+            await self._fail(27, result, phase="ClusterLost")
             return
         elapsed = time.monotonic() - started
         await self._finish(result, elapsed)
@@ -231,7 +235,7 @@ class AutomatedRun:
         while True:
             await asyncio.sleep(interval)
             try:
-                target = self.store.find(watched)
+                target = await self.db.find(watched)
             except Exception:  # a busy database must not stop the driver: look again
                 continue
             if target is None:
@@ -246,32 +250,32 @@ class AutomatedRun:
 
     async def _provision(self) -> ClusterInfo | None:
         if self.cluster_job is not None:
-            target = self.store.find(self.cluster_job)
+            target = await self.db.find(self.cluster_job)
             if target is None or target.state != State.RUNNING or target.flagged:
                 why = "is gone" if target is None else (
                     f"has a runtime error: {target.runtime_status['error']}" if target.flagged
                     else f"is {target.state}"
                 )
-                self._fail(27, f"interactive cluster {self.cluster_job} {why}", phase="ClusterLost")
+                await self._fail(27, f"interactive cluster {self.cluster_job} {why}", phase="ClusterLost")
                 return None
             self._report("AttachingToCluster", f"using the cluster of interactive job {self.cluster_job}")
-            return self.m.cluster_of(target)
+            return await self.m.cluster_of(target)
         spec = ClusterSpec(**self.spec["cluster"])
         try:
             await self.backend.check()
             return await self.backend.start_cluster(self.job_id, spec, self.m.reporter(self.job_id))
         except BackendError as err:
-            self.m.record_failure_logs(self.job_id, err)
+            await self.m.record_failure_logs(self.job_id, err)
             await self.m.safe_stop(self.job_id)
             code = 21 if err.component == "master" else 20
             raise _Retry(err.detail, code) from None
 
     async def _start_failed(self, r: _Retry) -> None:
-        job = self.store.get(self.job_id)
+        job = await self.db.get(self.job_id)
         retries = int(self.policy.get("retries") or 0)
         if job.attempt <= retries:
             delay = self.m.retry_delay(job.attempt)
-            self.store.transition(
+            await self.db.transition(
                 self.job_id, State.QUEUED, phase="StartFailed", attempt=job.attempt + 1,
                 description=f"Start Failed (attempt {job.attempt} of {retries + 1}): {r.detail}; "
                             f"retrying in {delay:g} s",
@@ -280,9 +284,9 @@ class AutomatedRun:
             self.m.kick()
             return
         if retries:
-            self._fail(24, r.detail, phase="RetriesExhausted", attempts=job.attempt)
+            await self._fail(24, r.detail, phase="RetriesExhausted", attempts=job.attempt)
         else:
-            self._fail(r.code, r.detail, phase="ProvisioningFailed")
+            await self._fail(r.code, r.detail, phase="ProvisioningFailed")
 
     # ---- watchdogs ------------------------------------------------------------------------------
     def _start_watchdogs(self) -> None:
@@ -296,53 +300,53 @@ class AutomatedRun:
         await asyncio.sleep(max_runtime)
         detail = f"ran longer than max_runtime={max_runtime:g} s"
         with contextlib.suppress(Exception):
-            self.store.update(self.job_id, warning=f"Overrun: {detail}", event="OVERRUN",
+            await self.db.update(self.job_id, warning=f"Overrun: {detail}", event="OVERRUN",
                               description=f"Overrun: {detail}")
         if self.policy.get("overrun_action") == "cancel":
             await self.m.cancel(self.job_id, "overrun", f"{detail}; raise policy.max_runtime")
 
-    async def _resources(self) -> None:
-        log = self.backend.job_dir(self.job_id) / "logs" / "driver.log"
+    async def _resources(self, interval: float = 2.0) -> None:
+        """Cancel with 15 when Spark says twice that no executor was accepted and none can fit a worker.
+
+        The driver's log is followed from where this attempt began (the log gathers every attempt), reading
+        only what it gained since the last look, off the event loop."""
+        follower = await asyncio.to_thread(LogFollower, self.backend.job_dir(self.job_id) / "logs" / "driver.log")
         busy_warned = False
-        try:  # only this attempt's output counts (the log is appended to by every attempt)
-            offset = log.stat().st_size
-        except OSError:
-            offset = 0
+        seen, carry = 0, b""
         while True:
-            await asyncio.sleep(2)
+            await asyncio.sleep(interval)
             try:
-                with open(log, "rb") as fh:
-                    fh.seek(offset)
-                    text = fh.read().decode(errors="replace")
+                found, carry = await asyncio.to_thread(follower.count, _NO_RESOURCES.encode(), carry)
             except OSError:
                 continue
-            if text.count(_NO_RESOURCES) >= 2:  # Spark repeats it every 15 s while it waits
-                never = self._never_fits()
+            seen += found
+            if seen >= 2:  # Spark repeats it every 15 s while it waits
+                never = await self._never_fits()
                 if never is None:  # an executor fits a worker: the cluster is busy, not too small
                     if not busy_warned:
                         busy_warned = True
                         with contextlib.suppress(Exception):
-                            self.store.update(self.job_id, warning="waiting for executors: the cluster's cores are "
-                                              "taken by other applications (Spark: initial job has not accepted "
-                                              "any resources)")
+                            await self.db.update(self.job_id, warning="waiting for executors: the cluster's cores "
+                                                 "are taken by other applications (Spark: initial job has not "
+                                                 "accepted any resources)")
                     continue
-                detail = self._resource_advice(never)
+                detail = await self._resource_advice(never)
                 with contextlib.suppress(Exception):
-                    self.store.update(self.job_id, warning=f"no executor can start: {detail}")
+                    await self.db.update(self.job_id, warning=f"no executor can start: {detail}")
                 await self.m.cancel(self.job_id, "resources", detail)
                 return
 
-    def _cluster_size(self) -> dict[str, Any]:
+    async def _cluster_size(self) -> dict[str, Any]:
         """The cluster spec the driver runs on (the interactive job's for ``cluster_job``)."""
         if self.cluster_job is None:
             return self.spec.get("cluster") or {}
         with contextlib.suppress(Exception):
-            target = self.store.find(self.cluster_job)
+            target = await self.db.find(self.cluster_job)
             if target is not None:
                 return target.spec.get("cluster") or {}
         return {}
 
-    def _never_fits(self) -> str | None:
+    async def _never_fits(self) -> str | None:
         """What the application asks of an executor that no worker of its cluster has, or ``None``.
 
         Spark's "Initial job has not accepted any resources" warning alone does not tell a cluster that is
@@ -350,7 +354,7 @@ class AutomatedRun:
         worker size does.
         """
         conf = self.spec["application"].get("conf") or {}
-        cluster = self._cluster_size()
+        cluster = await self._cluster_size()
         if not cluster:
             return None
         reasons: list[str] = []
@@ -371,9 +375,9 @@ class AutomatedRun:
                         reasons.append(f"{key}={value}: workers offer no such resource")
         return "; ".join(reasons) or None
 
-    def _resource_advice(self, never: str | None = None) -> str:
+    async def _resource_advice(self, never: str | None = None) -> str:
         conf = self.spec["application"].get("conf") or {}
-        cluster = self._cluster_size()
+        cluster = await self._cluster_size()
         asks = ", ".join(f"{k}={v}" for k, v in conf.items() if k.startswith(("spark.executor.", "spark.cores")))
         size = (f"{cluster.get('workers')} worker(s) of {cluster.get('worker_cores')} core(s) and "
                 f"{cluster.get('worker_memory')}") if cluster else f"the cluster of job {self.cluster_job}"
@@ -385,13 +389,13 @@ class AutomatedRun:
 
     # ---- the end --------------------------------------------------------------------------------
     async def _finish(self, result: AppResult, elapsed: float) -> None:
-        job = self.store.get(self.job_id)
+        job = await self.db.get(self.job_id)
         output = result.output_tail or ""
         if job.state == State.CANCELING:
             return
         if result.exit_status != 0 and self._cluster_lost(output):
             await self._teardown()
-            self._fail(27, "the cluster's master went away while the driver ran", phase="ClusterLost")
+            await self._fail(27, "the cluster's master went away while the driver ran", phase="ClusterLost")
             return
         submit_err = _SUBMIT_ERROR.search(output) if result.exit_status not in (0,) else None
         outcome = classify_driver(result.exit_status, output)
@@ -402,34 +406,34 @@ class AutomatedRun:
             min_rt = self.policy.get("min_runtime")
             if min_rt and elapsed < float(min_rt):
                 text = f"Underrun: finished in {elapsed:.1f} s, before min_runtime={float(min_rt):g} s"
-                self.store.update(self.job_id, warning=text, event="UNDERRUN", description=text)
-            self.store.transition(self.job_id, State.COMPLETE, phase="Succeeded",
+                await self.db.update(self.job_id, warning=text, event="UNDERRUN", description=text)
+            await self.db.transition(self.job_id, State.COMPLETE, phase="Succeeded",
                                   description=f"driver exited 0 after {elapsed:.1f} s")
             return
         if submit_err and outcome.kernel_exit_code in (2, 7):
-            self._fail(17, submit_err.group(1)[:500], phase="SubmissionRefused")
+            await self._fail(17, submit_err.group(1)[:500], phase="SubmissionRefused")
             return
         if outcome.exit_code == 15:
-            await self.m.cancel(self.job_id, "resources", self._resource_advice())
+            await self.m.cancel(self.job_id, "resources", await self._resource_advice())
             return
         if outcome.exit_code in (16, 29):
             code = outcome.exit_code
             phase = "OOMKilled" if code == 16 else "DriverCrashed"
-            self._fail(code, outcome.reason, phase=phase)
+            await self._fail(code, outcome.reason, phase=phase)
             return
         kernel = outcome.kernel_exit_code or 7
         reruns = [int(c) for c in self.policy.get("rerun_on_exit_codes") or []]
         max_attempts = 1 + max(int(self.policy.get("retries") or 0), 1)
         if kernel in reruns and job.attempt < max_attempts:
-            self.store.transition(
+            await self.db.transition(
                 self.job_id, State.QUEUED, phase="Rerun", attempt=job.attempt + 1,
                 description=f"kernel exit code {kernel} is in rerun_on_exit_codes: rerun "
                             f"(attempt {job.attempt + 1} of {max_attempts}); {outcome.reason[:300]}",
             )
             self.m.kick()
             return
-        self.store.add_event(self.job_id, f"driver failed: {outcome.reason[:1000]}", event="DRIVER")
-        self.store.transition(
+        await self.db.add_event(self.job_id, f"driver failed: {outcome.reason[:1000]}", event="DRIVER")
+        await self.db.transition(
             self.job_id, State.EXECUTOR_ERROR, phase="Failed", exit_code=18,
             exit_message=exit_codes.message(18, kernel_exit_code=kernel),
             description=f"Task fails with kernel exit code: {kernel} ({outcome.reason[:300]})",

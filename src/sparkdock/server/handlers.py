@@ -109,7 +109,7 @@ class SparkDockHandler(APIHandler):
 
     async def _job(self, job_id: str, action: str | None = None) -> Job:
         """The job, if the caller may see it; a job of someone else is a 404, as if it did not exist."""
-        job = self.manager.get(job_id)
+        job = await self.manager.get(job_id)
         if not (await self._caller(action)).may_see(job.owner):
             raise JobNotFound(job_id)
         return job
@@ -185,14 +185,14 @@ class JobsHandler(_StreamedBody):
         limit = self._int_arg("limit", 100, 1, 1000)
         offset = self._int_arg("offset", 0, 0, 10**9)
         owner = (await self._caller()).owner_filter
-        jobs, total = self.manager.list(kind=kind, states=states, limit=limit, offset=offset, owner=owner)
+        jobs, total = await self.manager.list(kind=kind, states=states, limit=limit, offset=offset, owner=owner)
         self.finish(json.dumps({"jobs": [j.to_json() for j in jobs], "total": total}))
 
     @web.authenticated
     @authorized
     @json_errors
     async def post(self) -> None:
-        job = self.manager.submit(self._body(), caller=await self._caller())
+        job = await self.manager.submit(self._body(), caller=await self._caller())
         self.set_status(201)
         self.set_header("Location", self.request.path.rstrip("/") + "/" + job.id)
         self.finish(json.dumps(job.to_json()))
@@ -236,7 +236,7 @@ class HistoryHandler(SparkDockHandler):
     @json_errors
     async def get(self, job_id: str) -> None:
         await self._job(job_id)
-        self.finish(json.dumps({"events": self.manager.history(job_id)}))
+        self.finish(json.dumps({"events": await self.manager.history(job_id)}))
 
 
 class LogsHandler(SparkDockHandler):
@@ -295,7 +295,7 @@ class CredentialsHandler(SparkDockHandler):
     @json_errors
     async def get(self, job_id: str) -> None:
         await self._job(job_id, "write")
-        creds = self.manager.credentials(job_id)
+        creds = await self.manager.credentials(job_id)
         self.set_header("Cache-Control", "no-store")
         self.finish(json.dumps(creds))
 
@@ -317,7 +317,7 @@ class InfoHandler(SparkDockHandler):
     @authorized
     @json_errors
     async def get(self) -> None:
-        self.finish(json.dumps({"version": __version__, **self.manager.info(), "states": style_catalog()}))
+        self.finish(json.dumps({"version": __version__, **(await self.manager.info()), "states": style_catalog()}))
 
 
 class EventsHandler(JupyterHandler, websocket.WebSocketHandler):

@@ -39,7 +39,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sparkdock.backends.base import Backend, BackendError
-from sparkdock.server.store import Job, JobStore
+from sparkdock.server.db import AsyncStore
+from sparkdock.server.store import Job
 
 log = logging.getLogger(__name__)
 
@@ -100,14 +101,14 @@ def assess(dead: dict[str, str], workers: Sequence[str], *, unanswered: dict[str
 class HealthHost(Protocol):
     """What the loop needs of the :class:`~sparkdock.server.manager.JobManager`."""
 
-    store: JobStore
+    db: AsyncStore
     backend: Backend
 
-    def watched_clusters(self) -> list[tuple[Job, dict[str, Any], dict[str, Any]]]:
+    async def watched_clusters(self) -> list[tuple[Job, dict[str, Any], dict[str, Any]]]:
         """RUNNING jobs with a cluster to check: ``(job, backend state, endpoints)``."""
         ...
 
-    def still_watched(self, job_id: str, state: dict[str, Any]) -> Job | None:
+    async def still_watched(self, job_id: str, state: dict[str, Any]) -> Job | None:
         """The job as it is now, while it still runs on the cluster of ``state`` (not being torn down); else
         ``None``."""
         ...
@@ -174,7 +175,7 @@ class HealthMonitor:
 
     async def round(self) -> None:
         """Check every watched cluster once, concurrently."""
-        watched = self.host.watched_clusters()
+        watched = await self.host.watched_clusters()
         live = {job.id for job, _, _ in watched}
         for gone in set(self._records) - live:
             del self._records[gone]
@@ -192,7 +193,7 @@ class HealthMonitor:
         probed = [c for c in ((*FATAL, "lab") if interactive else ("master",))
                   if c in components and components[c].alive]
         failures = await self.host.backend.probe(endpoints, probed, self.probe_timeout)
-        current = self.host.still_watched(job.id, state)
+        current = await self.host.still_watched(job.id, state)
         if current is None:
             return  # torn down meanwhile: what this round saw is the teardown
         rec = self._records.setdefault(job.id, _Record())
@@ -220,8 +221,8 @@ class HealthMonitor:
             alive = sum(1 for h in components.values() if h.alive)
             await self.host.reattach(job.id, state, f"re-attached: {outage}; its containers and endpoints were "
                                                     f"read again ({alive} of {len(components)} running)")
-            current = self.host.still_watched(job.id, state) or current
-        self._write(current, rec, verdict)
+            current = await self.host.still_watched(job.id, state) or current
+        await self._write(current, rec, verdict)
         if verdict.fatal is None:
             rec.down_since = None
             return
@@ -240,7 +241,7 @@ class HealthMonitor:
     async def _engine_down(self, job: Job, state: dict[str, Any], exc: BackendError) -> None:
         """The backend cannot tell whether the cluster lives: warn (once), conclude nothing."""
         log.debug("health of %s unknown: %s", job.id, exc.detail)
-        current = self.host.still_watched(job.id, state)
+        current = await self.host.still_watched(job.id, state)
         if current is None:
             return
         rec = self._records.setdefault(job.id, _Record())
@@ -250,9 +251,9 @@ class HealthMonitor:
             detail = " ".join(str(exc.detail).split())[:200]
             warning = (f"the {self._engine_name()} does not answer ({detail}); the cluster is not checked until it "
                        "is back, then it is re-attached")
-            self._write(current, rec, Verdict(warning=warning, error=current.runtime_status.get("error")))
+            await self._write(current, rec, Verdict(warning=warning, error=current.runtime_status.get("error")))
 
-    def _write(self, current: Job, rec: _Record, verdict: Verdict) -> None:
+    async def _write(self, current: Job, rec: _Record, verdict: Verdict) -> None:
         """Write the verdict's warning and error on the RUNNING job ``current``; clear only what this loop
         wrote."""
         changes: dict[str, str | None] = {}
@@ -264,7 +265,7 @@ class HealthMonitor:
         if not changes:
             return
         try:
-            self.host.store.update(current.id, event="HEALTH", **changes)  # type: ignore[arg-type]
+            await self.host.db.update(current.id, event="HEALTH", **changes)  # type: ignore[arg-type]
         except Exception as exc:  # the job left RUNNING meanwhile
             log.debug("health of %s not recorded: %s", current.id, exc)
             return

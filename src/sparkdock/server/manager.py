@@ -15,17 +15,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from sparkdock.backends.base import Backend, BackendError, ClusterInfo, Reporter
 from sparkdock.model import exit_codes
-from sparkdock.model.lifecycle import Kind, State
+from sparkdock.model.lifecycle import IllegalTransition, Kind, State
 from sparkdock.model.specs import AutomatedJobRequest, ClusterSpec, InteractiveJobRequest, SpecError, parse_job_request
 from sparkdock.server.automated import AutomatedRun
+from sparkdock.server.db import AsyncStore
 from sparkdock.server.events import EventBus
 from sparkdock.server.health import HealthMonitor
 from sparkdock.server.hiveserver2 import SQLResult, run_statement
@@ -69,6 +71,8 @@ class ManagerConfig:
     health_interval: float = 2.0
     health_grace: float = 20.0
     health_probe_failures: int = 3
+    retention_days: float | None = None
+    retention_interval: float = 3600.0
     limits: Limits = field(default_factory=Limits)
 
 
@@ -96,6 +100,7 @@ class JobManager:
         backend_reason: str = "",
     ) -> None:
         self.store = store
+        self.db = AsyncStore(store)
         self.backend = backend
         self.backend_reason = backend_reason
         self.bus = bus or EventBus()
@@ -106,6 +111,7 @@ class JobManager:
         self._start_lock: asyncio.Lock | None = None
         self._stopping = False
         self._wake: asyncio.Event | None = None  # created on start (needs a running loop)
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.health = HealthMonitor(self, interval=self.config.health_interval, grace=self.config.health_grace,
                                     probe_failures=self.config.health_probe_failures)
         self.store.listeners.append(self._on_store_change)
@@ -120,7 +126,8 @@ class JobManager:
         async with self._start_lock:
             if self._started:
                 return
-            self.bus.bind(asyncio.get_running_loop())
+            self._loop = asyncio.get_running_loop()
+            self.bus.bind(self._loop)
             self._stopping = False
             self._wake = asyncio.Event()
             await self.reconcile()
@@ -128,6 +135,7 @@ class JobManager:
                 await self._check_schedules()
             except Exception:
                 log.exception("schedule check at start-up failed")
+            self._spawn(self._retention_loop(), "retention")
             self._spawn(self._scheduler_loop(), "scheduler")
             self._spawn(self._watchdog_loop(), "watchdog")
             self._spawn(self._watch_backend(), "backend-watch")
@@ -140,7 +148,7 @@ class JobManager:
         if not self._started:
             return
         if self.config.terminate_on_shutdown:
-            for job in self.store.non_terminal():
+            for job in await self.db.non_terminal():
                 with contextlib.suppress(Exception):
                     await self.cancel(job.id, reason="shutdown", wait=True)
         self._stopping = True
@@ -176,12 +184,23 @@ class JobManager:
         return min(self.config.retry_backoff * 2 ** (attempt - 1), self.config.retry_backoff_max)
 
     def kick(self) -> None:
-        """Wake the scheduler."""
-        if self._wake is not None:
+        """Wake the scheduler (callable from any thread)."""
+        if self._wake is None:
+            return
+        loop = self._loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is not None and running is not loop:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(self._wake.set)
+        else:
             self._wake.set()
 
     def _on_store_change(self, job: Job) -> None:
-        self.bus.publish({"type": "job", "job": job.to_json()})
+        """Publish a change (called by the store after each commit, on the store's thread)."""
+        self.bus.publish({"type": "job", "job": job.to_event_json()})
         if job.terminal:  # a cluster or a driver slot is free
             self.kick()
 
@@ -191,21 +210,21 @@ class JobManager:
         return self.config.limits.root_dir
 
     # ---- queries --------------------------------------------------------------------------------
-    def get(self, job_id: str) -> Job:
+    async def get(self, job_id: str) -> Job:
         """The job (raises :class:`~sparkdock.server.store.JobNotFound`)."""
-        return self.store.get(job_id)
+        return await self.db.get(job_id)
 
-    def list(self, **filters: Any) -> tuple[list[Job], int]:
+    async def list(self, **filters: Any) -> tuple[list[Job], int]:
         """Jobs and their total count; see :meth:`JobStore.list`."""
-        return self.store.list(**filters)
+        return await self.db.list(**filters)
 
-    def history(self, job_id: str) -> list[dict[str, Any]]:
+    async def history(self, job_id: str) -> list[dict[str, Any]]:
         """The job's history."""
-        return self.store.history(job_id)
+        return await self.db.history(job_id)
 
-    def info(self) -> dict[str, Any]:
+    async def info(self) -> dict[str, Any]:
         """The backend in use and why, capacity and counts."""
-        running = self._clusters_in_use()
+        running = await self._clusters_in_use()
         return {
             "backend": self.backend.name,
             "reason": self.backend_reason,
@@ -216,7 +235,7 @@ class JobManager:
         }
 
     # ---- submit ---------------------------------------------------------------------------------
-    def submit(self, body: Any, caller: Caller | None = None) -> Job:
+    async def submit(self, body: Any, caller: Caller | None = None) -> Job:
         """Validate a POST body and create the job (``QUEUED``), owned by ``caller`` (default: the owner
         ``default``, who sees every job). Raises :class:`SpecError`, :class:`JobConflict` (``cluster_job`` not
         usable) or :class:`QuotaExceeded`."""
@@ -231,23 +250,23 @@ class JobManager:
             if cluster.max_lifetime is None and self.config.default_max_lifetime:
                 spec["cluster"]["max_lifetime"] = self.config.default_max_lifetime
         else:
-            spec = self._automated_spec(req, caller)
-        queued = self.store.list(states=[State.UNKNOWN, State.QUEUED], limit=1)[1]
+            spec = await self._automated_spec(req, caller)
+        queued = (await self.db.list(states=[State.UNKNOWN, State.QUEUED], limit=1))[1]
         over_quota = queued >= self.config.max_queued_jobs
         if over_quota and req.kind == "interactive":
             raise QuotaExceeded(
                 f"{queued} jobs are already queued (max_queued_jobs={self.config.max_queued_jobs}); "
                 "wait for running jobs to end"
             )
-        job = self.store.create(req.kind, spec, name=req.name, owner=caller.name, backend=self.backend.name)
+        job = await self.db.create(req.kind, spec, name=req.name, owner=caller.name, backend=self.backend.name)
         if over_quota:
-            self.store.transition(
+            await self.db.transition(
                 job.id, State.SYSTEM_ERROR, phase="QuotaReached", exit_code=23,
                 exit_message=exit_codes.message(23, detail=f"{queued} jobs queued, the limit is "
                                                            f"{self.config.max_queued_jobs}"),
             )
-            return self.store.get(job.id)
-        job = self.store.transition(job.id, State.QUEUED, phase="Queued", description="queued for capacity")
+            return await self.db.get(job.id)
+        job = await self.db.transition(job.id, State.QUEUED, phase="Queued", description="queued for capacity")
         self.kick()
         return job
 
@@ -266,7 +285,7 @@ class JobManager:
                 ) from None
             raise
 
-    def _automated_spec(self, req: AutomatedJobRequest, caller: Caller) -> dict[str, Any]:
+    async def _automated_spec(self, req: AutomatedJobRequest, caller: Caller) -> dict[str, Any]:
         """The stored spec of an automated job. A ``cluster_job`` that cannot be used is refused at submission
         (seed 003 "Cannot Run"): 422 when it does not exist or is not the caller's to see, 409 when it is not
         RUNNING or is flagged."""
@@ -280,7 +299,7 @@ class JobManager:
         if req.application.path is not None:
             self.config.limits.check_path(req.application.path)
         if req.cluster_job is not None:
-            target = self.store.find(req.cluster_job)
+            target = await self.db.find(req.cluster_job)
             if target is None or target.kind != Kind.INTERACTIVE or not caller.may_see(target.owner):
                 raise SpecError([{"field": "cluster_job", "message": f"no interactive job {req.cluster_job!r}"}])
             if target.state != State.RUNNING:
@@ -301,11 +320,9 @@ class JobManager:
     async def cancel(self, job_id: str, reason: str = "user", detail: str = "", wait: bool = False) -> Job:
         """Cancel or terminate a job; idempotent. ``reason``: user, idle, lifetime (an interactive cluster's
         schedule), overrun, resources, shutdown, dependency."""
-        job = self.store.get(job_id)
+        job = await self.db.get(job_id)
         if job.terminal or job.state == State.CANCELING:
             return job
-        rt = self._rt.setdefault(job_id, _Runtime())
-        rt.cancel_reason, rt.cancel_detail = reason, detail
         phase = {"idle": "TimedOut", "lifetime": "TimedOut", "overrun": "Overrun",
                  "resources": "InsufficientResources"}.get(reason, "Terminating")
         desc = {
@@ -317,10 +334,25 @@ class JobManager:
             "shutdown": "terminated at server shutdown",
             "dependency": f"canceled: {detail}",
         }.get(reason, reason)
-        job = self.store.transition(job_id, State.CANCELING, phase=phase, description=desc)
+        rt = self._rt.setdefault(job_id, _Runtime())
+        previous = rt.cancel_reason, rt.cancel_detail
+        rt.cancel_reason, rt.cancel_detail = reason, detail
+        # CANCELING is queued on the store's thread before the job's task is cancelled: whatever the task then
+        # reads or writes comes after it (a write it had already queued, e.g. RUNNING, lands before it)
+        moved = self.db.queue(self.store.transition, job_id, State.CANCELING, phase=phase, description=desc)
         task = rt.task
-        if task is not None and not task.done() and task is not asyncio.current_task():
+        own = task is not None and not task.done() and task is not asyncio.current_task()
+        if own:
             task.cancel()  # the job's task finishes the cancellation (it owns the resources)
+        try:
+            job = await moved
+        except IllegalTransition:  # it ended (or is being canceled) since it was read: nothing left to cancel
+            rt.cancel_reason, rt.cancel_detail = previous
+            job = await self.db.get(job_id)
+            if job.terminal or job.state == State.CANCELING:
+                return job
+            raise
+        if own:
             if wait:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await asyncio.wait({task}, timeout=120)
@@ -328,11 +360,11 @@ class JobManager:
             finisher = self._spawn(self.finish_cancel(job_id), f"cancel-{job_id}")
             if wait:
                 await asyncio.wait({finisher}, timeout=120)
-        return self.store.get(job_id)
+        return await self.db.get(job_id)
 
     async def finish_cancel(self, job_id: str) -> None:
         """Remove every resource of a CANCELING job and move it to its final state."""
-        job = self.store.get(job_id)
+        job = await self.db.get(job_id)
         if job.state != State.CANCELING:
             return
         rt = self._rt.get(job_id) or _Runtime()
@@ -340,12 +372,12 @@ class JobManager:
             await self.backend.stop_cluster(job_id, job.backend_state or None)
         except Exception as exc:  # teardown is retried at next reconcile; still finish the state
             log.warning("teardown of %s failed: %s", job_id, exc)
-            self.store.add_event(job_id, f"teardown error: {exc}", event="WARNING")
+            await self.db.add_event(job_id, f"teardown error: {exc}", event="WARNING")
         rt.cluster = None
         if job.kind == Kind.INTERACTIVE:  # the final phase says why it ended (the card shows it)
             phase = {"idle": "IdleTimeout", "lifetime": "MaxLifetime"}.get(rt.cancel_reason or "", "Terminated")
             why = f"ended: {rt.cancel_detail}; " if phase != "Terminated" else ""
-            self.store.transition(job_id, State.COMPLETE, phase=phase, description=f"{why}all resources removed")
+            await self.db.transition(job_id, State.COMPLETE, phase=phase, description=f"{why}all resources removed")
         else:
             code = 15 if rt.cancel_reason in ("overrun", "resources") else 14
             msg = (
@@ -353,20 +385,20 @@ class JobManager:
                 if code == 15
                 else exit_codes.message(14)
             )
-            self.store.transition(job_id, State.CANCELED, phase="Canceled", exit_code=code, exit_message=msg)
+            await self.db.transition(job_id, State.CANCELED, phase="Canceled", exit_code=code, exit_message=msg)
         self._rt.pop(job_id, None)
         self.kick()
 
     # ---- SQL and logs ---------------------------------------------------------------------------
     async def sql(self, job_id: str, statement: str, limit: int | None = None) -> SQLResult:
         """Run a statement on a RUNNING interactive job's SQL endpoint."""
-        job = self.store.get(job_id)
+        job = await self.db.get(job_id)
         if job.kind != Kind.INTERACTIVE or job.state != State.RUNNING:
             raise JobConflict(f"job {job_id} is a {job.kind.value} job in state {job.state}; "
                               "SQL needs a RUNNING interactive job")
-        cluster = self.cluster_of(job)
+        cluster = await self.cluster_of(job)
         sql_ep = cluster.endpoints["sql"]
-        self.touch(job_id)
+        await self.touch(job_id)
         limit = min(limit or self.config.sql_row_limit, self.config.sql_row_limit)
         try:
             return await asyncio.to_thread(
@@ -375,17 +407,17 @@ class JobManager:
                 timeout=self.config.sql_timeout,
             )
         finally:
-            self.touch(job_id)
+            await self.touch(job_id)
 
-    def credentials(self, job_id: str) -> dict[str, Any]:
+    async def credentials(self, job_id: str) -> dict[str, Any]:
         """The SQL user/password and lab token of a RUNNING interactive job (for beeline, DBeaver, the lab).
 
         Raises :class:`JobConflict` unless the job is a RUNNING interactive job.
         """
-        job = self.store.get(job_id)
+        job = await self.db.get(job_id)
         if job.kind != Kind.INTERACTIVE or job.state != State.RUNNING:
             raise JobConflict(f"job {job_id} is {job.state}; credentials exist only for a RUNNING interactive job")
-        cluster = self.cluster_of(job)
+        cluster = await self.cluster_of(job)
         endpoints = cluster.endpoints or job.endpoints or {}
         lab_url = (endpoints.get("lab") or {}).get("url")
         token = cluster.lab_token
@@ -398,37 +430,38 @@ class JobManager:
             "lab": {"token": token, "url": f"{lab_url}?token={token}" if lab_url and token else lab_url},
         }
 
-    def touch(self, job_id: str, when: str | None = None) -> None:
+    async def touch(self, job_id: str, when: str | None = None) -> None:
         """Record use of an interactive cluster (now, or at ``when``): its idle timer starts again. Stored, so
         that the idle timeout counts from it after a server restart too."""
         try:
-            self.store.set_last_activity(job_id, when or utcnow())
+            await self.db.set_last_activity(job_id, when or utcnow())
         except Exception as exc:  # a busy database must not fail the request that used the cluster
             log.warning("could not record the use of %s: %s", job_id, exc)
 
     async def logs(self, job_id: str, component: str, tail: int | None = None) -> str:
         """Logs of one component of a job."""
-        job = self.store.get(job_id)
+        job = await self.db.get(job_id)
         target = job_id
         if component != "driver" and job.kind == Kind.AUTOMATED and job.spec.get("cluster_job"):
             target = job.spec["cluster_job"]
         return await self.backend.logs(target, component, tail)
 
-    def cluster_of(self, job: Job) -> ClusterInfo:
-        """The cluster of a job that has one (raises :class:`JobConflict` otherwise)."""
+    async def cluster_of(self, job: Job) -> ClusterInfo:
+        """The cluster of a job that has one (raises :class:`JobConflict` otherwise); its credentials are
+        read (a file) off the event loop."""
         rt = self._rt.get(job.id)
         if rt is not None and rt.cluster is not None:
             return rt.cluster
         if job.backend_state:
             cluster = ClusterInfo(job.id, job.endpoints or {}, job.backend_state,
-                                  credentials=self.backend.credentials(job.id))
+                                  credentials=await asyncio.to_thread(self.backend.credentials, job.id))
             if rt is not None:
                 rt.cluster = cluster
             return cluster
         raise JobConflict(f"job {job.id} has no cluster")
 
-    def _clusters_in_use(self) -> int:
-        jobs, _ = self.store.list(states=[State.INITIALIZING, State.RUNNING, State.CANCELING], limit=100000)
+    async def _clusters_in_use(self) -> int:
+        jobs, _ = await self.db.list(states=[State.INITIALIZING, State.RUNNING, State.CANCELING], limit=100000)
         return sum(1 for j in jobs if j.kind == Kind.INTERACTIVE or not j.spec.get("cluster_job"))
 
     # ---- scheduler ------------------------------------------------------------------------------
@@ -437,15 +470,15 @@ class JobManager:
         while not self._stopping:  # (a cancel racing wait_for's wake-up can be swallowed)
             self._wake.clear()
             try:
-                self._schedule()
+                await self._schedule()
             except Exception:
                 log.exception("scheduler pass failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=5)
 
-    def _drivers_in_use(self) -> dict[str, int]:
+    async def _drivers_in_use(self) -> dict[str, int]:
         """Automated jobs started on each interactive cluster (by its job id)."""
-        jobs, _ = self.store.list(kind="automated", states=[State.INITIALIZING, State.RUNNING, State.CANCELING],
+        jobs, _ = await self.db.list(kind="automated", states=[State.INITIALIZING, State.RUNNING, State.CANCELING],
                                   limit=100000)
         used: dict[str, int] = {}
         for j in jobs:
@@ -453,14 +486,14 @@ class JobManager:
                 used[j.spec["cluster_job"]] = used.get(j.spec["cluster_job"], 0) + 1
         return used
 
-    def _wait(self, job: Job, phase: str, description: str) -> None:
+    async def _wait(self, job: Job, phase: str, description: str) -> None:
         if job.phase != phase:
-            self.store.update(job.id, phase=phase, description=description)
+            await self.db.update(job.id, phase=phase, description=description)
 
-    def _schedule(self) -> None:
-        queued, _ = self.store.list(states=[State.QUEUED], limit=100000, oldest_first=True)
-        in_use = self._clusters_in_use()
-        drivers = self._drivers_in_use()
+    async def _schedule(self) -> None:
+        queued, _ = await self.db.list(states=[State.QUEUED], limit=100000, oldest_first=True)
+        in_use = await self._clusters_in_use()
+        drivers = await self._drivers_in_use()
         cap, max_drivers = self.config.max_running_clusters, self.config.max_drivers_per_cluster
         for job in queued:
             rt = self._rt.setdefault(job.id, _Runtime())
@@ -469,18 +502,22 @@ class JobManager:
             target = job.spec.get("cluster_job") if job.kind == Kind.AUTOMATED else None
             needs_cluster = job.kind == Kind.INTERACTIVE or not target
             if needs_cluster and in_use >= cap:
-                self._wait(job, f"WaitingForCapacity {in_use}/{cap}", f"waiting: {in_use} of {cap} clusters in use")
+                await self._wait(job, f"WaitingForCapacity {in_use}/{cap}",
+                                 f"waiting: {in_use} of {cap} clusters in use")
                 continue
             if target and drivers.get(target, 0) >= max_drivers:
-                self._wait(job, f"WaitingForDriverSlot {drivers[target]}/{max_drivers}",
+                await self._wait(job, f"WaitingForDriverSlot {drivers[target]}/{max_drivers}",
                            f"waiting: {drivers[target]} of {max_drivers} applications run on cluster {target} "
                            "(max_drivers_per_cluster)")
+                continue
+            try:
+                await self.db.transition(job.id, State.INITIALIZING, phase="Initializing", expect={State.QUEUED})
+            except IllegalTransition:  # canceled since the list was read (the store is awaited, not locked)
                 continue
             if needs_cluster:
                 in_use += 1
             if target:
                 drivers[target] = drivers.get(target, 0) + 1
-            self.store.transition(job.id, State.INITIALIZING, phase="Initializing", expect={State.QUEUED})
             runner = self._run_interactive if job.kind == Kind.INTERACTIVE else self._run_automated
             rt.task = self._spawn(runner(job.id), f"job-{job.id}")
 
@@ -488,52 +525,61 @@ class JobManager:
         """The callback a backend reports the job's phases through (late reports are dropped).
 
         The phase ``EngineUnavailable`` (a driver waiting for the engine to answer again) is also the job's
-        warning, cleared by the next report if nobody replaced it meanwhile."""
+        warning, cleared by the next report if nobody replaced it meanwhile.
+
+        Backends call it synchronously (on the loop or on a thread): the write is queued on the store's thread,
+        in order with every other store call, and not waited for."""
         warned: list[str] = []
+        store = self.store
+
+        def write(phase: str, activity: str, progress: dict[str, Any] | None, clear: str | None,
+                  extra: dict[str, Any]) -> None:
+            if clear is not None:
+                job = store.find(job_id)
+                if job is not None and job.runtime_status.get("warning") == clear:
+                    extra["warning"] = None
+            store.update(job_id, phase=phase, activity=activity, progress=progress, **extra)
 
         def report(phase: str, activity: str, *, progress: dict[str, Any] | None = None) -> None:
             extra: dict[str, Any] = {}
+            clear = None
             if phase == "EngineUnavailable":
                 extra["warning"] = activity
                 warned[:] = [activity]
             elif warned:
-                job = self.store.find(job_id)
-                if job is not None and job.runtime_status.get("warning") == warned[0]:
-                    extra["warning"] = None
-                warned.clear()
-            with contextlib.suppress(Exception):  # a late report after a state change is dropped
-                self.store.update(job_id, phase=phase, activity=activity, progress=progress, **extra)
+                clear = warned.pop()
+            self.db.submit(write, phase, activity, progress, clear, extra)  # a late report fails there: dropped
 
         return report
 
-    def record_failure_logs(self, job_id: str, err: BackendError) -> None:
+    async def record_failure_logs(self, job_id: str, err: BackendError) -> None:
         """Add a failed component's last log lines to the job's history."""
         if err.logs:
             comp = err.component or "cluster"
-            self.store.add_event(job_id, f"last log lines of {comp}:\n{err.logs[-8000:]}", event="LOGS")
+            await self.db.add_event(job_id, f"last log lines of {comp}:\n{err.logs[-8000:]}", event="LOGS")
 
     # ---- interactive ----------------------------------------------------------------------------
     async def _run_interactive(self, job_id: str) -> None:
-        job = self.store.get(job_id)
-        spec = ClusterSpec(**job.spec["cluster"])
         rt = self._rt.setdefault(job_id, _Runtime())
         try:
             try:
+                job = await self.db.get(job_id)
+                spec = ClusterSpec(**job.spec["cluster"])
                 await self.backend.check()
                 info = await self.backend.start_cluster(job_id, spec, self.reporter(job_id))
             except BackendError as err:
-                self.record_failure_logs(job_id, err)
+                await self.record_failure_logs(job_id, err)
                 await self.safe_stop(job_id)
                 code = err.code if err.code in (50, 51, 52) else 51
                 endpoint = err.component if err.component in ("sql", "lab") else "sql or lab"
-                self.store.transition(
+                await self.db.transition(
                     job_id, State.SYSTEM_ERROR, phase=err.phase or "Failed", exit_code=code,
                     exit_message=exit_codes.message(code, detail=err.detail, endpoint=endpoint),
                 )
                 return
             rt.cluster = info
-            self.store.update(job_id, backend_state=info.state)
-            self.store.transition(
+            await self.db.update(job_id, backend_state=info.state)
+            await self.db.transition(
                 job_id, State.RUNNING, phase="Ready", endpoints=info.endpoints,
                 runtime_status={"activity": "cluster ready: SQL and lab endpoints answer"},
                 description="cluster ready",
@@ -547,13 +593,13 @@ class JobManager:
             log.exception("interactive job %s failed", job_id)
             await self.safe_stop(job_id)
             with contextlib.suppress(Exception):
-                self.store.transition(job_id, State.SYSTEM_ERROR, phase="Failed", exit_code=52,
+                await self.db.transition(job_id, State.SYSTEM_ERROR, phase="Failed", exit_code=52,
                                       exit_message=exit_codes.message(52, detail=str(exc)))
 
     async def safe_stop(self, job_id: str) -> None:
         """Remove the job's cluster; a failure is logged, not raised."""
         try:
-            job = self.store.find(job_id)
+            job = await self.db.find(job_id)
             await asyncio.shield(self.backend.stop_cluster(job_id, job.backend_state if job else None))
         except Exception as exc:
             log.warning("cleanup of %s failed: %s", job_id, exc)
@@ -571,10 +617,37 @@ class JobManager:
             except Exception:
                 log.exception("watchdog pass failed")
 
+    async def _retention_loop(self) -> None:
+        """Prune old finished jobs at start-up, then every ``retention_interval`` seconds."""
+        while not self._stopping and self.config.retention_days:
+            try:
+                await self.prune_history()
+            except Exception:
+                log.exception("pruning the job history failed")
+            await asyncio.sleep(self.config.retention_interval)
+
+    async def prune_history(self) -> list[str]:
+        """Delete the jobs that ended more than ``retention_days`` ago: their folders (logs, staged files), then
+        their rows and history; the ids deleted. Jobs that have not ended are never pruned.
+
+        Folders go first, off the event loop: a crash in between leaves rows that the next pass deletes, never a
+        folder that no job points to."""
+        days = self.config.retention_days
+        if not days:
+            return []
+        before = utc_text(datetime.now(UTC) - timedelta(days=days))
+        ids = await self.db.prunable(before)
+        if not ids:
+            return []
+        await asyncio.to_thread(lambda: [shutil.rmtree(self.backend.job_dir(j), ignore_errors=True) for j in ids])
+        await self.db.delete(ids)
+        log.info("pruned %d job(s) that ended before %s (history_retention_days=%g)", len(ids), before, days)
+        return ids
+
     async def _check_schedules(self) -> None:
         """End RUNNING interactive clusters past their ``max_lifetime`` (from ``started_at``) or idle for
         ``idle_timeout`` (from their last use, stored): both survive a server restart."""
-        jobs, _ = self.store.list(kind=Kind.INTERACTIVE, states=[State.RUNNING], limit=100000)
+        jobs, _ = await self.db.list(kind=Kind.INTERACTIVE, states=[State.RUNNING], limit=100000)
         now = parse_time(utcnow())
         assert now is not None
         for job in jobs:
@@ -603,8 +676,8 @@ class JobManager:
         rt = self._rt.setdefault(job.id, _Runtime())
         if time.monotonic() < rt.next_use_check:
             return
-        if self._cluster_busy(job.id):
-            self.touch(job.id)
+        if await self._cluster_busy(job.id):
+            await self.touch(job.id)
             return
         use = await self._read_use(job)
         if isinstance(use, str):  # could not tell: look again later, never cull on a guess
@@ -613,10 +686,10 @@ class JobManager:
             return
         in_use, seen = use
         if in_use:
-            self.touch(job.id)
+            await self.touch(job.id)
             return
         if seen is not None and seen > last:
-            self.touch(job.id, utc_text(seen))
+            await self.touch(job.id, utc_text(seen))
             if (now - seen).total_seconds() < idle:
                 return
             last = seen
@@ -627,7 +700,7 @@ class JobManager:
     async def _read_use(self, job: Job) -> tuple[bool, datetime | None] | str:
         """``(in use now, last use seen)`` from the cluster's SQL endpoint and lab, or why it cannot be read."""
         try:
-            cluster = self.cluster_of(job)
+            cluster = await self.cluster_of(job)
         except JobConflict as exc:
             return str(exc)
         seen: list[float] = []
@@ -652,11 +725,11 @@ class JobManager:
                 seen.append(lab.last_activity)
         return False, (datetime.fromtimestamp(max(seen), UTC) if seen else None)
 
-    def _cluster_busy(self, job_id: str) -> bool:
+    async def _cluster_busy(self, job_id: str) -> bool:
         """An interactive cluster is busy while an automated job runs on it."""
         for jid, rt in self._rt.items():
             if jid != job_id and rt.task is not None and not rt.task.done():
-                j = self.store.find(jid)
+                j = await self.db.find(jid)
                 if j is not None and j.spec.get("cluster_job") == job_id:
                     return True
         return False
@@ -675,9 +748,9 @@ class JobManager:
         teardown)."""
         self._rt.setdefault(job_id, _Runtime()).cluster = cluster
 
-    def watched_clusters(self) -> list[tuple[Job, dict[str, Any], dict[str, Any]]]:
+    async def watched_clusters(self) -> list[tuple[Job, dict[str, Any], dict[str, Any]]]:
         """RUNNING jobs whose cluster the health loop checks: ``(job, backend state, endpoints)``."""
-        jobs, _ = self.store.list(states=[State.RUNNING], limit=100000)
+        jobs, _ = await self.db.list(states=[State.RUNNING], limit=100000)
         watched = []
         for job in jobs:
             rt = self._rt.get(job.id)
@@ -692,10 +765,10 @@ class JobManager:
                 watched.append((job, state, endpoints))
         return watched
 
-    def still_watched(self, job_id: str, state: dict[str, Any]) -> Job | None:
+    async def still_watched(self, job_id: str, state: dict[str, Any]) -> Job | None:
         """The job, while it is RUNNING and (for an automated job) its ephemeral cluster is not being removed;
         else ``None``."""
-        job = self.store.find(job_id)
+        job = await self.db.find(job_id)
         if job is None or job.state != State.RUNNING:
             return None
         if job.kind == Kind.INTERACTIVE:
@@ -706,7 +779,7 @@ class JobManager:
     async def reattach(self, job_id: str, state: dict[str, Any], note: str) -> None:
         """The engine answers again after an outage: read the cluster of a RUNNING interactive job again (its
         containers, ports and credentials: :meth:`Backend.adopt_cluster`) and record it (``REATTACHED``)."""
-        job = self.store.find(job_id)
+        job = await self.db.find(job_id)
         if job is None or job.state != State.RUNNING:
             return
         if job.kind == Kind.INTERACTIVE:
@@ -718,29 +791,29 @@ class JobManager:
             if info is not None:
                 self._rt.setdefault(job_id, _Runtime()).cluster = info
                 if info.endpoints and info.endpoints != job.endpoints:
-                    self.store.update(job_id, endpoints=info.endpoints, backend_state=info.state)
+                    await self.db.update(job_id, endpoints=info.endpoints, backend_state=info.state)
                 if (job.runtime_status.get("error") or "").startswith(_NOT_ADOPTED):  # adopted at last
-                    self.store.update(job_id, error=None, description="adopted once the engine answered again")
+                    await self.db.update(job_id, error=None, description="adopted once the engine answered again")
         with contextlib.suppress(Exception):
-            self.store.add_event(job_id, note, event="REATTACHED")
+            await self.db.add_event(job_id, note, event="REATTACHED")
 
     async def end_lost(self, job_id: str, component: str, detail: str, phase: str = "EndpointLost") -> None:
         """End a RUNNING interactive job whose master or SQL endpoint stayed down: its last log lines go in the
         history, its cluster is removed (the capacity slot is free), and it ends in SYSTEM_ERROR with 50
         (``phase``: ``EndpointLost``, or ``LostInEngineOutage`` when it did not survive an engine outage)."""
-        job = self.store.find(job_id)
+        job = await self.db.find(job_id)
         if job is None or job.state != State.RUNNING or job.kind != Kind.INTERACTIVE:
             return
         with contextlib.suppress(Exception):
             lines = await self.backend.logs(job_id, component, tail=40)
             if lines.strip():
-                self.store.add_event(job_id, f"last log lines of {component}:\n{lines[-8000:]}", event="LOGS")
+                await self.db.add_event(job_id, f"last log lines of {component}:\n{lines[-8000:]}", event="LOGS")
         await self.safe_stop(job_id)
         rt = self._rt.get(job_id)
         if rt is not None:
             rt.cluster = None
         with contextlib.suppress(Exception):  # a user's terminate may have won the race: it finishes the job
-            self.store.transition(
+            await self.db.transition(
                 job_id, State.SYSTEM_ERROR, phase=phase, exit_code=50, expect={State.RUNNING},
                 exit_message=exit_codes.message(50, endpoint=component, detail=detail),
                 description=f"{component} stopped while running: {detail}",
@@ -755,12 +828,12 @@ class JobManager:
         except Exception as exc:  # e.g. the Docker engine is down: adopt what answers, destroy nothing
             log.warning("backend cannot list resources: %s", exc)
             found = None
-        for job in self.store.non_terminal():
+        for job in await self.db.non_terminal():
             try:
                 await self._reconcile_job(job, found)
             except Exception:
                 log.exception("reconcile of %s failed", job.id)
-        live = {j.id for j in self.store.non_terminal()}
+        live = {j.id for j in await self.db.non_terminal()}
         for orphan in sorted((found or set()) - live):
             log.info("removing orphaned resources of job %s", orphan)
             with contextlib.suppress(Exception):
@@ -769,10 +842,10 @@ class JobManager:
     async def _reconcile_job(self, job: Job, found: set[str] | None) -> None:
         rt = self._rt.setdefault(job.id, _Runtime())
         if job.state == State.UNKNOWN:
-            self.store.transition(job.id, State.QUEUED, phase="Queued", description="queued after restart")
+            await self.db.transition(job.id, State.QUEUED, phase="Queued", description="queued after restart")
         elif job.state == State.INITIALIZING:
             await self.safe_stop(job.id)
-            self.store.transition(
+            await self.db.transition(
                 job.id, State.QUEUED, phase="Requeued",
                 description="the server restarted while the job was initializing; partial resources removed "
                 "and the job requeued",
@@ -786,7 +859,7 @@ class JobManager:
                     info = await self.backend.adopt_cluster(job.id, job.backend_state)
                 except BackendError as exc:
                     if found is None:  # the backend cannot tell: keep the job, flag it, destroy nothing
-                        self.store.update(job.id, error=f"{_NOT_ADOPTED}: {exc.detail}")
+                        await self.db.update(job.id, error=f"{_NOT_ADOPTED}: {exc.detail}")
                         self.health.engine_unreachable(job.id)  # adopted when the health loop reaches it
                         return
                     log.warning("adoption of %s failed: %s", job.id, exc)
@@ -794,18 +867,18 @@ class JobManager:
                     log.warning("adoption of %s failed: %s", job.id, exc)
             if info is not None:
                 rt.cluster = info
-                self.store.add_event(job.id, "adopted after server restart (same endpoints)", event="ADOPTED")
+                await self.db.add_event(job.id, "adopted after server restart (same endpoints)", event="ADOPTED")
                 return
             await self.safe_stop(job.id)
             what = "its resources were found but its endpoints do not answer" if found and job.id in found \
                 else "none of its resources were found"
-            self.store.transition(
+            await self.db.transition(
                 job.id, State.SYSTEM_ERROR, phase="Lost", exit_code=50,
                 exit_message=exit_codes.message(50, endpoint="sql and lab", detail=f"after a server restart {what}"),
             )
         elif job.state == State.RUNNING:
             await self.safe_stop(job.id)  # its driver (and ephemeral cluster); never the cluster_job's cluster
-            self.store.transition(
+            await self.db.transition(
                 job.id, State.SYSTEM_ERROR, phase="Lost", exit_code=27,
                 exit_message=exit_codes.message(27, detail="the server restarted while the driver ran; the driver "
                                                            "and its ephemeral cluster were stopped"),
