@@ -55,6 +55,7 @@ bench: venv docker
 	$(PY) bench/job_overhead.py
 	$(PY) bench/widget_latency.py
 	$(PY) bench/health_latency.py
+	$(PY) bench/loop_stall.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build dist
