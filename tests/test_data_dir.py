@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -89,3 +90,19 @@ def test_the_server_refuses_to_start_on_a_group_writable_data_dir(tmp_path):
     assert out.returncode != 0, out.stderr[-2000:]
     assert f"sparkdock cannot start: the sparkdock data directory {data} is writable by its group" in out.stderr
     assert f"chmod 700 {data}" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize(("setting", "bad", "good", "says"), [
+    ("history_retention_days", -1, 0, "must be 0 (keep forever) or more"),
+    ("max_log_bytes_per_job", "512k", "1m", "must be a size of at least '1m'"),
+    ("max_log_bytes_per_job", "lots", "2g", "must be a size of at least '1m', like '256m', not 'lots'"),
+])
+def test_retention_and_log_cap_settings_are_validated(setting, bad, good, says):
+    """The growth bounds are server settings (traitlets): a value that makes no sense is refused by name."""
+    from sparkdock.server.app import SparkDockApp
+
+    app = SparkDockApp()
+    with pytest.raises(ValueError, match=re.escape(f"SparkDockApp.{setting} {says}")):
+        setattr(app, setting, bad)
+    setattr(app, setting, good)
+    assert getattr(app, setting) == good

@@ -727,7 +727,7 @@ class JobManager:
 
     async def _cluster_busy(self, job_id: str) -> bool:
         """An interactive cluster is busy while an automated job runs on it."""
-        for jid, rt in self._rt.items():
+        for jid, rt in list(self._rt.items()):  # (it awaits the store: jobs may come and go meanwhile)
             if jid != job_id and rt.task is not None and not rt.task.done():
                 j = await self.db.find(jid)
                 if j is not None and j.spec.get("cluster_job") == job_id:
