@@ -679,6 +679,7 @@ async def test_retention_prunes_old_finished_jobs_and_keeps_the_rest(make_manage
         assert store._conn().execute("SELECT count(*) FROM events WHERE job_id=?", (gone.id,)).fetchone()[0] == 0
     assert folders[recent.id].is_dir() and store.get(recent.id).state == State.COMPLETE
     assert store.get(running.id).state == State.RUNNING  # never pruned while it has not ended
+    assert store.delete([running.id]) == 0 and store.get(running.id)  # not even when named
     assert await m2.prune_history() == []  # nothing more to prune
     await m2.cancel(running.id, wait=True)
     await m2.stop()

@@ -868,7 +868,8 @@ class LocalBackend(Backend):
             if time.monotonic() < next_poll:
                 continue
             next_poll = time.monotonic() + self.progress_interval
-            await asyncio.to_thread(rotate_copytruncate, log_path, self.log_policy)
+            with contextlib.suppress(OSError):  # a rotation that cannot be done now is tried again next time
+                await asyncio.to_thread(rotate_copytruncate, log_path, self.log_policy)
             progress = await asyncio.to_thread(_driver_progress, ui)
             if progress is not None and progress != last_progress:
                 last_progress = progress

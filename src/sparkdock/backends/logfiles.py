@@ -22,9 +22,11 @@ and :func:`tail_lines` reads the last lines across segments without reading whol
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +35,11 @@ DEFAULT_MAX_JOB_BYTES = 256 * 1024 * 1024
 
 #: How many component files the cap is shared between (a current file is at most cap / this).
 COMPONENT_SHARE = 16
+
+log = logging.getLogger(__name__)
+
+#: One copy-truncate at a time in this process.
+_COPYTRUNCATE = threading.Lock()
 
 _SEGMENT = re.compile(r"^(?P<base>.+\.log)\.(?P<n>\d+)$")
 
@@ -68,32 +75,31 @@ def _shift(path: Path) -> None:
         os.replace(seg, path.with_name(f"{path.name}.{n + 1}"))
 
 
-def enforce_cap(logs_dir: Path, policy: LogPolicy) -> int:
-    """Delete the oldest rotated segments in ``logs_dir`` so that its files stay under the cap until the next
-    rotation: the rotated segments may use what the current files (each up to a segment) leave of the cap.
-    Current files are never deleted. The bytes of rotated segments left."""
+def enforce_cap(logs_dir: Path, policy: LogPolicy) -> None:
+    """Delete the oldest rotated segments in ``logs_dir`` (whichever component they belong to) so that its files
+    stay under the cap until the next rotation: the rotated segments may use what the current files (each up to
+    a segment) leave of the cap. Current files are never deleted."""
     current = 0
-    rotated: list[tuple[int, float, Path, int]] = []
+    rotated: list[tuple[float, int, Path, int]] = []
     with contextlib.suppress(OSError):
         for entry in os.scandir(logs_dir):
-            if not entry.is_file():
-                continue
             with contextlib.suppress(OSError):
-                st = entry.stat()
+                if not entry.is_file():
+                    continue
                 m = _SEGMENT.match(entry.name)
-                if m:
-                    rotated.append((int(m.group("n")), st.st_mtime, Path(entry.path), st.st_size))
-                else:
+                if m is None:
                     current += 1
+                    continue
+                st = entry.stat()
+                rotated.append((st.st_mtime, -int(m.group("n")), Path(entry.path), st.st_size))
     budget = policy.max_job_bytes - current * policy.segment_bytes
     total = sum(size for *_, size in rotated)
-    for _n, _mtime, path, size in sorted(rotated, key=lambda r: (-r[0], r[1])):  # oldest first
+    for *_, path, size in sorted(rotated):  # the least recently written first
         if total <= budget:
             break
         with contextlib.suppress(OSError):
             path.unlink()
             total -= size
-    return total
 
 
 class RotatingWriter:
@@ -137,31 +143,36 @@ class RotatingWriter:
 def rotate_copytruncate(path: Path, policy: LogPolicy) -> bool:
     """Rotate ``path`` in place if it reached the segment size (for a file another process appends to with
     ``O_APPEND``): copy it to ``.1``, truncate it, then keep the job under its cap. True if it rotated."""
-    try:
-        if path.stat().st_size < policy.segment_bytes:
+    with _COPYTRUNCATE:  # the health round and a driver's follower may look at the same file
+        try:
+            if path.stat().st_size < policy.segment_bytes:
+                return False
+        except OSError:
             return False
-    except OSError:
-        return False
-    _shift(path)
-    rotated = path.with_name(f"{path.name}.1")
-    with path.open("rb") as src, rotated.open("wb") as dst:
-        shutil.copyfileobj(src, dst, 1024 * 1024)
-    os.truncate(path, 0)
-    enforce_cap(path.parent, policy)
-    return True
+        _shift(path)
+        rotated = path.with_name(f"{path.name}.1")
+        with path.open("rb") as src, rotated.open("wb") as dst:
+            shutil.copyfileobj(src, dst, 1024 * 1024)
+        os.truncate(path, 0)
+        enforce_cap(path.parent, policy)
+        return True
 
 
 def rotate_dir(logs_dir: Path, policy: LogPolicy) -> None:
-    """:func:`rotate_copytruncate` every component's current file in ``logs_dir``."""
+    """:func:`rotate_copytruncate` every component's current file in ``logs_dir``; a file that cannot be rotated
+    now (a full disk, a file just removed) is logged and left for the next time."""
     with contextlib.suppress(OSError):
         for entry in os.scandir(logs_dir):
             if entry.name.endswith(".log") and entry.is_file():
-                rotate_copytruncate(Path(entry.path), policy)
+                try:
+                    rotate_copytruncate(Path(entry.path), policy)
+                except OSError as exc:
+                    log.warning("could not rotate %s: %s", entry.path, exc)
 
 
 def tail_lines(path: Path, lines: int | None) -> str:
-    """The last ``lines`` lines of a component's log, across its rotated segments (the whole log, oldest
-    segment first, for ``None``); ``""`` if there is none. Reads backwards from the end, never whole files."""
+    """The last ``lines`` lines of a component's log, across its rotated segments, read backwards from the end
+    in blocks (``None``: everything kept, oldest segment first: at most the job's cap); ``""`` if there is none."""
     files = [path, *segments(path)]  # newest first
     if lines is None:
         parts = []
@@ -171,21 +182,24 @@ def tail_lines(path: Path, lines: int | None) -> str:
         return b"".join(parts).decode(errors="replace")
     if lines <= 0:
         return ""
-    data = b""
+    blocks: list[bytes] = []  # newest last once reversed
+    newlines = 0
     for f in files:
         try:
             with f.open("rb") as fh:
                 pos = fh.seek(0, os.SEEK_END)
-                while pos > 0 and data.count(b"\n") <= lines:
+                while pos > 0 and newlines <= lines:
                     step = min(65536, pos)
                     pos -= step
                     fh.seek(pos)
-                    data = fh.read(step) + data
+                    block = fh.read(step)
+                    blocks.append(block)
+                    newlines += block.count(b"\n")
         except FileNotFoundError:
             continue
-        if data.count(b"\n") > lines:
+        if newlines > lines:
             break
-    text = data.decode(errors="replace")
+    text = b"".join(reversed(blocks)).decode(errors="replace")
     return "".join(text.splitlines(keepends=True)[-lines:])
 
 
@@ -203,39 +217,43 @@ class LogFollower:
         self.max_read = max_read
         self.offset = 0
         self._inode: int | None = None
+        self._draining: Path | None = None  # the file renamed away, read to its end first
         if from_end:
             with contextlib.suppress(OSError):
                 st = path.stat()
                 self.offset, self._inode = st.st_size, st.st_ino
 
-    def read_new(self) -> str:
-        """The text appended since the last call (at most ``max_read`` bytes per call; the rest comes next)."""
-        return self.read_bytes().decode(errors="replace")
-
     def read_bytes(self) -> bytes:
-        """:meth:`read_new` as bytes (for a search that needs no decoding)."""
+        """What was appended since the last call, at most ``max_read`` bytes (the rest comes next time)."""
+        if self._draining is not None:
+            with contextlib.suppress(OSError):
+                data = self._read(self._draining)
+                if data:
+                    return data
+            self._draining, self.offset = None, 0
         try:
             st = self.path.stat()
         except OSError:
             return b""
-        head = b""
-        if self._inode is not None and st.st_ino != self._inode:  # renamed away: finish the old file
+        if self._inode is not None and st.st_ino != self._inode:  # renamed away: finish the old file first
             old = self.path.with_name(f"{self.path.name}.1")
             with contextlib.suppress(OSError):
                 if old.stat().st_ino == self._inode:
-                    head = self._read(old, self.offset)
+                    self._draining = old
+            self._inode = st.st_ino
+            if self._draining is not None:
+                return self.read_bytes()
             self.offset = 0
         elif st.st_size < self.offset:  # truncated in place
             self.offset = 0
         self._inode = st.st_ino
-        return head + self._read(self.path, None)
+        return self._read(self.path)
 
-    def _read(self, path: Path, offset: int | None) -> bytes:
+    def _read(self, path: Path) -> bytes:
         with path.open("rb") as fh:
-            fh.seek(self.offset if offset is None else offset)
+            fh.seek(self.offset)
             data = fh.read(self.max_read)
-        if offset is None:
-            self.offset += len(data)
+        self.offset += len(data)
         return data
 
     def count(self, needle: bytes, carry: bytes = b"", max_chunks: int = 64) -> tuple[int, bytes]:

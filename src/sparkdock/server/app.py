@@ -13,7 +13,7 @@ from traitlets import Bool, CaselessStrEnum, Float, Int, Set, Type, Unicode, def
 
 from sparkdock._version import __version__
 from sparkdock.backends.base import Backend
-from sparkdock.backends.logfiles import LogPolicy
+from sparkdock.backends.logfiles import DEFAULT_MAX_JOB_BYTES, LogPolicy
 from sparkdock.backends.provisioning import Deadlines
 from sparkdock.model.specs import parse_size
 from sparkdock.server.data_dir import UnsafePermissions, prepare_data_dir, prepare_store_file
@@ -143,7 +143,8 @@ class SparkDockApp(ExtensionApp):
         "at start-up and every hour). Jobs that have not ended are never pruned. 0 keeps every job forever."
     )
     max_log_bytes_per_job = Unicode(
-        "256m", config=True, help="Cap of one job's logs, all components together (a size like '256m'). Each "
+        f"{DEFAULT_MAX_JOB_BYTES // 2**20}m", config=True,
+        help="Cap of one job's logs, all components together (a size like '256m'). Each "
         "component's log is rotated at 1/16 of it (driver.log, then driver.log.1, ...) and the oldest rotated "
         "parts are deleted to stay under the cap; the newest lines are always kept."
     )

@@ -103,10 +103,6 @@ class AsyncStore:
         """:meth:`JobStore.delete`."""
         return await self.call(self.store.delete, job_ids)
 
-    async def ids(self) -> set[str]:
-        """:meth:`JobStore.ids`."""
-        return await self.call(self.store.ids)
-
 
 def _log_failure(fut: concurrent.futures.Future[Any]) -> None:
     if not fut.cancelled() and fut.exception() is not None:

@@ -19,6 +19,19 @@ log = logging.getLogger(__name__)
 Message = dict[str, Any]
 
 
+def call_on_loop(loop: asyncio.AbstractEventLoop | None, fn: Callable[..., Any], *args: Any) -> None:
+    """Call ``fn(*args)`` on ``loop``: at once when already there (or when there is no loop yet), else handed to
+    it from this thread (``call_soon_threadsafe``); dropped when the loop is closed."""
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if loop is None or running is loop:
+        fn(*args)
+    elif not loop.is_closed():
+        loop.call_soon_threadsafe(fn, *args)
+
+
 class Subscription:
     """A queue of messages for one subscriber; close it when done."""
 
@@ -84,15 +97,7 @@ class EventBus:
 
     def publish(self, msg: Message) -> None:
         """Deliver ``msg`` to every subscriber."""
-        loop = self._loop
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if loop is not None and running is not loop and not loop.is_closed():
-            loop.call_soon_threadsafe(self._deliver, msg)
-        else:
-            self._deliver(msg)
+        call_on_loop(self._loop, self._deliver, msg)
 
     def _deliver(self, msg: Message) -> None:
         for sub in list(self._subs):

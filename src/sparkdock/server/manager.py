@@ -28,7 +28,7 @@ from sparkdock.model.lifecycle import IllegalTransition, Kind, State
 from sparkdock.model.specs import AutomatedJobRequest, ClusterSpec, InteractiveJobRequest, SpecError, parse_job_request
 from sparkdock.server.automated import AutomatedRun
 from sparkdock.server.db import AsyncStore
-from sparkdock.server.events import EventBus
+from sparkdock.server.events import EventBus, call_on_loop
 from sparkdock.server.health import HealthMonitor
 from sparkdock.server.hiveserver2 import SQLResult, run_statement
 from sparkdock.server.limits import Limits
@@ -185,18 +185,8 @@ class JobManager:
 
     def kick(self) -> None:
         """Wake the scheduler (callable from any thread)."""
-        if self._wake is None:
-            return
-        loop = self._loop
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if loop is not None and running is not loop:
-            if not loop.is_closed():
-                loop.call_soon_threadsafe(self._wake.set)
-        else:
-            self._wake.set()
+        if self._wake is not None:
+            call_on_loop(self._loop, self._wake.set)
 
     def _on_store_change(self, job: Job) -> None:
         """Publish a change (called by the store after each commit, on the store's thread)."""
@@ -639,7 +629,8 @@ class JobManager:
         ids = await self.db.prunable(before)
         if not ids:
             return []
-        await asyncio.to_thread(lambda: [shutil.rmtree(self.backend.job_dir(j), ignore_errors=True) for j in ids])
+        folders = [self.backend.job_dir(j) for j in ids]
+        await asyncio.to_thread(lambda: [shutil.rmtree(f, ignore_errors=True) for f in folders])
         await self.db.delete(ids)
         log.info("pruned %d job(s) that ended before %s (history_retention_days=%g)", len(ids), before, days)
         return ids

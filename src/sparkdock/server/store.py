@@ -33,7 +33,6 @@ from sparkdock.model import exit_codes
 from sparkdock.model.lifecycle import (
     EXIT_CODE_STATES,
     RUNTIME_STATUS_STATES,
-    TERMINAL,
     IllegalTransition,
     Kind,
     State,
@@ -509,35 +508,23 @@ class JobStore:
                 "(last_activity_at IS NULL OR last_activity_at < ?)", (when, job_id, when))
 
     def prunable(self, before: str) -> list[str]:
-        """The ids of the jobs that ended (a terminal state) before ``before`` (a :func:`utcnow` time)."""
-        terminal = [(kind.value, state.value) for kind, states in TERMINAL.items() for state in states]
-        match = " OR ".join("(kind = ? AND state = ?)" for _ in terminal)
-        args = [v for pair in terminal for v in pair]
-        rows = self._conn().execute(
-            f"SELECT id FROM jobs WHERE ended_at IS NOT NULL AND ended_at < ? AND ({match}) ORDER BY ended_at",
-            [before, *args]).fetchall()
+        """The ids of the jobs that ended before ``before`` (a :func:`utcnow` time; ``ended_at`` is set when,
+        and only when, a job reaches a terminal state), oldest first."""
+        rows = self._conn().execute("SELECT id FROM jobs WHERE ended_at IS NOT NULL AND ended_at < ? "
+                                    "ORDER BY ended_at", (before,)).fetchall()
         return [r["id"] for r in rows]
 
     def delete(self, job_ids: list[str]) -> int:
-        """Delete terminal jobs and their history, in one transaction (a job that has not ended is kept); how
-        many were deleted."""
+        """Delete ended jobs and their history, in one transaction (a job that has not ended is kept); how many
+        were deleted."""
         deleted = 0
         with self._write() as conn:
             for i in range(0, len(job_ids), 500):
                 chunk = job_ids[i:i + 500]
-                rows = conn.execute(f"SELECT * FROM jobs WHERE id IN ({','.join('?' * len(chunk))})",
-                                    chunk).fetchall()
-                ended = [r["id"] for r in rows if _row_to_job(r).terminal]
-                if not ended:
-                    continue
-                marks = ",".join("?" * len(ended))
-                conn.execute(f"DELETE FROM events WHERE job_id IN ({marks})", ended)
-                deleted += conn.execute(f"DELETE FROM jobs WHERE id IN ({marks})", ended).rowcount
+                ended = f"SELECT id FROM jobs WHERE id IN ({','.join('?' * len(chunk))}) AND ended_at IS NOT NULL"
+                conn.execute(f"DELETE FROM events WHERE job_id IN ({ended})", chunk)
+                deleted += conn.execute(f"DELETE FROM jobs WHERE id IN ({ended})", chunk).rowcount
         return deleted
-
-    def ids(self) -> set[str]:
-        """The id of every job in the store."""
-        return {r[0] for r in self._conn().execute("SELECT id FROM jobs").fetchall()}
 
     def add_event(
         self, job_id: str, description: str, *, event: str = "INFO", progress: dict[str, Any] | None = None
