@@ -96,6 +96,7 @@ def test_the_server_refuses_to_start_on_a_group_writable_data_dir(tmp_path):
     ("history_retention_days", -1, 0, "must be 0 (keep forever) or more"),
     ("max_log_bytes_per_job", "512k", "1m", "must be a size of at least '1m'"),
     ("max_log_bytes_per_job", "lots", "2g", "must be a size of at least '1m', like '256m', not 'lots'"),
+    ("event_queue_size", 0, 1, "must be at least 1"),
 ])
 def test_retention_and_log_cap_settings_are_validated(setting, bad, good, says):
     """The growth bounds are server settings (traitlets): a value that makes no sense is refused by name."""

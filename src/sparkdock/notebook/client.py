@@ -22,6 +22,7 @@ import logging
 import os
 import shlex
 import socket
+import struct
 import tempfile
 import threading
 import time
@@ -33,6 +34,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
 
+from sparkdock.model.protocol import SLOW_CONSUMER_CLOSE_CODE
 from sparkdock.notebook.errors import (
     AuthError,
     Conflict,
@@ -115,14 +117,22 @@ Listener = Callable[[dict[str, Any]], None]
 class EventStream:
     """Follows ``WS sparkdock/api/events`` in a daemon thread and calls listeners with each job JSON.
 
-    Reconnects with backoff when the connection drops. Listeners run in the stream's thread: they must be
-    quick and must not raise (an exception is logged and ignored). ``connected`` is set while the socket is
-    open; ``failed`` is set when the stream could not be opened at all (callers then fall back to polling).
+    Reconnects with backoff when the connection drops. After every (re)connection the ``on_connect`` hooks
+    reload what their listeners show (a snapshot over REST), so that a change missed while disconnected is
+    never missed for good. The server disconnects a client that falls too far behind with close code
+    :data:`SLOW_CONSUMER_CLOSE_CODE`; the stream then reconnects at once and resynchronises the same way
+    (``resyncs`` counts those). Listeners run in the stream's thread: they must be quick and must not raise
+    (an exception is logged and ignored). ``connected`` is set while the socket is open; ``failed`` is set when
+    the stream could not be opened at all (callers then fall back to polling). ``sockopt``: socket options of
+    the connection (``(level, option, value)`` triples).
     """
 
-    def __init__(self, ws_url: str, token: str) -> None:
+    def __init__(self, ws_url: str, token: str, sockopt: Iterable[tuple[int, int, int]] = ()) -> None:
         self.ws_url = ws_url
         self.token = token
+        self.sockopt = tuple(sockopt)
+        self.resyncs = 0
+        self.last_close: tuple[int | None, str] | None = None
         self.connected = threading.Event()
         self.failed = threading.Event()
         self._listeners: dict[int, Listener] = {}
@@ -198,6 +208,7 @@ class EventStream:
                     timeout=10,
                     header=[f"Authorization: token {self.token}"] if self.token else [],
                     enable_multithread=True,
+                    sockopt=self.sockopt,
                 )
             except Exception as e:
                 attempts += 1
@@ -222,14 +233,19 @@ class EventStream:
                 ws.settimeout(15)
                 while not stop.is_set():
                     try:
-                        raw = ws.recv()
+                        opcode, frame = ws.recv_data_frame()
                     except websocket.WebSocketTimeoutException:
                         ws.send("ping")  # keep the socket alive through idle periods
                         continue
-                    if not raw:
+                    if opcode == websocket.ABNF.OPCODE_CLOSE:
+                        self.last_close = _close_status(frame.data)
+                        if self.last_close[0] == SLOW_CONSUMER_CLOSE_CODE:
+                            log.warning("sparkdock events: %s; reconnecting and reloading", self.last_close[1])
+                            self.resyncs += 1
+                            backoff = 0.0
                         break
                     try:
-                        msg = json.loads(raw)
+                        msg = json.loads(frame.data)
                     except ValueError:
                         continue
                     if (
@@ -250,6 +266,7 @@ class EventStream:
                 with contextlib.suppress(Exception):
                     ws.close()
             stop.wait(backoff)
+            backoff = backoff or 0.2
 
     @staticmethod
     def _call(fn: Callable[..., None], *args: Any) -> None:
@@ -257,6 +274,13 @@ class EventStream:
             fn(*args)
         except Exception:
             log.exception("sparkdock event listener failed")
+
+
+def _close_status(data: bytes) -> tuple[int | None, str]:
+    """The code and reason of a WebSocket close frame's payload."""
+    if len(data) < 2:
+        return None, ""
+    return struct.unpack("!H", data[:2])[0], data[2:].decode("utf-8", "replace")
 
 
 # ---- the client --------------------------------------------------------------------------------------

@@ -148,6 +148,12 @@ class SparkDockApp(ExtensionApp):
         "component's log is rotated at 1/16 of it (driver.log, then driver.log.1, ...) and the oldest rotated "
         "parts are deleted to stay under the cap; the newest lines are always kept."
     )
+    event_queue_size = Int(
+        1000, config=True, help="Job changes kept for one event WebSocket client (WS sparkdock/api/events) that "
+        "has not read them yet. A client that falls further behind is disconnected with close code 4008 "
+        "(too slow) and resynchronises: the Python client reconnects and reloads the jobs it shows. This bounds "
+        "the server's memory per client.",
+    )
     admin_users = Set(
         Unicode(), config=True,
         help="Users who see and act on every job when owners are enforced (default: under JupyterHub, the "
@@ -169,7 +175,8 @@ class SparkDockApp(ExtensionApp):
             raise ValueError(f"SparkDockApp.{proposal['trait'].name} must be a positive number of seconds")
         return float(proposal["value"])
 
-    @validate("max_workers", "max_worker_cores", "max_drivers_per_cluster", "health_probe_failures")
+    @validate("max_workers", "max_worker_cores", "max_drivers_per_cluster", "health_probe_failures",
+              "event_queue_size")
     def _at_least_one(self, proposal: Any) -> int:
         if int(proposal["value"]) < 1:
             raise ValueError(f"SparkDockApp.{proposal['trait'].name} must be at least 1")
@@ -285,7 +292,7 @@ class SparkDockApp(ExtensionApp):
             limits=Limits.of(self.serverapp.root_dir, self.allowed_images, self.max_workers, self.max_worker_cores,
                              self.max_worker_memory),
         )
-        self.manager = JobManager(store, backend, EventBus(), config, backend_reason=reason)
+        self.manager = JobManager(store, backend, EventBus(self.event_queue_size), config, backend_reason=reason)
         owners = OwnerPolicy(self.enforce_owners, self.serverapp.identity_provider, self.admin_users)
         self.log.info("sparkdock: %s", owners.describe())
         self.log.info("sparkdock: %s", config.limits.describe())

@@ -2,19 +2,25 @@
 
 The manager publishes every change of a job (state, phase, runtime status, endpoints) as a message
 ``{"type": "job", "job": {...}}``. Subscribers are asyncio queues (the WebSocket handler) or callables
-(notifiers). Publishing never blocks: a slow subscriber whose queue is full loses its oldest message rather
-than stalling the manager, and is told so with a ``{"type": "overflow"}`` message.
+(notifiers). Publishing never blocks and never buffers without limit: each queue holds at most ``maxsize``
+messages. A subscriber that falls that far behind is dropped (:attr:`Subscription.overflowed`, and its
+``on_overflow`` is called): the WebSocket handler then closes the connection with
+:data:`SLOW_CONSUMER_CLOSE_CODE`, and the client reconnects and reloads what it shows (a snapshot over REST)
+rather than carrying on with a silent gap.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
 
+from sparkdock.model.protocol import SLOW_CONSUMER_CLOSE_CODE
+
 log = logging.getLogger(__name__)
+
+__all__ = ["SLOW_CONSUMER_CLOSE_CODE", "EventBus", "Subscription", "call_on_loop"]
 
 Message = dict[str, Any]
 
@@ -35,27 +41,41 @@ def call_on_loop(loop: asyncio.AbstractEventLoop | None, fn: Callable[..., Any],
 class Subscription:
     """A queue of messages for one subscriber; close it when done."""
 
-    def __init__(self, bus: EventBus, maxsize: int, accept: Callable[[Message], bool] | None = None) -> None:
+    def __init__(
+        self,
+        bus: EventBus,
+        maxsize: int,
+        accept: Callable[[Message], bool] | None = None,
+        on_overflow: Callable[[], Any] | None = None,
+    ) -> None:
         self._bus = bus
         self.accept = accept
+        self.on_overflow = on_overflow
         self.queue: asyncio.Queue[Message] = asyncio.Queue(maxsize=maxsize)
         self.closed = False
+        self.overflowed = False
 
     async def get(self) -> Message:
         """The next message."""
         return await self.queue.get()
 
     def put(self, msg: Message) -> None:
-        """Enqueue, dropping the oldest message if full; a message the subscriber may not see is dropped."""
-        if self.accept is not None and not self.accept(msg):
+        """Enqueue; a message the subscriber may not see is skipped. When the queue is full the subscriber is
+        too far behind: it is dropped (closed, its queue emptied) and ``on_overflow()`` is called once."""
+        if self.closed or (self.accept is not None and not self.accept(msg)):
             return
         if self.queue.full():
-            with contextlib.suppress(asyncio.QueueEmpty):
+            self.overflowed = True
+            self.close()
+            while not self.queue.empty():  # nothing of it is kept
                 self.queue.get_nowait()
-            with contextlib.suppress(asyncio.QueueFull):
-                self.queue.put_nowait({"type": "overflow"})
-        with contextlib.suppress(asyncio.QueueFull):
-            self.queue.put_nowait(msg)
+            if self.on_overflow is not None:
+                try:
+                    self.on_overflow()
+                except Exception:
+                    log.exception("overflow callback failed")
+            return
+        self.queue.put_nowait(msg)
 
     def close(self) -> None:
         """Stop receiving messages."""
@@ -81,9 +101,12 @@ class EventBus:
         """How many queue subscribers are attached."""
         return len(self._subs)
 
-    def subscribe(self, accept: Callable[[Message], bool] | None = None) -> Subscription:
-        """A new queue subscription; ``accept(message)`` says which messages it receives (default: all)."""
-        sub = Subscription(self, self.maxsize, accept)
+    def subscribe(
+        self, accept: Callable[[Message], bool] | None = None, on_overflow: Callable[[], Any] | None = None
+    ) -> Subscription:
+        """A new queue subscription; ``accept(message)`` says which messages it receives (default: all), and
+        ``on_overflow()`` is called if it is dropped for falling ``maxsize`` messages behind."""
+        sub = Subscription(self, self.maxsize, accept, on_overflow)
         self._subs.add(sub)
         return sub
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -24,6 +25,7 @@ from tornado import web, websocket
 from sparkdock._version import __version__
 from sparkdock.model import exit_codes
 from sparkdock.model.lifecycle import Kind, State, style_catalog
+from sparkdock.model.protocol import SLOW_CONSUMER_CLOSE_CODE
 from sparkdock.model.specs import SpecError
 from sparkdock.server.hiveserver2 import SQLError
 from sparkdock.server.manager import JobConflict, JobManager, QuotaExceeded
@@ -33,6 +35,9 @@ from sparkdock.server.store import Job, JobNotFound
 AUTH_RESOURCE = "sparkdock:jobs"
 MAX_BODY_BYTES = 2 * 1024 * 1024
 LOG_COMPONENTS_HELP = "master, worker-N, sql, lab or driver"
+#: The send buffer of an event WebSocket (the kernel doubles it): with the queue of ``event_queue_size`` events,
+#: it bounds what the server holds for a client that does not read (Linux would otherwise grow it to 4 MB).
+EVENT_SOCKET_SNDBUF = 128 * 1024
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -321,7 +326,13 @@ class InfoHandler(SparkDockHandler):
 
 
 class EventsHandler(JupyterHandler, websocket.WebSocketHandler):
-    """``WS sparkdock/api/events``: one JSON message per job change, ``{"type": "job", "job": {...}}``."""
+    """``WS sparkdock/api/events``: one JSON message per job change, ``{"type": "job", "job": {...}}``.
+
+    Each client has a queue of at most ``event_queue_size`` messages, and a message is written only when the
+    previous one has left for the network. A client that stops reading is disconnected once its queue is full,
+    with close code :data:`~sparkdock.server.events.SLOW_CONSUMER_CLOSE_CODE` (4008) and a reason; it should
+    reconnect and reload what it shows (``GET sparkdock/api/jobs``). The server never keeps more for it.
+    """
 
     auth_resource = AUTH_RESOURCE
     _caller: Caller = Caller("", sees_all=False)  # set by pre_get: before it, nothing is visible
@@ -353,16 +364,35 @@ class EventsHandler(JupyterHandler, websocket.WebSocketHandler):
     def open(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
         """Subscribe to the event bus and forward its messages."""
         caller = self._caller
+        with contextlib.suppress(AttributeError, OSError):  # bound what the kernel holds for a client, too
+            self.ws_connection.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, EVENT_SOCKET_SNDBUF)
         self._sub = self.manager.bus.subscribe(
-            accept=lambda msg: msg.get("type") != "job" or caller.may_see(msg["job"].get("owner")))
+            accept=lambda msg: msg.get("type") != "job" or caller.may_see(msg["job"].get("owner")),
+            on_overflow=self._too_slow,
+        )
         self._pump = asyncio.get_running_loop().create_task(self._forward())
+
+    def _too_slow(self) -> None:
+        """The client has not read its last ``event_queue_size`` events: disconnect it (its queue is already
+        emptied; the close frame follows what is in flight, and tornado aborts the connection if the client does
+        not answer the close within 5 s)."""
+        size = self.manager.bus.maxsize
+        self.log.warning("sparkdock: event client %s fell %d events behind; disconnected (code %d)",
+                         self.request.remote_ip, size, SLOW_CONSUMER_CLOSE_CODE)
+        self._cleanup()
+        self.close(SLOW_CONSUMER_CLOSE_CODE, f"too slow: {size} events not read; reconnect and reload the jobs")
 
     async def _forward(self) -> None:
         sub = self._sub
         while not sub.closed:
             msg = await sub.get()
             try:
-                await self.write_message(json.dumps(msg))
+                sent = self.write_message(json.dumps(msg))
+            except websocket.WebSocketClosedError:
+                break
+            sent.add_done_callback(_retrieve)
+            try:  # shielded: cancelling the pump must not cancel tornado's own write
+                await asyncio.shield(sent)
             except websocket.WebSocketClosedError:
                 break
         self._cleanup()
@@ -382,6 +412,12 @@ class EventsHandler(JupyterHandler, websocket.WebSocketHandler):
             self._sub.close()
         if self._pump is not None and not self._pump.done() and self._pump is not asyncio.current_task():
             self._pump.cancel()
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    """Mark a write's failure as seen (a client gone while a message was being written is expected)."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 _ID = r"(?P<job_id>[A-Za-z0-9_-]+)"
