@@ -311,3 +311,15 @@ async def test_a_locked_database_does_not_block_the_event_loop(tmp_path, jp_asyn
     assert final.phase == "Reported" and [e["phase"] for e in store.history(job.id)][-2:] == ["Queued", "Reported"]
     db.close()
     store.close()
+
+
+def test_a_job_is_created_in_its_first_state_or_not_at_all(store):
+    """``create(then=...)`` makes the job and its first move in one transaction: a move the lifecycle refuses
+    leaves no job behind (as a store that cannot be written would: see test_disk_full.py)."""
+    job = store.create(Kind.AUTOMATED, {"x": 1}, name="q", then={"target": State.QUEUED, "phase": "Queued"})
+    assert (job.state, job.phase) == (State.QUEUED, "Queued")
+    assert [e["state"] for e in store.history(job.id)] == ["CREATED", "QUEUED"]
+    with pytest.raises(IllegalTransition):
+        store.create(Kind.AUTOMATED, {"x": 2}, name="bad", job_id="bad-one", then={"target": State.COMPLETE})
+    assert store.find("bad-one") is None
+    assert [j.name for j in store.list()[0]] == ["q"]

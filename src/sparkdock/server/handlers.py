@@ -3,13 +3,14 @@
 Each handler parses the request, calls the :class:`~sparkdock.server.manager.JobManager`, and writes JSON. Errors
 are always JSON ``{"message": ...}``: 400 for a body that is not JSON, 422 for a spec that cannot run
 (with ``errors`` naming each field), 404 for an unknown id, 409 for a wrong state, 413 for a huge body,
-429 for a full queue.
+429 for a full queue, 503 when the server cannot write its store or files (a full disk; nothing is changed).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import json
 import socket
@@ -30,7 +31,7 @@ from sparkdock.model.specs import SpecError
 from sparkdock.server.hiveserver2 import SQLError
 from sparkdock.server.manager import JobConflict, JobManager, QuotaExceeded
 from sparkdock.server.owners import Caller, OwnerPolicy
-from sparkdock.server.store import Job, JobNotFound
+from sparkdock.server.store import Job, JobNotFound, StorageUnavailable
 
 AUTH_RESOURCE = "sparkdock:jobs"
 MAX_BODY_BYTES = 2 * 1024 * 1024
@@ -48,8 +49,13 @@ class _Reply(Exception):
         super().__init__(message)
 
 
+#: what a full disk, a file-size limit, a quota or a read-only or failing file system raise
+_DISK_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EIO}
+
+
 def json_errors(method: F) -> F:
-    """Turn the manager's exceptions into JSON error replies (never a traceback, never a bare 500)."""
+    """Turn the manager's exceptions into JSON error replies (never a traceback, never a bare 500): a store or
+    disk that cannot be written is a 503 (nothing was changed)."""
 
     @functools.wraps(method)
     async def wrapper(self: SparkDockHandler, *args: Any, **kwargs: Any) -> Any:
@@ -65,6 +71,14 @@ def json_errors(method: F) -> F:
             self._error(409, str(e))
         except QuotaExceeded as e:
             self._error(429, str(e))
+        except StorageUnavailable as e:
+            self._error(503, str(e))
+        except OSError as e:
+            if e.errno not in _DISK_ERRNOS:
+                raise
+            self.log.warning("sparkdock: %s", e)
+            self._error(503, f"the server cannot write its files ({e.strerror}); free disk space on the server, "
+                        "then try again")
         except web.HTTPError:
             raise
         except Exception as e:

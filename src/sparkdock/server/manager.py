@@ -33,7 +33,7 @@ from sparkdock.server.health import HealthMonitor
 from sparkdock.server.hiveserver2 import SQLResult, run_statement
 from sparkdock.server.limits import Limits
 from sparkdock.server.owners import DEFAULT_OWNER, Caller
-from sparkdock.server.store import Job, JobStore, parse_time, utc_text, utcnow
+from sparkdock.server.store import Job, JobStore, StorageUnavailable, parse_time, utc_text, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -248,16 +248,19 @@ class JobManager:
                 f"{queued} jobs are already queued (max_queued_jobs={self.config.max_queued_jobs}); "
                 "wait for running jobs to end"
             )
-        job = await self.db.create(req.kind, spec, name=req.name, owner=caller.name, backend=self.backend.name)
+        # created in its first state in one transaction: a store that fails leaves no job half made
         if over_quota:
-            await self.db.transition(
-                job.id, State.SYSTEM_ERROR, phase="QuotaReached", exit_code=23,
-                exit_message=exit_codes.message(23, detail=f"{queued} jobs queued, the limit is "
-                                                           f"{self.config.max_queued_jobs}"),
-            )
-            return await self.db.get(job.id)
-        job = await self.db.transition(job.id, State.QUEUED, phase="Queued", description="queued for capacity")
-        self.kick()
+            then: dict[str, Any] = {
+                "target": State.SYSTEM_ERROR, "phase": "QuotaReached", "exit_code": 23,
+                "exit_message": exit_codes.message(23, detail=f"{queued} jobs queued, the limit is "
+                                                              f"{self.config.max_queued_jobs}"),
+            }
+        else:
+            then = {"target": State.QUEUED, "phase": "Queued", "description": "queued for capacity"}
+        job = await self.db.create(req.kind, spec, name=req.name, owner=caller.name, backend=self.backend.name,
+                                   then=then)
+        if not over_quota:
+            self.kick()
         return job
 
     def _cluster_spec(self, given: dict[str, Any]) -> ClusterSpec:
@@ -336,6 +339,9 @@ class JobManager:
             task.cancel()  # the job's task finishes the cancellation (it owns the resources)
         try:
             job = await moved
+        except StorageUnavailable:  # nothing was written; the job's task (if any) was told to stop
+            rt.cancel_reason, rt.cancel_detail = previous
+            raise
         except IllegalTransition:  # it ended (or is being canceled) since it was read: nothing left to cancel
             rt.cancel_reason, rt.cancel_detail = previous
             job = await self.db.get(job_id)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import secrets
 import sqlite3
 import threading
@@ -95,6 +96,9 @@ SCHEMA_VERSION = len(MIGRATIONS)
 _UNSET: Any = object()
 
 
+log = logging.getLogger(__name__)
+
+
 def utc_text(when: datetime) -> str:
     """A time as ISO 8601 UTC with milliseconds and a ``Z`` (how the store writes every time)."""
     return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -126,6 +130,24 @@ class JobNotFound(KeyError):
 
     def __str__(self) -> str:
         return f"no job with id {self.job_id!r}"
+
+
+class StorageUnavailable(RuntimeError):
+    """The store could not be written (or read): the disk or the file-size limit is full, the database is
+    read-only, locked past the busy timeout, or an I/O error occurred. The transaction was rolled back: nothing
+    of it was written. The API answers 503 with this message."""
+
+
+#: SQLite's primary result codes of a store that cannot be used right now (not of a wrong statement)
+_UNAVAILABLE_CODES = {
+    sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_NOMEM, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR,
+    sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_FULL, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_NOTADB,
+}
+
+
+def _unavailable(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and (code & 0xFF) in _UNAVAILABLE_CODES
 
 
 class InvalidUpdate(ValueError):
@@ -279,15 +301,30 @@ class JobStore:
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
+        """One write transaction (``BEGIN IMMEDIATE`` … ``COMMIT``), rolled back whole on any failure, the
+        ``COMMIT`` included; a store that cannot be written raises :class:`StorageUnavailable`."""
+        try:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            if _unavailable(exc):
+                raise self._refused(exc) from exc
+            raise
         try:
             yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        else:
             conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back already (full disk)
+                    conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error) and _unavailable(exc):
+                raise self._refused(exc) from exc
+            raise
+
+    def _refused(self, exc: sqlite3.Error) -> StorageUnavailable:
+        log.warning("the job store %s cannot be written: %s", self.path, exc)
+        return StorageUnavailable(f"the server cannot write its job store ({exc}); nothing was changed. "
+                                  "Free disk space on the server, then try again")
 
     def close(self) -> None:
         """Close every connection opened by this store."""
@@ -367,8 +404,10 @@ class JobStore:
         owner: str | None = None,
         backend: str | None = None,
         job_id: str | None = None,
+        then: dict[str, Any] | None = None,
     ) -> Job:
-        """Create a job in ``UNKNOWN``; its history starts with a ``CREATED`` event."""
+        """Create a job in ``UNKNOWN``; its history starts with a ``CREATED`` event. ``then``: the arguments of a
+        :meth:`transition` made in the same transaction (the job is created in that state, or not at all)."""
         kind = Kind(kind)
         now = utcnow()
         with self._write() as conn:
@@ -382,6 +421,9 @@ class JobStore:
             )
             job = self._get(conn, jid)
             self._insert_event(conn, job, "CREATED", now, f"{kind.value} job created", state="CREATED")
+            if then is not None:
+                then = dict(then)
+                job = self._move(conn, jid, then.pop("target"), now, **then)
         self._notify(job)
         return job
 
@@ -406,31 +448,53 @@ class JobStore:
         Exit codes are required on, and only allowed on, CANCELED/EXECUTOR_ERROR/SYSTEM_ERROR, and must be
         a catalog code of that state for the job's kind.
         """
-        target = State(target)
         now = utcnow()
         with self._write() as conn:
-            job = self._get(conn, job_id)
-            _check_move(job, target, expect, exit_code)
-            _apply_move(job, target, now, phase=phase, exit_code=exit_code, exit_message=exit_message,
-                        runtime_status=runtime_status, endpoints=endpoints, attempt=attempt)
-            job.updated_at = now
-            job.seq += 1
-            conn.execute(
-                "UPDATE jobs SET state=?, phase=?, exit_code=?, exit_message=?, rt_activity=?, rt_warning=?,"
-                " rt_error=?, endpoints=?, started_at=?, ended_at=?, updated_at=?, attempt=?, seq=?"
-                " WHERE id=?",
-                (
-                    job.state.value, job.phase, job.exit_code, job.exit_message,
-                    job.runtime_status["activity"], job.runtime_status["warning"], job.runtime_status["error"],
-                    json.dumps(job.endpoints) if job.endpoints is not None else None,
-                    job.started_at, job.ended_at, job.updated_at, job.attempt, job.seq, job.id,
-                ),
-            )
-            desc = description
-            if desc is None and job.exit_message and target in EXIT_CODE_STATES:
-                desc = f"exit code {job.exit_code}: {job.exit_message}"
-            self._insert_event(conn, job, "STATE", now, desc)
+            job = self._move(conn, job_id, target, now, phase=phase, description=description, exit_code=exit_code,
+                             exit_message=exit_message, expect=expect, runtime_status=runtime_status,
+                             endpoints=endpoints, attempt=attempt)
         self._notify(job)
+        return job
+
+    def _move(
+        self,
+        conn: sqlite3.Connection,
+        job_id: str,
+        target: State | str,
+        now: str,
+        *,
+        phase: str | None = _UNSET,
+        description: str | None = None,
+        exit_code: int | None = None,
+        exit_message: str | None = None,
+        expect: set[State] | frozenset[State] | None = None,
+        runtime_status: dict[str, str | None] | None = None,
+        endpoints: dict[str, Any] | None = _UNSET,
+        attempt: int | None = None,
+    ) -> Job:
+        """:meth:`transition` inside the caller's transaction."""
+        target = State(target)
+        job = self._get(conn, job_id)
+        _check_move(job, target, expect, exit_code)
+        _apply_move(job, target, now, phase=phase, exit_code=exit_code, exit_message=exit_message,
+                    runtime_status=runtime_status, endpoints=endpoints, attempt=attempt)
+        job.updated_at = now
+        job.seq += 1
+        conn.execute(
+            "UPDATE jobs SET state=?, phase=?, exit_code=?, exit_message=?, rt_activity=?, rt_warning=?,"
+            " rt_error=?, endpoints=?, started_at=?, ended_at=?, updated_at=?, attempt=?, seq=?"
+            " WHERE id=?",
+            (
+                job.state.value, job.phase, job.exit_code, job.exit_message,
+                job.runtime_status["activity"], job.runtime_status["warning"], job.runtime_status["error"],
+                json.dumps(job.endpoints) if job.endpoints is not None else None,
+                job.started_at, job.ended_at, job.updated_at, job.attempt, job.seq, job.id,
+            ),
+        )
+        desc = description
+        if desc is None and job.exit_message and target in EXIT_CODE_STATES:
+            desc = f"exit code {job.exit_code}: {job.exit_message}"
+        self._insert_event(conn, job, "STATE", now, desc)
         return job
 
     def update(
