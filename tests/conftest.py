@@ -36,15 +36,16 @@ def _remove_leftovers_of_earlier_runs() -> None:
         print(f"\nremoved leftovers of earlier test runs: {', '.join(gone)}")
 
 
-#: what a Spark driver or Thrift Server leaves in its working directory; none of it may land in the work tree
-_SPARK_DROPPINGS = ("spark-warehouse", "metastore_db", "derby.log")
+#: what a Spark driver or Thrift Server (or schemathesis) leaves in its working directory; none of it may land in
+#: the work tree
+_SPARK_DROPPINGS = ("spark-warehouse", "metastore_db", "derby.log", ".schemathesis")
 _REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _work_tree_stays_clean() -> Iterator[None]:
-    """Every Spark process the suite starts runs in a temporary folder: at the end no ``spark-warehouse/``,
-    ``metastore_db/`` or ``derby.log`` has appeared in the repository."""
+    """Every Spark process (and schemathesis) the suite starts runs in a temporary folder: at the end no
+    ``spark-warehouse/``, ``metastore_db/``, ``derby.log`` or ``.schemathesis/`` has appeared in the repository."""
     before = {name for name in _SPARK_DROPPINGS if (_REPO / name).exists()}
     yield
     new = [name for name in _SPARK_DROPPINGS if (_REPO / name).exists() and name not in before]

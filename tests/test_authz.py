@@ -65,7 +65,8 @@ def _routes(job_id: str) -> list[tuple[str, list[str], str]]:
 async def test_the_auth_matrix_of_every_route_and_the_event_stream(jp_fetch, jp_ws_fetch, jp_serverapp):
     jid = await _running(jp_fetch, jp_serverapp)
     routes = _routes(jid)
-    assert len(routes) == 11  # jobs GET/POST, job GET/DELETE, status, history, logs, sql, credentials, codes, info
+    assert len(routes) == 12  # jobs GET/POST, job GET/DELETE, status, history, logs, sql, credentials, codes, info,
+    # openapi.json
     for method, parts, action in routes:
         body = {"statement": "SELECT 1"} if parts[-1] == "sql" else INTERACTIVE
         for who, headers in (("no token", {"Authorization": ""}), ("a wrong token", {"Authorization": "token x"})):

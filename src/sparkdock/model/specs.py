@@ -212,6 +212,30 @@ JobRequest = Annotated[InteractiveJobRequest | AutomatedJobRequest, Field(discri
 _ADAPTER: TypeAdapter[InteractiveJobRequest | AutomatedJobRequest] = TypeAdapter(JobRequest)
 
 
+class SQLRequest(_Model):
+    """Body of ``POST sparkdock/api/jobs/{id}/sql``."""
+
+    statement: str = Field(min_length=1, description="one SQL statement (Spark SQL)")
+    limit: int | None = Field(None, ge=1, description="most rows returned (default: the server's sql_max_rows)")
+
+    @field_validator("statement")
+    @classmethod
+    def _statement(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("a non-empty statement is required")
+        return v
+
+
+def parse_sql_request(body: Any) -> SQLRequest:
+    """Validate a SQL POST body; raise :class:`SpecError` naming the fields on bad input."""
+    if not isinstance(body, dict):
+        raise SpecError([{"field": "statement", "message": "the body must be a JSON object with a statement"}])
+    try:
+        return SQLRequest.model_validate(body)
+    except ValidationError as exc:
+        raise SpecError(validation_errors(exc)) from None
+
+
 class SpecError(ValueError):
     """A request body that cannot run (seed 003 "Cannot Run"). ``errors`` names each field.
 

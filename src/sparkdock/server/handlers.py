@@ -27,7 +27,8 @@ from sparkdock._version import __version__
 from sparkdock.model import exit_codes
 from sparkdock.model.lifecycle import Kind, State, style_catalog
 from sparkdock.model.protocol import SLOW_CONSUMER_CLOSE_CODE
-from sparkdock.model.specs import SpecError
+from sparkdock.model.specs import SpecError, parse_sql_request
+from sparkdock.server import openapi
 from sparkdock.server.hiveserver2 import SQLError
 from sparkdock.server.manager import JobConflict, JobManager, QuotaExceeded
 from sparkdock.server.owners import Caller, OwnerPolicy
@@ -285,16 +286,9 @@ class SQLHandler(_StreamedBody):
     @json_errors
     async def post(self, job_id: str) -> None:
         await self._job(job_id)
-        body = self._body()
-        if not isinstance(body, dict) or not isinstance(body.get("statement"), str) or not body["statement"].strip():
-            raise _Reply(422, "statement: a non-empty string is required", errors=[
-                {"field": "statement", "message": "a non-empty string is required"}])
-        limit = body.get("limit")
-        if limit is not None and (not isinstance(limit, int) or limit < 1):
-            raise _Reply(422, "limit: must be a positive integer",
-                         errors=[{"field": "limit", "message": "must be a positive integer"}])
+        req = parse_sql_request(self._body())
         try:
-            result = await self.manager.sql(job_id, body["statement"], limit)
+            result = await self.manager.sql(job_id, req.statement, req.limit)
         except SQLError as e:
             raise _Reply(400, f"SQL error: {e}") from None
         self.finish(json.dumps(result.to_json()))
@@ -337,6 +331,16 @@ class InfoHandler(SparkDockHandler):
     @json_errors
     async def get(self) -> None:
         self.finish(json.dumps({"version": __version__, **(await self.manager.info()), "states": style_catalog()}))
+
+
+class OpenAPIHandler(SparkDockHandler):
+    """``GET sparkdock/api/openapi.json``: the OpenAPI document of this API (:mod:`sparkdock.server.openapi`)."""
+
+    @web.authenticated
+    @authorized
+    @json_errors
+    async def get(self) -> None:
+        self.finish(json.dumps(openapi.document(self.base_url)))
 
 
 class EventsHandler(JupyterHandler, websocket.WebSocketHandler):
@@ -445,5 +449,6 @@ default_handlers: list[tuple[str, type]] = [
     (rf"/sparkdock/api/jobs/{_ID}/credentials", CredentialsHandler),
     (r"/sparkdock/api/exit-codes", ExitCodesHandler),
     (r"/sparkdock/api/info", InfoHandler),
+    (r"/sparkdock/api/openapi.json", OpenAPIHandler),
     (r"/sparkdock/api/events", EventsHandler),
 ]
