@@ -1,6 +1,6 @@
 """Back-pressure of the event WebSocket, on a real Jupyter server (FakeBackend) with real WebSocket clients.
 
-The server keeps at most ``event_queue_size`` events per client (8 here) and writes the next one only when the
+The server keeps at most ``event_queue_size`` events per client (32 here) and writes the next one only when the
 previous one has left for the network. A client that stops reading is disconnected with close code 4008 and a
 reason, and the server keeps nothing more for it; the other clients keep receiving. The Python client's event
 stream, disconnected that way, reconnects and reloads the jobs (a snapshot over REST).
@@ -19,16 +19,18 @@ import websocket
 from client_fixtures import client, run, server_token, server_url  # noqa: F401
 from job_helpers import until
 from sparkdock.model.protocol import SLOW_CONSUMER_CLOSE_CODE
-from sparkdock.notebook.client import EventStream
+from sparkdock.notebook.client import Client, EventStream
+from sparkdock.server.handlers import EVENT_SOCKET_SNDBUF
 
 #: a receive buffer this small (the kernel doubles it) stops the flow after a few KB unless the client reads
 SMALL_RCVBUF = ((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),)
 CHANGES = 200
+QUEUE = 32
 
 
 @pytest.fixture
 def sparkdock_config():
-    return {"event_queue_size": 8}
+    return {"event_queue_size": QUEUE}
 
 
 def _read_until_close(ws: websocket.WebSocket) -> tuple[int, int | None, str]:
@@ -63,8 +65,10 @@ async def test_a_client_that_never_reads_is_dropped_while_the_others_keep_receiv
         unstuck.wait(60)
         seen[job["id"]] = job
 
+    other = Client(client.url, server_token)  # the lagging stream's own REST client (its own thread)
+
     def snapshot() -> None:
-        for job in client.request("GET", "jobs")["jobs"]:
+        for job in other.request("GET", "jobs")["jobs"]:
             seen[job["id"]] = job
 
     lagging = EventStream(client.events_url, server_token, sockopt=SMALL_RCVBUF)
@@ -85,7 +89,7 @@ async def test_a_client_that_never_reads_is_dropped_while_the_others_keep_receiv
         unstuck.set()
         received, close_code, reason = await run(_read_until_close, silent)
         assert close_code == SLOW_CONSUMER_CLOSE_CODE, (close_code, reason)
-        assert "too slow" in reason and "8 events" in reason, reason
+        assert "too slow" in reason and f"{QUEUE} events" in reason, reason
 
         done = await run(lambda: client.job(job["id"]).wait(timeout=60))
         assert done.state == "COMPLETE"
@@ -99,6 +103,7 @@ async def test_a_client_that_never_reads_is_dropped_while_the_others_keep_receiv
         unstuck.set()
         silent.close()
         lagging.close()
+        other.close()
 
     # the reading client got every change of the job, in order
     progress = [j["runtime_status"]["activity"] for j in fast if j["id"] == job["id"]]
@@ -109,6 +114,8 @@ async def test_a_client_that_never_reads_is_dropped_while_the_others_keep_receiv
     fast_bytes = sum(len(json.dumps(j)) for j in fast if j["id"] == job["id"])
     assert fast_bytes > 4_000_000
     assert received < fast_bytes / 4, (received, fast_bytes)
+    # (the queue was emptied when it was dropped: only the socket's bounded send buffer had reached the wire)
+    assert received < 2 * EVENT_SOCKET_SNDBUF + 128 * 1024, received
     # the lagging client was told why (with its tiny buffer it may fall behind again after a resync: it then
     # resynchronises again; what matters is that it ends up with the job's final state, checked above)
     assert lagging.resyncs >= 1 and lagging.last_close is not None

@@ -82,7 +82,7 @@ def test_schemathesis_finds_no_server_error(fake_server: Server, tmp_path: Path)
         str(st), "run", f"{fake_server.url}sparkdock/api/openapi.json",
         "--header", f"Authorization: token {fake_server.token}",
         "--checks", "not_a_server_error,response_schema_conformance",
-        "--max-examples", "25", "--max-time", "25", "--seed", "33", "--workers", "1",
+        "--max-examples", "25", "--max-time", "15", "--seed", "33", "--workers", "1",
         "--request-timeout", "20", "--generation-database", "none", "--no-color",
     ]
     env = {**os.environ, "SCHEMATHESIS_TELEMETRY": "false"}

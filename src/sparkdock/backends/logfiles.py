@@ -151,9 +151,13 @@ def rotate_copytruncate(path: Path, policy: LogPolicy) -> bool:
             return False
         _shift(path)
         rotated = path.with_name(f"{path.name}.1")
-        with path.open("rb") as src, rotated.open("wb") as dst:
+        with path.open("r+b") as src, rotated.open("wb") as dst:
             shutil.copyfileobj(src, dst, 1024 * 1024)
-        os.truncate(path, 0)
+            # What the writer appended meanwhile, read right before the truncation, through the same descriptor:
+            # only a line written between this last read and the truncate (microseconds) can be lost.
+            while chunk := src.read(1024 * 1024):
+                dst.write(chunk)
+            os.ftruncate(src.fileno(), 0)
         enforce_cap(path.parent, policy)
         return True
 
