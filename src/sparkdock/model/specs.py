@@ -226,16 +226,6 @@ class SQLRequest(_Model):
         return v
 
 
-def parse_sql_request(body: Any) -> SQLRequest:
-    """Validate a SQL POST body; raise :class:`SpecError` naming the fields on bad input."""
-    if not isinstance(body, dict):
-        raise SpecError([{"field": "statement", "message": "the body must be a JSON object with a statement"}])
-    try:
-        return SQLRequest.model_validate(body)
-    except ValidationError as exc:
-        raise SpecError(validation_errors(exc)) from None
-
-
 class SpecError(ValueError):
     """A request body that cannot run (seed 003 "Cannot Run"). ``errors`` names each field.
 
@@ -282,11 +272,23 @@ def validation_errors(exc: ValidationError) -> list[dict[str, str]]:
     return out
 
 
-def parse_job_request(body: Any) -> InteractiveJobRequest | AutomatedJobRequest:
-    """Validate a POST body; raise :class:`SpecError` naming the fields on bad input."""
+def _parse(adapter: TypeAdapter[Any], body: Any, field: str, what: str) -> Any:
     if not isinstance(body, dict):
-        raise SpecError([{"field": "", "message": "the body must be a JSON object"}])
+        raise SpecError([{"field": field, "message": f"the body must be a JSON object{what}"}])
     try:
-        return _ADAPTER.validate_python(body)
+        return adapter.validate_python(body)
     except ValidationError as exc:
         raise SpecError(validation_errors(exc)) from None
+
+
+def parse_job_request(body: Any) -> InteractiveJobRequest | AutomatedJobRequest:
+    """Validate a POST body; raise :class:`SpecError` naming the fields on bad input."""
+    return _parse(_ADAPTER, body, "", "")
+
+
+_SQL_ADAPTER: TypeAdapter[SQLRequest] = TypeAdapter(SQLRequest)
+
+
+def parse_sql_request(body: Any) -> SQLRequest:
+    """Validate a SQL POST body; raise :class:`SpecError` naming the fields on bad input."""
+    return _parse(_SQL_ADAPTER, body, "statement", " with a statement")

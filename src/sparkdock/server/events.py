@@ -3,10 +3,9 @@
 The manager publishes every change of a job (state, phase, runtime status, endpoints) as a message
 ``{"type": "job", "job": {...}}``. Subscribers are asyncio queues (the WebSocket handler) or callables
 (notifiers). Publishing never blocks and never buffers without limit: each queue holds at most ``maxsize``
-messages. A subscriber that falls that far behind is dropped (:attr:`Subscription.overflowed`, and its
-``on_overflow`` is called): the WebSocket handler then closes the connection with
-:data:`SLOW_CONSUMER_CLOSE_CODE`, and the client reconnects and reloads what it shows (a snapshot over REST)
-rather than carrying on with a silent gap.
+messages. A subscriber that falls that far behind is dropped (and its ``on_overflow`` is called): the WebSocket
+handler then closes the connection with :data:`~sparkdock.model.protocol.SLOW_CONSUMER_CLOSE_CODE`, and the
+client reconnects and reloads what it shows (a snapshot over REST) rather than carrying on with a silent gap.
 """
 
 from __future__ import annotations
@@ -16,11 +15,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from sparkdock.model.protocol import SLOW_CONSUMER_CLOSE_CODE
-
 log = logging.getLogger(__name__)
-
-__all__ = ["SLOW_CONSUMER_CLOSE_CODE", "EventBus", "Subscription", "call_on_loop"]
 
 Message = dict[str, Any]
 
@@ -53,7 +48,6 @@ class Subscription:
         self.on_overflow = on_overflow
         self.queue: asyncio.Queue[Message] = asyncio.Queue(maxsize=maxsize)
         self.closed = False
-        self.overflowed = False
 
     async def get(self) -> Message:
         """The next message."""
@@ -65,7 +59,6 @@ class Subscription:
         if self.closed or (self.accept is not None and not self.accept(msg)):
             return
         if self.queue.full():
-            self.overflowed = True
             self.close()
             while not self.queue.empty():  # nothing of it is kept
                 self.queue.get_nowait()

@@ -348,7 +348,7 @@ class EventsHandler(JupyterHandler, websocket.WebSocketHandler):
 
     Each client has a queue of at most ``event_queue_size`` messages, and a message is written only when the
     previous one has left for the network. A client that stops reading is disconnected once its queue is full,
-    with close code :data:`~sparkdock.server.events.SLOW_CONSUMER_CLOSE_CODE` (4008) and a reason; it should
+    with close code :data:`~sparkdock.model.protocol.SLOW_CONSUMER_CLOSE_CODE` (4008) and a reason; it should
     reconnect and reload what it shows (``GET sparkdock/api/jobs``). The server never keeps more for it.
     """
 
