@@ -163,7 +163,7 @@ def test_a_version_1_store_is_migrated_with_its_jobs(tmp_path):
     c.commit()
     c.close()
     s = JobStore(path)
-    assert s.schema_version() == SCHEMA_VERSION == 2
+    assert s.schema_version() == SCHEMA_VERSION == 3
     old = s.get("oldjob2345")
     assert old.name == "old" and old.last_activity_at is None
     s.set_last_activity("oldjob2345", "2026-01-01T00:00:05.000Z")

@@ -7,8 +7,10 @@ each offending field with a dotted path (``cluster.workers``) and says what is a
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -19,6 +21,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from sparkdock.model import templates
+from sparkdock.model.lifecycle import State
 
 #: Largest inline application code accepted (bytes of UTF-8).
 MAX_CODE_BYTES = 1_000_000
@@ -167,8 +172,68 @@ class Policy(_Model):
         return self
 
 
+#: Events a notification may name: a state the job enters, or ``*`` for every state change.
+NOTIFICATION_EVENTS = ("*", *(s.value for s in State if s != State.UNKNOWN))
+NotificationEvent = Literal["*", "QUEUED", "INITIALIZING", "RUNNING", "COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR",
+                            "CANCELING", "CANCELED"]
+#: Most notifications of one job, and the largest payload template (bytes of JSON).
+MAX_NOTIFICATIONS = 10
+MAX_PAYLOAD_BYTES = 16 * 1024
+
+
+def _known_variables(text: str) -> None:
+    unknown = templates.unknown_variables(text)
+    if unknown:
+        raise ValueError(f"unknown template variable ${{{unknown[0]}}}; known: "
+                         + ", ".join(f"${{{n}}}" for n in templates.VARIABLES))
+
+
+class NotificationSpec(_Model):
+    """A webhook on a job's events (seed 002): POSTed, signed, to ``url`` when the job enters ``event``."""
+
+    url: str = Field(min_length=1, max_length=2048, description="an http:// or https:// URL; it may hold template "
+                     "variables like ${JOB_ID} or ${EVENT}")
+    event: NotificationEvent = Field(description="the state that triggers it, or '*' for every state change")
+    persistent: bool = Field(False, description="false: sent once, on the first matching event; true: on every "
+                             "matching event")
+    payload: dict[str, Any] | None = Field(None, description="a JSON object to send instead of the job (its strings "
+                                           "may hold template variables), e.g. a chat message")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        _known_variables(v)
+        if "://" not in v and ("@" in v or v.lower().startswith("mailto:")):
+            raise ValueError("email notifications are not supported yet: give an http:// or https:// URL")
+        rendered = templates.render(v, templates.sample_values(), url=True)
+        if any(c.isspace() or ord(c) < 32 for c in rendered):
+            raise ValueError("must not contain spaces or control characters")
+        try:
+            parts = urlsplit(rendered)
+            host, _port = parts.hostname, parts.port  # a port that is not a number raises
+        except ValueError as exc:
+            raise ValueError(f"is not a valid URL ({exc})") from None
+        if parts.scheme not in ("http", "https") or not host:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return v
+
+    @field_validator("payload")
+    @classmethod
+    def _payload(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None:
+            if len(json.dumps(v)) > MAX_PAYLOAD_BYTES:
+                raise ValueError(f"must be at most {MAX_PAYLOAD_BYTES} bytes of JSON")
+            for text in templates.strings_in(v):
+                _known_variables(text)
+        return v
+
+
 class _JobRequest(_Model):
     name: str = Field("", description="a short human name")
+    notifications: list[NotificationSpec] = Field(
+        default_factory=list, max_length=MAX_NOTIFICATIONS,
+        description="webhooks on the job's events (seed 002), signed as Standard Webhooks do",
+    )
 
     @field_validator("name")
     @classmethod
@@ -230,7 +295,8 @@ class SpecError(ValueError):
     """A request body that cannot run (seed 003 "Cannot Run"). ``errors`` names each field.
 
     ``status`` is the HTTP status of the reply: 422 for a body that is not a valid spec, 400 for one this
-    server refuses by its settings (a file outside its root, an image not allowed, a size over a bound).
+    server refuses by its settings (a file outside its root, an image not allowed, a size over a bound) and for
+    notifications it cannot send (a URL that is not http(s), an unknown template variable).
     """
 
     def __init__(self, errors: list[dict[str, str]], status: int = 422) -> None:
@@ -282,8 +348,26 @@ def _parse(adapter: TypeAdapter[Any], body: Any, field: str, what: str) -> Any:
 
 
 def parse_job_request(body: Any) -> InteractiveJobRequest | AutomatedJobRequest:
-    """Validate a POST body; raise :class:`SpecError` naming the fields on bad input."""
-    return _parse(_ADAPTER, body, "", "")
+    """Validate a POST body; raise :class:`SpecError` naming the fields on bad input (400 when only
+    notifications are wrong, else 422)."""
+    try:
+        return _parse(_ADAPTER, body, "", "")
+    except SpecError as exc:
+        if exc.fields and all(f.split(".")[0] == "notifications" for f in exc.fields):
+            exc.status = 400
+        raise
+
+
+_NOTIFICATIONS_ADAPTER: TypeAdapter[list[NotificationSpec]] = TypeAdapter(list[NotificationSpec])
+
+
+def parse_notifications(value: Any, field: str = "notifications") -> list[NotificationSpec]:
+    """Validate a list of notifications (the server's defaults); :class:`SpecError` (400) names the fields."""
+    try:
+        return _NOTIFICATIONS_ADAPTER.validate_python(value)
+    except ValidationError as exc:
+        raise SpecError([{"field": f"{field}.{e['field']}", "message": e["message"]}
+                         for e in validation_errors(exc)], status=400) from None
 
 
 _SQL_ADAPTER: TypeAdapter[SQLRequest] = TypeAdapter(SQLRequest)

@@ -40,6 +40,7 @@ from sparkdock.model.lifecycle import (
     check_transition,
     is_terminal,
 )
+from sparkdock.server.outbox import OutboxMixin
 
 _ID_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"
 _ID_LENGTH = 10
@@ -88,6 +89,45 @@ MIGRATIONS: list[str] = [
     # 2: when an interactive cluster was last used (the idle timeout counts from it, across server restarts)
     """
     ALTER TABLE jobs ADD COLUMN last_activity_at TEXT;
+    """,
+    # 3: the notification outbox (seed 002): deliveries written with the state change that causes them, every
+    #    attempt of each, and the webhook signing secrets (the current one, and retired ones still signing)
+    """
+    CREATE TABLE deliveries (
+        id              TEXT PRIMARY KEY,
+        job_id          TEXT NOT NULL REFERENCES jobs(id),
+        notification    TEXT NOT NULL,
+        event           TEXT NOT NULL,
+        channel         TEXT NOT NULL,
+        url             TEXT NOT NULL,
+        payload         TEXT NOT NULL,
+        created_at      TEXT NOT NULL,
+        status          TEXT NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT,
+        delivered_at    TEXT,
+        last_error      TEXT
+    );
+    CREATE INDEX deliveries_pending ON deliveries(status, next_attempt_at);
+    CREATE INDEX deliveries_job ON deliveries(job_id);
+    CREATE TABLE delivery_attempts (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        delivery_id TEXT NOT NULL REFERENCES deliveries(id),
+        number      INTEGER NOT NULL,
+        time        TEXT NOT NULL,
+        status_code INTEGER,
+        latency_ms  INTEGER,
+        error       TEXT,
+        outcome     TEXT NOT NULL
+    );
+    CREATE INDEX delivery_attempts_delivery ON delivery_attempts(delivery_id, id);
+    CREATE TABLE webhook_secrets (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        secret     TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        shown_at   TEXT,
+        retired_at TEXT
+    );
     """,
 ]
 
@@ -264,11 +304,12 @@ def _event_json(row: sqlite3.Row) -> dict[str, Any]:
     return ev
 
 
-class JobStore:
-    """SQLite-backed store of jobs and their history.
+class JobStore(OutboxMixin):
+    """SQLite-backed store of jobs, their history and their notification outbox (:mod:`.outbox`).
 
     ``listeners`` are called (synchronously, after commit, in the writing thread) with each changed
-    :class:`Job`; the manager uses this to publish events.
+    :class:`Job`; the manager uses this to publish events. ``planner`` (set by the manager) says which
+    notifications a state change triggers; they are written in the transaction of the change.
     """
 
     def __init__(self, path: str | Path, busy_timeout_ms: int = 30_000) -> None:
@@ -495,6 +536,7 @@ class JobStore:
         if desc is None and job.exit_message and target in EXIT_CODE_STATES:
             desc = f"exit code {job.exit_code}: {job.exit_message}"
         self._insert_event(conn, job, "STATE", now, desc)
+        self._plan(conn, job, target.value, now)
         return job
 
     def update(
@@ -579,14 +621,15 @@ class JobStore:
         return [r["id"] for r in rows]
 
     def delete(self, job_ids: list[str]) -> int:
-        """Delete ended jobs and their history, in one transaction (a job that has not ended is kept); how many
-        were deleted."""
+        """Delete ended jobs, their history and their deliveries, in one transaction (a job that has not ended is
+        kept); how many were deleted."""
         deleted = 0
         with self._write() as conn:
             for i in range(0, len(job_ids), 500):
                 chunk = job_ids[i:i + 500]
                 ended = f"SELECT id FROM jobs WHERE id IN ({','.join('?' * len(chunk))}) AND ended_at IS NOT NULL"
                 conn.execute(f"DELETE FROM events WHERE job_id IN ({ended})", chunk)
+                self._delete_deliveries(conn, ended, chunk)
                 deleted += conn.execute(f"DELETE FROM jobs WHERE id IN ({ended})", chunk).rowcount
         return deleted
 
