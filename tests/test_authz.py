@@ -58,6 +58,8 @@ def _routes(job_id: str) -> list[tuple[str, list[str], str]]:
         for method in ("get", "post", "delete"):
             if method in vars(handler):
                 action = "write" if method != "get" or parts[-1] == "credentials" else "read"
+                if parts[0] == "webhooks":  # the server's signing secret: admins only
+                    action = "admin"
                 found.append((method.upper(), parts, action))
     return found
 
@@ -65,8 +67,8 @@ def _routes(job_id: str) -> list[tuple[str, list[str], str]]:
 async def test_the_auth_matrix_of_every_route_and_the_event_stream(jp_fetch, jp_ws_fetch, jp_serverapp):
     jid = await _running(jp_fetch, jp_serverapp)
     routes = _routes(jid)
-    assert len(routes) == 12  # jobs GET/POST, job GET/DELETE, status, history, logs, sql, credentials, codes, info,
-    # openapi.json
+    assert len(routes) == 15  # jobs GET/POST, job GET/DELETE, status, history, logs, sql, credentials,
+    # notifications, webhooks/secret GET/POST, codes, info, openapi.json
     for method, parts, action in routes:
         body = {"statement": "SELECT 1"} if parts[-1] == "sql" else INTERACTIVE
         for who, headers in (("no token", {"Authorization": ""}), ("a wrong token", {"Authorization": "token x"})):
@@ -76,6 +78,9 @@ async def test_the_auth_matrix_of_every_route_and_the_event_stream(jp_fetch, jp_
         if action == "write":
             assert code == 403, (method, parts, code, reply)
             assert "not authorized" in reply["message"]
+        elif action == "admin":  # the reader may read, but is no admin
+            assert code == 403, (method, parts, code, reply)
+            assert "only an admin" in reply["message"] or "not authorized" in reply["message"]
         else:  # the reader may read, but alice's job is not the reader's to see
             assert code in (200, 404), (method, parts, code, reply)
             assert code == 200 or jid in reply["message"]
@@ -125,7 +130,7 @@ async def test_a_user_sees_and_acts_on_their_own_jobs_only_and_an_admin_on_all(j
     code, listed = await _call(jp_fetch, "GET", "jobs", user="bob")
     assert code == 200 and [j["id"] for j in listed["jobs"]] == [bobs] and listed["total"] == 1
     for parts in (["jobs", alices], ["jobs", alices, "status"], ["jobs", alices, "history"],
-                  ["jobs", alices, "logs"], ["jobs", alices, "credentials"]):
+                  ["jobs", alices, "logs"], ["jobs", alices, "credentials"], ["jobs", alices, "notifications"]):
         code, reply = await _call(jp_fetch, "GET", *parts, user="bob")
         assert code == 404 and reply["message"] == f"no job with id {alices!r}", (parts, code, reply)
     code, _ = await _call(jp_fetch, "POST", "jobs", alices, "sql", user="bob", body={"statement": "SELECT 1"})
@@ -144,6 +149,12 @@ async def test_a_user_sees_and_acts_on_their_own_jobs_only_and_an_admin_on_all(j
     assert code == 200 and creds["lab"]["token"]
     code, _ = await _call(jp_fetch, "DELETE", "jobs", alices, user="admin")
     assert code == 202
+    # the webhook signing secret is the admin's, not bob's
+    for method in ("GET", "POST"):
+        code, reply = await _call(jp_fetch, method, "webhooks", "secret", user="bob", body={})
+        assert code == 403 and "only an admin" in reply["message"], (method, code, reply)
+    code, reply = await _call(jp_fetch, "GET", "webhooks", "secret", user="admin")
+    assert code == 200 and "secret" not in reply
     await _messages_until(admin_ws, alices, "COMPLETE")
     code, listed = await _call(jp_fetch, "GET", "jobs", user="bob")
     assert [j["id"] for j in listed["jobs"]] == [bobs]

@@ -97,6 +97,12 @@ def test_the_server_refuses_to_start_on_a_group_writable_data_dir(tmp_path):
     ("max_log_bytes_per_job", "512k", "1m", "must be a size of at least '1m'"),
     ("max_log_bytes_per_job", "lots", "2g", "must be a size of at least '1m', like '256m', not 'lots'"),
     ("event_queue_size", 0, 1, "must be at least 1"),
+    ("webhook_retry_schedule", [5, 0], [0.5, 2], "must be at most 20 delays, each more than 0"),
+    ("webhook_retry_schedule", ["soon"], [5, 300], "must be at most 20 delays, each more than 0"),
+    ("webhook_retry_jitter", 1.5, 0, "must be between 0 and 0.9"),
+    ("webhook_timeout", 0, 0.5, "must be between 0.1 and 60 seconds"),
+    ("webhook_secret_grace", -1, 0, "must be 0 or more seconds"),
+    ("webhook_allowed_networks", ["10.0.0.0/33"], ["10.0.0.0/8", "::1/128"], "must hold networks like '10.0.0.0/8'"),
 ])
 def test_retention_and_log_cap_settings_are_validated(setting, bad, good, says):
     """The growth bounds are server settings (traitlets): a value that makes no sense is refused by name."""

@@ -89,6 +89,8 @@ class Server:
         env["JUPYTER_DATA_DIR"] = str(self.tmp / "jupyter-data")
         for var in self.drop_env:
             env.pop(var, None)
+        for stale in Path(env["JUPYTER_RUNTIME_DIR"]).glob("jpserver-*"):  # a killed server's: not this one's port
+            stale.unlink(missing_ok=True)
         program = ["-m", "jupyter_server"] if self.app == "server" else ["-m", "jupyter", "lab"]
         cmd = [
             sys.executable, *program, "--no-browser", "--ip=127.0.0.1", "--port=0",

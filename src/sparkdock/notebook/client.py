@@ -379,10 +379,12 @@ class Client:
         idle_timeout: float | None = None,
         max_lifetime: float | None = None,
         image: str | None = None,
+        notifications: Sequence[Mapping[str, Any]] = (),
     ) -> InteractiveJob:
         """Launch an interactive cluster (an interactive job); returns at once, in state QUEUED.
 
-        Call :meth:`Job.wait` to wait until it is RUNNING.
+        Call :meth:`Job.wait` to wait until it is RUNNING. ``notifications``: webhooks on its events,
+        ``{"url": ..., "event": "RUNNING" | "*" | ..., "persistent": False}`` (see :meth:`submit`).
         """
         cluster: dict[str, Any] = {
             "workers": workers,
@@ -392,7 +394,9 @@ class Client:
         for key, val in (("idle_timeout", idle_timeout), ("max_lifetime", max_lifetime), ("image", image)):
             if val is not None:
                 cluster[key] = val
-        body = {"kind": "interactive", "name": name, "cluster": cluster}
+        body: dict[str, Any] = {"kind": "interactive", "name": name, "cluster": cluster}
+        if notifications:
+            body["notifications"] = [dict(n) for n in notifications]
         job = self._handle(self.request("POST", "jobs", json_body=body))
         assert isinstance(job, InteractiveJob)
         return job
@@ -408,6 +412,7 @@ class Client:
         cluster: Mapping[str, Any] | None = None,
         cluster_job: Job | str | None = None,
         policy: Mapping[str, Any] | None = None,
+        notifications: Sequence[Mapping[str, Any]] = (),
     ) -> AutomatedJob:
         """Submit an automated job (a batch Spark application): PySpark ``code``/``path`` or a SQL script.
 
@@ -416,7 +421,9 @@ class Client:
         ``path`` is taken from the kernel's current folder; the file must lie under the Jupyter server's root
         directory, which the server reads it from. ``policy``
         takes ``max_runtime``, ``min_runtime``, ``overrun_action``, ``retries``, ``rerun_on_exit_codes``.
-        Bad input raises :class:`InvalidSpec` whose ``errors`` name each field.
+        ``notifications`` are webhooks on the job's events: ``{"url": "https://...?job=${JOB_ID}", "event":
+        "COMPLETE" | "*" | <any state>, "persistent": False, "payload": {...}}`` (seed 002; the URL and payload may
+        use template variables). Bad input raises :class:`InvalidSpec` whose ``errors`` name each field.
         """
         app: dict[str, Any] = {"type": type, "args": [str(a) for a in args], "conf": dict(conf or {})}
         if code is not None:
@@ -430,6 +437,8 @@ class Client:
             body["cluster"] = dict(cluster)
         if policy is not None:
             body["policy"] = dict(policy)
+        if notifications:
+            body["notifications"] = [dict(n) for n in notifications]
         job = self._handle(self.request("POST", "jobs", json_body=body))
         assert isinstance(job, AutomatedJob)
         return job
@@ -461,6 +470,11 @@ class Client:
             except SparkdockError:
                 return None
         return self._catalog.get(int(code))
+
+    def webhook_secret(self) -> str:
+        """The server's webhook signing secret (``whsec_...``), shown once: the current one if it was never
+        shown, else a new one that replaces it (admins only). Verify deliveries with it."""
+        return self.request("POST", "webhooks/secret")["secret"]
 
     def info(self) -> dict[str, Any]:
         """Server information: version, backend in use and why, capacity, state colours."""
@@ -562,6 +576,10 @@ class Job:
     def history(self) -> list[dict[str, Any]]:
         """The history: ``{id, time, event, state, phase, description, attempt, progress?}`` events."""
         return self.client.request("GET", f"jobs/{self.id}/history")["events"]
+
+    def notifications(self) -> list[dict[str, Any]]:
+        """The webhook deliveries of this job: ``{id, notification, event, url, status, attempts: [...]}``."""
+        return self.client.request("GET", f"jobs/{self.id}/notifications")["deliveries"]
 
     def logs(self, component: str | None = None, tail: int | None = None) -> str:
         """Logs of one component (``master``, ``worker-N``, ``sql``, ``lab``, ``driver``; default: the

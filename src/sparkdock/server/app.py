@@ -9,19 +9,21 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Bool, CaselessStrEnum, Float, Int, Set, Type, Unicode, default, validate
+from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, List, Set, Type, Unicode, default, validate
 
 from sparkdock._version import __version__
 from sparkdock.backends.base import Backend
 from sparkdock.backends.logfiles import DEFAULT_MAX_JOB_BYTES, LogPolicy
 from sparkdock.backends.provisioning import Deadlines
-from sparkdock.model.specs import parse_size
+from sparkdock.model.specs import SpecError, parse_notifications, parse_size
 from sparkdock.server.data_dir import UnsafePermissions, prepare_data_dir, prepare_store_file
 from sparkdock.server.events import EventBus
 from sparkdock.server.limits import Limits
 from sparkdock.server.manager import JobManager, ManagerConfig, data_dir_default
 from sparkdock.server.owners import OwnerPolicy
 from sparkdock.server.store import JobStore
+from sparkdock.server.webhooks.dispatcher import STANDARD_SCHEDULE, DeliveryPolicy
+from sparkdock.server.webhooks.planner import NotificationPlanner
 
 
 def exposure_warning(bind_address: str) -> str | None:
@@ -154,6 +156,40 @@ class SparkDockApp(ExtensionApp):
         "(too slow) and resynchronises: the Python client reconnects and reloads the jobs it shows. This bounds "
         "the server's memory per client.",
     )
+    public_url = Unicode(
+        "", config=True, help="The URL at which users reach this Jupyter server, for the links that notifications "
+        "carry (${JOB_URL}, ${JOB_ARCHIVE_URL}); default: the server's own URL (ServerApp.connection_url).",
+    )
+    default_notifications = List(
+        Dict(), config=True,
+        help="Notifications added to every job, as in a job's 'notifications': [{'url': 'https://...', 'event': "
+        "'SYSTEM_ERROR' or '*' or a state, 'persistent': false}]. Their URLs are not shown to the jobs' owners "
+        "(only their origin).",
+    )
+    webhook_retry_schedule = List(
+        default_value=list(STANDARD_SCHEDULE), config=True,
+        help="Seconds (numbers) between the attempts of a webhook that failed with a 5xx, a 429, a timeout or a "
+        "network error (Standard Webhooks' schedule: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h); a webhook is tried at "
+        "most once more than the list is long, then it is marked failed.",
+    )
+    webhook_retry_jitter = Float(
+        0.2, config=True, help="Each retry delay is multiplied by a random factor in [1 - jitter, 1 + jitter], so "
+        "that many webhooks that failed together do not all come back at once (0 to 0.9).",
+    )
+    webhook_timeout = Float(
+        10.0, config=True, help="Seconds a webhook's receiver has to accept the connection, and to answer "
+        "(0.1 to 60); a timeout is retried.",
+    )
+    webhook_allowed_networks = List(
+        Unicode(), config=True,
+        help="Networks (CIDR, e.g. '10.0.0.0/8' or '127.0.0.1/32') that webhooks may reach although they are not "
+        "public. By default only public addresses are: loopback, link-local, private, shared, multicast, reserved "
+        "and cloud metadata addresses are refused (the guard against server-side request forgery).",
+    )
+    webhook_secret_grace = Float(
+        24 * 3600.0, config=True, help="Seconds a rotated-out webhook signing secret keeps signing next to the "
+        "new one (receivers switch in that time).",
+    )
     admin_users = Set(
         Unicode(), config=True,
         help="Users who see and act on every job when owners are enforced (default: under JupyterHub, the "
@@ -181,6 +217,45 @@ class SparkDockApp(ExtensionApp):
         if int(proposal["value"]) < 1:
             raise ValueError(f"SparkDockApp.{proposal['trait'].name} must be at least 1")
         return int(proposal["value"])
+
+    @validate("webhook_retry_schedule")
+    def _valid_schedule(self, proposal: Any) -> list[float]:
+        try:  # numbers from a config file; strings from the command line (each --...=N adds one)
+            value = [float(v) for v in proposal["value"]]
+        except (TypeError, ValueError):
+            value = []
+        if (not value and proposal["value"]) or len(value) > 20 or any(not 0 < v <= 7 * 24 * 3600 for v in value):
+            raise ValueError("SparkDockApp.webhook_retry_schedule must be at most 20 delays, each more than 0 and "
+                             f"at most 7 days (604800 s), not {proposal['value']!r}")
+        return value
+
+    @validate("webhook_retry_jitter")
+    def _valid_jitter(self, proposal: Any) -> float:
+        if not 0 <= float(proposal["value"]) <= 0.9:
+            raise ValueError("SparkDockApp.webhook_retry_jitter must be between 0 and 0.9")
+        return float(proposal["value"])
+
+    @validate("webhook_timeout")
+    def _valid_webhook_timeout(self, proposal: Any) -> float:
+        if not 0.1 <= float(proposal["value"]) <= 60:
+            raise ValueError("SparkDockApp.webhook_timeout must be between 0.1 and 60 seconds")
+        return float(proposal["value"])
+
+    @validate("webhook_secret_grace")
+    def _valid_grace(self, proposal: Any) -> float:
+        if float(proposal["value"]) < 0:
+            raise ValueError("SparkDockApp.webhook_secret_grace must be 0 or more seconds")
+        return float(proposal["value"])
+
+    @validate("webhook_allowed_networks")
+    def _valid_networks(self, proposal: Any) -> list[str]:
+        for net in proposal["value"]:
+            try:
+                ipaddress.ip_network(str(net), strict=False)
+            except ValueError:
+                raise ValueError("SparkDockApp.webhook_allowed_networks must hold networks like '10.0.0.0/8' or "
+                                 f"'127.0.0.1/32', not {net!r}") from None
+        return [str(n) for n in proposal["value"]]
 
     @validate("history_retention_days")
     def _not_negative(self, proposal: Any) -> float:
@@ -264,7 +339,13 @@ class SparkDockApp(ExtensionApp):
         except UnsafePermissions as exc:  # refuse to start: a clear message, no traceback
             self.log.critical("sparkdock cannot start: %s", exc)
             raise SystemExit(f"sparkdock cannot start: {exc}") from None
+        try:
+            defaults = parse_notifications(self.default_notifications, "SparkDockApp.default_notifications")
+        except SpecError as exc:
+            self.log.critical("sparkdock cannot start: %s", exc)
+            raise SystemExit(f"sparkdock cannot start: {exc}") from None
         store = JobStore(store_path)
+        store.planner = NotificationPlanner(defaults, self._public_url)
         backend, reason = self._make_backend(data_dir, self._instance_id())
         backend.log_policy = LogPolicy(parse_size(self.max_log_bytes_per_job))
         self.log.info("sparkdock: %s backend (%s); data in %s", backend.name, reason, data_dir)
@@ -289,6 +370,9 @@ class SparkDockApp(ExtensionApp):
             health_grace=self.health_grace,
             health_probe_failures=self.health_probe_failures,
             retention_days=self.history_retention_days or None,
+            webhooks=DeliveryPolicy(schedule=tuple(self.webhook_retry_schedule), jitter=self.webhook_retry_jitter,
+                                    timeout=self.webhook_timeout, secret_grace=self.webhook_secret_grace),
+            webhook_allowed_networks=tuple(self.webhook_allowed_networks),
             limits=Limits.of(self.serverapp.root_dir, self.allowed_images, self.max_workers, self.max_worker_cores,
                              self.max_worker_memory),
         )
@@ -297,6 +381,11 @@ class SparkDockApp(ExtensionApp):
         self.log.info("sparkdock: %s", owners.describe())
         self.log.info("sparkdock: %s", config.limits.describe())
         self.settings.update({"sparkdock_manager": self.manager, "sparkdock_owners": owners})
+
+    def _public_url(self) -> str:
+        """The server's URL for the links of notifications, ending with ``/``."""
+        url = self.public_url or self.serverapp.connection_url
+        return url if url.endswith("/") else url + "/"
 
     def initialize_handlers(self) -> None:
         """Register the REST and WebSocket routes."""

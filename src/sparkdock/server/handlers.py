@@ -294,6 +294,46 @@ class SQLHandler(_StreamedBody):
         self.finish(json.dumps(result.to_json()))
 
 
+class NotificationsHandler(SparkDockHandler):
+    """``GET sparkdock/api/jobs/{id}/notifications``: the job's notifications and every delivery attempt."""
+
+    @web.authenticated
+    @authorized
+    @json_errors
+    async def get(self, job_id: str) -> None:
+        job = await self._job(job_id)
+        self.finish(json.dumps({"id": job.id, "notifications": job.spec.get("notifications") or [],
+                                "deliveries": await self.manager.deliveries(job_id)}))
+
+
+class WebhookSecretHandler(SparkDockHandler):
+    """``GET/POST sparkdock/api/webhooks/secret``: the server's webhook signing secret (admins only).
+
+    GET says when it was made and rotated and whether it was shown, never the secret. POST shows a secret once:
+    the current one if it was never shown, else a new one that replaces it (the old one keeps signing for
+    ``webhook_secret_grace`` seconds). The answer is never cached, and the secret is never logged.
+    """
+
+    async def _admin(self) -> None:
+        if not (await self._caller()).sees_all:
+            raise _Reply(403, "only an admin may read or rotate the webhook signing secret")
+
+    @web.authenticated
+    @authorized
+    @json_errors
+    async def get(self) -> None:
+        await self._admin()
+        self.finish(json.dumps(await self.manager.webhook_secret_info()))
+
+    @web.authenticated
+    @authorized
+    @json_errors
+    async def post(self) -> None:
+        await self._admin()
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(await self.manager.reveal_webhook_secret()))
+
+
 class CredentialsHandler(SparkDockHandler):
     """``GET sparkdock/api/jobs/{id}/credentials``: the SQL password and lab token of a RUNNING cluster.
 
@@ -447,6 +487,8 @@ default_handlers: list[tuple[str, type]] = [
     (rf"/sparkdock/api/jobs/{_ID}/logs", LogsHandler),
     (rf"/sparkdock/api/jobs/{_ID}/sql", SQLHandler),
     (rf"/sparkdock/api/jobs/{_ID}/credentials", CredentialsHandler),
+    (rf"/sparkdock/api/jobs/{_ID}/notifications", NotificationsHandler),
+    (r"/sparkdock/api/webhooks/secret", WebhookSecretHandler),
     (r"/sparkdock/api/exit-codes", ExitCodesHandler),
     (r"/sparkdock/api/info", InfoHandler),
     (r"/sparkdock/api/openapi.json", OpenAPIHandler),

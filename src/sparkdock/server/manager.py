@@ -34,6 +34,8 @@ from sparkdock.server.hiveserver2 import SQLResult, run_statement
 from sparkdock.server.limits import Limits
 from sparkdock.server.owners import DEFAULT_OWNER, Caller
 from sparkdock.server.store import Job, JobStore, StorageUnavailable, parse_time, utc_text, utcnow
+from sparkdock.server.webhooks.dispatcher import DeliveryPolicy, Dispatcher
+from sparkdock.server.webhooks.guard import TargetGuard
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,8 @@ class ManagerConfig:
     retention_days: float | None = None
     retention_interval: float = 3600.0
     limits: Limits = field(default_factory=Limits)
+    webhooks: DeliveryPolicy = field(default_factory=DeliveryPolicy)
+    webhook_allowed_networks: tuple[str, ...] = ()
 
 
 @dataclass
@@ -114,6 +118,8 @@ class JobManager:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.health = HealthMonitor(self, interval=self.config.health_interval, grace=self.config.health_grace,
                                     probe_failures=self.config.health_probe_failures)
+        self.notifier = Dispatcher(self.db, TargetGuard(self.config.webhook_allowed_networks), self.config.webhooks)
+        self._planned_seen = 0
         self.store.listeners.append(self._on_store_change)
 
     # ---- start / stop ---------------------------------------------------------------------------
@@ -140,6 +146,7 @@ class JobManager:
             self._spawn(self._watchdog_loop(), "watchdog")
             self._spawn(self._watch_backend(), "backend-watch")
             self._spawn(self.health.run(), "health")
+            self._spawn(self.notifier.run(), "notifications")
             self._started = True
             self.kick()
 
@@ -193,6 +200,10 @@ class JobManager:
         self.bus.publish({"type": "job", "job": job.to_event_json()})
         if job.terminal:  # a cluster or a driver slot is free
             self.kick()
+        planned = getattr(self.store.planner, "planned", 0)
+        if planned != self._planned_seen:  # the change planned deliveries (committed now): send them
+            self._planned_seen = planned
+            self.notifier.kick()
 
     @property
     def root_dir(self) -> Path:
@@ -211,6 +222,23 @@ class JobManager:
     async def history(self, job_id: str) -> list[dict[str, Any]]:
         """The job's history."""
         return await self.db.history(job_id)
+
+    async def deliveries(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's webhook deliveries and their attempts."""
+        return await self.db.call(self.store.deliveries, job_id)
+
+    async def webhook_secret_info(self) -> dict[str, Any]:
+        """When the signing secret was made and rotated, and whether it was shown (never the secret)."""
+        return {**(await self.db.call(self.store.webhook_secret_info)),
+                "grace_seconds": self.config.webhooks.secret_grace}
+
+    async def reveal_webhook_secret(self) -> dict[str, Any]:
+        """Show a signing secret once: the current one if it was never shown, else a new one (a rotation: the
+        old one keeps signing for ``webhook_secret_grace`` seconds)."""
+        secret, created, rotated = await self.db.call(self.store.reveal_webhook_secret, utcnow())
+        log.info("sparkdock: the webhook signing secret was %s", "rotated" if rotated else "shown")
+        return {"secret": secret, "created_at": created, "rotated": rotated,
+                "grace_seconds": self.config.webhooks.secret_grace}
 
     async def info(self) -> dict[str, Any]:
         """The backend in use and why, capacity and counts."""
@@ -241,6 +269,7 @@ class JobManager:
                 spec["cluster"]["max_lifetime"] = self.config.default_max_lifetime
         else:
             spec = await self._automated_spec(req, caller)
+        spec["notifications"] = [n.model_dump() for n in req.notifications]
         queued = (await self.db.list(states=[State.UNKNOWN, State.QUEUED], limit=1))[1]
         over_quota = queued >= self.config.max_queued_jobs
         if over_quota and req.kind == "interactive":

@@ -112,6 +112,44 @@ RESPONSE_SCHEMAS: dict[str, Any] = {
         "properties": {"columns": {"type": "array", "items": _STR}, "rows": {"type": "array", "items": {
             "type": "array"}}, "row_count": _INT, "truncated": {"type": "boolean"}, "limit": _nullable(_INT)},
     },
+    "Notifications": {
+        "type": "object",
+        "required": ["id", "notifications", "deliveries"],
+        "properties": {
+            "id": _STR,
+            "notifications": {"type": "array", "items": _OBJ, "description": "the job's notifications as stored"},
+            "deliveries": {"type": "array", "items": {
+                "type": "object",
+                "required": ["id", "notification", "event", "url", "status", "attempts"],
+                "properties": {
+                    "id": {"type": "string", "description": "the webhook-id (the same for every attempt)"},
+                    "notification": {"type": "string", "description": "job:<i> (the job's) or server:<i>"},
+                    "event": _STR, "channel": _STR,
+                    "url": {"type": "string", "description": "the URL (a server default's as its origin)"},
+                    "status": {"type": "string", "enum": ["pending", "delivered", "failed"]},
+                    "created_at": _STR, "next_attempt_at": _nullable(_STR), "delivered_at": _nullable(_STR),
+                    "last_error": _nullable(_STR),
+                    "attempts": {"type": "array", "items": {
+                        "type": "object",
+                        "properties": {"number": _INT, "time": _STR, "status_code": _nullable(_INT),
+                                       "latency_ms": _nullable(_INT), "error": _nullable(_STR),
+                                       "outcome": {"type": "string", "enum": ["delivered", "retry", "failed"]}},
+                    }},
+                },
+            }},
+        },
+    },
+    "WebhookSecretInfo": {
+        "type": "object",
+        "properties": {"created_at": _nullable(_STR), "shown": {"type": "boolean"}, "rotated_at": _nullable(_STR),
+                       "grace_seconds": {"type": "number"}},
+    },
+    "WebhookSecret": {
+        "type": "object",
+        "required": ["secret", "created_at", "rotated"],
+        "properties": {"secret": {"type": "string", "description": "whsec_<base64>: shown this once"},
+                       "created_at": _STR, "rotated": {"type": "boolean"}, "grace_seconds": {"type": "number"}},
+    },
     "Credentials": {"type": "object", "description": "sql {user, password, jdbc_url} and lab {token, url}"},
     "ExitCodes": {"description": "the exit-code catalog (seed 000)"},
     "Info": {"type": "object", "description": "version, backend in use and why, capacity, state colours"},
@@ -162,7 +200,8 @@ PATHS: dict[str, dict[str, Any]] = {
             "operationId": "submitJob", "summary": "Launch an interactive cluster or submit an automated job",
             "requestBody": _body("JobRequest"),
             "responses": {"201": _ok("the job, QUEUED (Location: its URL)", "Job"),
-                          "400": _error("not JSON, or a request the server's limits refuse"),
+                          "400": _error("not JSON, a request the server's limits refuse, or a notification "
+                                        "it cannot send (errors name each field)"),
                           "409": _error("cluster_job is not RUNNING"), "413": _error("body over 2 MB"),
                           "422": _error("a spec that cannot run; errors name each field"),
                           "429": _error("too many jobs queued"), **_DENIED, **_STORE},
@@ -216,6 +255,19 @@ PATHS: dict[str, dict[str, Any]] = {
                                                             "(needs write permission; never cached)",
                 "responses": {"200": _ok("the credentials", "Credentials"), "409": _error("not RUNNING"),
                               **_UNKNOWN, **_DENIED}},
+    },
+    f"{API}/jobs/{{job_id}}/notifications": {
+        "parameters": [_JOB_ID],
+        "get": {"operationId": "getJobNotifications", "summary": "The job's webhooks and every delivery attempt",
+                "responses": {"200": _ok("notifications and deliveries", "Notifications"), **_UNKNOWN, **_DENIED}},
+    },
+    f"{API}/webhooks/secret": {
+        "get": {"operationId": "getWebhookSecretInfo", "summary": "When the webhook signing secret was made, "
+                                                                  "rotated, shown (admins; never the secret)",
+                "responses": {"200": _ok("what is known of the secret", "WebhookSecretInfo"), **_DENIED}},
+        "post": {"operationId": "revealWebhookSecret", "summary": "Show a signing secret once: the current one if "
+                                                                  "never shown, else a new one (rotation; admins)",
+                 "responses": {"200": _ok("the secret, shown this once", "WebhookSecret"), **_DENIED, **_STORE}},
     },
     f"{API}/exit-codes": {
         "get": {"operationId": "getExitCodes", "summary": "The exit-code catalog",
