@@ -12,6 +12,11 @@ import asyncio
 import base64
 import json
 import logging
+import os
+import subprocess
+import sys
+import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, quote
@@ -19,10 +24,17 @@ from urllib.parse import parse_qs, quote
 import pytest
 import standardwebhooks
 
-from job_helpers import captured_log
+from client_fixtures import client, run, server_token, server_url  # noqa: F401
+from job_helpers import captured_log, until
+from sparkdock.model.lifecycle import Kind, State
+from sparkdock.model.specs import parse_notifications
 from sparkdock.model.templates import VARIABLES
+from sparkdock.server.db import AsyncStore
+from sparkdock.server.store import JobStore
 from sparkdock.server.webhooks import signing
+from sparkdock.server.webhooks.dispatcher import DeliveryPolicy, Dispatcher
 from sparkdock.server.webhooks.guard import TargetGuard
+from sparkdock.server.webhooks.planner import NotificationPlanner
 from webhook_receiver import Receiver
 
 H = {"Content-Type": "application/json"}
@@ -293,3 +305,72 @@ async def test_more_than_ten_notifications_are_refused(jp_fetch):
 async def test_an_unknown_job_has_no_notifications(jp_fetch):
     code, reply = await _call(jp_fetch, "GET", "jobs", "nosuchjob1", "notifications")
     assert code == 404 and "nosuchjob1" in reply["message"]
+
+
+async def test_the_python_client_sends_notifications_and_reads_the_attempts(client, receiver):  # noqa: F811
+    fake = json.dumps({"exit_status": 0})
+    job = await run(client.submit, code=f"# fake: {fake}\nprint(1)", cluster={"image": "fake/ok"},
+                    notifications=[{"url": receiver.url("/py/${JOB_ID}"), "event": "QUEUED"}])
+    [got] = await asyncio.to_thread(receiver.wait_for, lambda got: any(g.path.startswith("/py/") for g in got),
+                                    "the client's webhook")
+    assert got.path == f"/py/{job.id}"
+    standardwebhooks.Webhook(await run(client.webhook_secret)).verify(got.body, got.headers)
+
+    def delivered() -> dict[str, Any]:  # the blocking client, in a thread (the server runs on this loop)
+        deadline = time.monotonic() + 30
+        while True:
+            mine = [d for d in job.notifications() if d["notification"] == "job:0"]
+            if mine and mine[0]["status"] == "delivered":
+                return mine[0]
+            assert time.monotonic() < deadline, f"the delivery is not recorded: {mine}"
+            time.sleep(0.05)
+
+    delivery = await run(delivered)
+    assert delivery["attempts"][0]["status_code"] == 200
+
+
+async def test_a_receiver_that_does_not_answer_in_time_is_tried_again(tmp_path):
+    """The dispatcher on a real store (no Jupyter server): an attempt is bounded by ``timeout``."""
+    store = JobStore(tmp_path / "jobs.db")
+    store.planner = NotificationPlanner([], lambda: "http://jupyter/")
+    db = AsyncStore(store)
+    dispatcher = Dispatcher(db, TargetGuard(["127.0.0.3/32"]), DeliveryPolicy(schedule=(0.2,), jitter=0, timeout=0.5))
+    with Receiver("127.0.0.3") as slow:
+        release = threading.Event()
+        slow.stall["/slow"] = release
+        spec = {"notifications": [n.model_dump() for n in parse_notifications([
+            {"url": slow.url("/slow"), "event": "QUEUED"}])]}
+        job = store.create(Kind.AUTOMATED, spec, then={"target": State.QUEUED})
+        task = asyncio.get_running_loop().create_task(dispatcher.run())
+        try:
+            await until(lambda: store.deliveries(job.id)[0]["status"] == "delivered", "the second attempt", 30)
+            [d] = store.deliveries(job.id)
+        finally:
+            release.set()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            db.close()
+            store.close()
+    first, second = d["attempts"]
+    assert first["outcome"] == "retry" and first["status_code"] is None, first
+    assert "Timeout" in first["error"] and "after at most 0.5 s" in first["error"], first
+    assert 450 <= first["latency_ms"] < 5000, first  # bounded by the timeout, not by the receiver
+    assert second["outcome"] == "delivered" and second["status_code"] == 200
+
+
+def test_a_server_with_a_bad_default_notification_refuses_to_start(tmp_path):
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "jupyter_server_config.json").write_text(json.dumps({
+        "ServerApp": {"jpserver_extensions": {"sparkdock": True}},
+        "SparkDockApp": {"default_notifications": [{"url": "https://h/${JOB_IDD}", "event": "*"}]}}))
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(config), "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt")}
+    out = subprocess.run(
+        [sys.executable, "-m", "jupyter_server", "--no-browser", "--port=0", "--allow-root",
+         f"--ServerApp.root_dir={tmp_path}", f"--SparkDockApp.data_dir={tmp_path / 'data'}"],
+        capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL,
+    )
+    assert out.returncode != 0, out.stderr[-2000:]
+    assert ("sparkdock cannot start: SparkDockApp.default_notifications.0.url: unknown template variable "
+            "${JOB_IDD}") in out.stderr
+    assert "Traceback" not in out.stderr

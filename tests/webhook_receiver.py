@@ -44,6 +44,8 @@ class Receiver:
         self.script: dict[str, list[int]] = {}
         self.redirects: dict[str, str] = {}
         self.retry_after: dict[str, str] = {}
+        self.stall: dict[str, threading.Event] = {}
+        """path -> an event: the first request to that path gets no answer until the test sets it"""
         self._cond = threading.Condition()
         receiver = self
 
@@ -51,6 +53,10 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 parts = urlsplit(self.path)
+                with receiver._cond:
+                    stall = receiver.stall.pop(parts.path, None)
+                if stall is not None:  # a receiver that does not answer (in time)
+                    stall.wait(60)
                 status = receiver._answer(parts.path)
                 self.send_response(status)
                 if parts.path in receiver.redirects:
