@@ -127,7 +127,7 @@ async def test_signed_deliveries_with_template_variables_reach_the_receiver(jp_f
     assert code == 200 and secret["secret"].startswith("whsec_") and secret["rotated"] is False
     verifier = standardwebhooks.Webhook(secret["secret"])
 
-    each = receiver.at(f"/each/{jid}")
+    each = sorted(receiver.at(f"/each/{jid}"), key=lambda r: r.json["data"]["job"]["seq"])  # sent concurrently
     assert [parse_qs(r.query)["event"][0] for r in each] == ["QUEUED", "INITIALIZING", "RUNNING", "EXECUTOR_ERROR"]
     last = parse_qs(each[-1].query)
     final = (await _call(jp_fetch, "GET", "jobs", jid))[1]
