@@ -32,6 +32,10 @@ def running_fake_server(tmp: Path, *extra_args: str) -> Iterator[Server]:
     os.environ["PYTHONPATH"] = os.pathsep.join([str(TESTS), *([old] if old else [])])
     try:
         server.start()
+    except BaseException:  # a server that did not come up is stopped too: never left running
+        print(f"server log:\n{server.log_tail(60)}")
+        server.stop()
+        raise
     finally:
         if old is None:
             os.environ.pop("PYTHONPATH", None)
