@@ -123,3 +123,11 @@ def test_a_bad_server_default_is_refused_by_name():
         parse_notifications([{"url": "http://h/${JOB}", "event": "*"}], "SparkDockApp.default_notifications")
     assert exc.value.fields == ["SparkDockApp.default_notifications.0.url"] and exc.value.status == 400
     assert "unknown template variable ${JOB}" in str(exc.value)
+
+
+def test_the_events_a_notification_may_name_are_the_states_and_a_star():
+    import typing
+
+    from sparkdock.model.specs import NotificationEvent
+
+    assert set(typing.get_args(NotificationEvent)) == {"*"} | {s.value for s in State if s != State.UNKNOWN}

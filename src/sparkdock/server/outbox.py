@@ -17,7 +17,7 @@ period after a rotation, so that receivers can switch without losing a delivery.
 
 from __future__ import annotations
 
-import json
+import base64
 import logging
 import secrets
 import sqlite3
@@ -25,6 +25,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +92,6 @@ class Delivery:
 
 def origin(url: str) -> str:
     """``scheme://host[:port]`` of a URL, without user, path or query (which may hold secrets)."""
-    from urllib.parse import urlsplit
-
     try:
         parts = urlsplit(url)
         port = f":{parts.port}" if parts.port else ""
@@ -110,8 +109,6 @@ def new_delivery_id() -> str:
 
 def new_secret() -> str:
     """A Standard Webhooks signing secret: ``whsec_`` and 32 random bytes in base64."""
-    import base64
-
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
@@ -128,8 +125,11 @@ class OutboxMixin:
     """The outbox part of :class:`~sparkdock.server.store.JobStore` (see the module's docstring)."""
 
     planner: Planner | None = None
+    # the store's own (JobStore): a transaction, this thread's connection, a job row, a history event
     _write: Callable[[], AbstractContextManager[sqlite3.Connection]]
     _conn: Callable[[], sqlite3.Connection]
+    _get: Callable[[sqlite3.Connection, str], Any]
+    _insert_event: Callable[..., None]
 
     # ---- written with a state change -------------------------------------------------------------
     def _plan(self, conn: sqlite3.Connection, job: Any, event: str, now: str) -> None:
@@ -191,14 +191,9 @@ class OutboxMixin:
             conn.execute("UPDATE deliveries SET status = ?, attempts = ?, next_attempt_at = ?, delivered_at = ?,"
                          " last_error = ? WHERE id = ?",
                          (d.status, d.attempts, d.next_attempt_at, d.delivered_at, d.last_error, d.id))
-            job = conn.execute("SELECT state, phase, attempt FROM jobs WHERE id = ?", (d.job_id,)).fetchone()
-            conn.execute(
-                "INSERT INTO events (job_id, time, event, state, phase, description, progress, attempt)"
-                " VALUES (?, ?, 'NOTIFICATION', ?, ?, ?, ?, ?)",
-                (d.job_id, time, job["state"], job["phase"], history,
-                 json.dumps({"delivery": d.id, "attempt": d.attempts, "outcome": outcome,
-                             "status_code": status_code, "latency_ms": latency_ms}), job["attempt"]),
-            )
+            self._insert_event(conn, self._get(conn, d.job_id), "NOTIFICATION", time, history,
+                               {"delivery": d.id, "attempt": d.attempts, "outcome": outcome,
+                                "status_code": status_code, "latency_ms": latency_ms})
         return d
 
     # ---- reads for the API -----------------------------------------------------------------------

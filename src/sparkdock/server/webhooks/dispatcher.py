@@ -68,6 +68,7 @@ class _Result:
     status_code: int | None = None
     error: str | None = None
     retry_after: float | None = None
+    latency_ms: int | None = None  # of the HTTP request alone (None: nothing was sent)
 
 
 class Dispatcher:
@@ -130,26 +131,24 @@ class Dispatcher:
     async def _deliver(self, d: Delivery) -> None:
         try:
             started = utcnow()
-            t0 = time.monotonic()
             try:
                 result = await self._attempt(d)
             except Exception as exc:  # the store could not give the secrets: nothing was sent; try again later
                 log.warning("sparkdock: delivery %s could not be attempted (%s); it stays pending", d.id, exc)
                 self._hold[d.id] = datetime.now(UTC) + timedelta(seconds=5)
                 return
-            latency = int((time.monotonic() - t0) * 1000)
             number = d.attempts + 1
             if result.outcome == "retry" and d.attempts >= len(self.policy.schedule):
                 result.outcome = "failed"
                 result.error = f"gave up after {number} attempts: {result.error}"
-            next_at = None
+            next_at, delay = None, 0.0
             if result.outcome == "retry":
                 delay = self._delay(d.attempts, result.retry_after)
                 next_at = utc_text(datetime.now(UTC) + timedelta(seconds=delay))
-            history = _describe(d, number, result, latency, next_at)
+            history = _describe(d, number, result, delay)
             try:
                 await self.db.call(self.db.store.record_attempt, d.id, time=started, outcome=result.outcome,
-                                   status_code=result.status_code, latency_ms=latency, error=result.error,
+                                   status_code=result.status_code, latency_ms=result.latency_ms, error=result.error,
                                    next_attempt_at=next_at, history=history)
                 self._hold.pop(d.id, None)
             except Exception as exc:  # a full disk: keep it pending, try again later (same webhook-id)
@@ -196,6 +195,15 @@ class Dispatcher:
         request = HTTPRequest(d.url, method="POST", body=body, headers=headers, follow_redirects=False,
                               connect_timeout=self.policy.timeout, request_timeout=self.policy.timeout,
                               streaming_callback=keep, decompress_response=False)
+        t0 = time.monotonic()
+        result = await self._post(request, answer)
+        result.latency_ms = int((time.monotonic() - t0) * 1000)
+        return result
+
+    async def _post(self, request: HTTPRequest, answer: bytearray) -> _Result:
+        """Send the request and say what its answer means (``answer``: the start of the body, kept as it
+        streams in)."""
+        assert self._http is not None
         try:
             response = await self._http.fetch(request, raise_error=False)
         except TargetRefused as exc:
@@ -227,12 +235,11 @@ def _retry_after(headers: Any) -> float | None:
         return None
 
 
-def _describe(d: Delivery, number: int, result: _Result, latency: int, next_at: str | None) -> str:
+def _describe(d: Delivery, number: int, result: _Result, delay: float) -> str:
     """The history line of one attempt (the URL as its origin only: its path or query may hold a secret)."""
     head = f"webhook {d.event} to {origin(d.url)} (attempt {number})"
     if result.outcome == "delivered":
-        return f"{head}: delivered, HTTP {result.status_code} in {latency} ms"
+        return f"{head}: delivered, HTTP {result.status_code} in {result.latency_ms} ms"
     if result.outcome == "retry":
-        wait = (parse_time(next_at) - datetime.now(UTC)).total_seconds() if next_at else 0.0  # type: ignore[operator]
-        return f"{head}: {result.error} in {latency} ms; next attempt in {max(wait, 0):.0f} s"
+        return f"{head}: {result.error} in {result.latency_ms} ms; next attempt in {delay:.0f} s"
     return f"{head}: failed: {result.error}"
