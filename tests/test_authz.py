@@ -14,6 +14,7 @@ import tornado.httpclient
 from job_helpers import wait_for
 from site_users import RolePermissions, TokenUsers, auth
 from sparkdock.server.handlers import EventsHandler, default_handlers
+from sparkdock.server.outbox import Delivery
 
 H = {"Content-Type": "application/json"}
 INTERACTIVE = {"kind": "interactive", "name": "mine", "cluster": {"workers": 1}}
@@ -162,6 +163,33 @@ async def test_a_user_sees_and_acts_on_their_own_jobs_only_and_an_admin_on_all(j
     assert code == 202
     seen = await _messages_until(bob_ws, bobs, "COMPLETE")
     assert {m["id"] for m in seen} == {bobs}
+    bob_ws.close()
+    admin_ws.close()
+
+
+async def test_an_attempt_of_a_notification_is_streamed_only_to_who_sees_the_job(jp_ws_fetch, jp_serverapp):
+    """The event stream's delivery messages (the monitor follows them) obey the same owners as job messages.
+    The manager publishes them as the dispatcher records each attempt; here it is given the recorded ones."""
+    bob_ws = await jp_ws_fetch("sparkdock", "api", "events", headers=auth("bob"))
+    admin_ws = await jp_ws_fetch("sparkdock", "api", "events", headers=auth("admin"))
+    manager = jp_serverapp.web_app.settings["sparkdock_manager"]
+    for owner in ("alice", "bob"):  # alice's first: if bob could see it, it would come before his own
+        manager._on_attempt(Delivery(
+            id=f"msg_{owner}", job_id=f"job{owner}", notification="job:0", event="COMPLETE", channel="email",
+            url="mailto:x@example.org", payload="{}", created_at="", status="delivered", attempts=1,
+            next_attempt_at=None, delivered_at=None, last_error=None, owner=owner))
+
+    async def deliveries(ws, until: str) -> list[dict]:
+        seen = []
+        while not seen or seen[-1]["id"] != until:
+            msg = json.loads(await asyncio.wait_for(ws.read_message(), 20))
+            if msg.get("type") == "delivery":
+                seen.append(msg["delivery"])
+        return seen
+
+    seen = await deliveries(bob_ws, "msg_bob")
+    assert [d["id"] for d in seen] == ["msg_bob"] and "url" not in seen[0] and "payload" not in seen[0]
+    assert [d["id"] for d in await deliveries(admin_ws, "msg_bob")] == ["msg_alice", "msg_bob"]
     bob_ws.close()
     admin_ws.close()
 

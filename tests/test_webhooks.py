@@ -282,7 +282,13 @@ async def test_targets_that_are_not_public_are_refused(jp_fetch, receiver):
     ({"url": "http://h/", "event": "*", "payload": {"t": "${NOPE}"}}, "notifications.0.payload", "${NOPE}"),
     ({"url": "http://h/", "event": "FINISHED"}, "notifications.0.event", "'SYSTEM_ERROR'"),
     ({"url": "ftp://h/x", "event": "*"}, "notifications.0.url", "http:// or https://"),
-    ({"url": "someone@example.org", "event": "*"}, "notifications.0.url", "email"),
+    # an email address is checked as one; and this server has no SMTP server (tests/test_email.py has one)
+    ({"url": "someone@example.org", "event": "*"}, "notifications.0.url",
+     "email notifications are not enabled on this server"),
+    ({"url": "mailto:someone", "event": "*"}, "notifications.0.url", "not a valid email address"),
+    ({"url": "a@example.org, b@example.org", "event": "*"}, "notifications.0.url", "not a valid email address"),
+    ({"url": "${OWNER}@example.org", "event": "*"}, "notifications.0.url", "cannot hold template variables"),
+    ({"url": "a@example.org", "event": "*", "payload": {"t": 1}}, "notifications.0", "has no payload"),
     ({"url": "http://h/", "event": "*", "persistent": "sometimes"}, "notifications.0.persistent", "boolean"),
     ({"url": "http://h/", "event": "*", "when": "now"}, "notifications.0.when", "unknown field"),
     ({"event": "*"}, "notifications.0.url", "required"),
@@ -358,12 +364,19 @@ async def test_a_receiver_that_does_not_answer_in_time_is_tried_again(tmp_path):
     assert second["outcome"] == "delivered" and second["status_code"] == 200
 
 
-def test_a_server_with_a_bad_default_notification_refuses_to_start(tmp_path):
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"default_notifications": [{"url": "https://h/${JOB_IDD}", "event": "*"}]},
+     "SparkDockApp.default_notifications.0.url: unknown template variable ${JOB_IDD}"),
+    ({"default_notifications": [{"url": "ops@example.org", "event": "SYSTEM_ERROR"}]},
+     "SparkDockApp.default_notifications sends email, but no SMTP server is set (SparkDockApp.smtp_host)"),
+    ({"smtp_host": "mail.example.org", "smtp_tls": "none", "smtp_user": "u", "smtp_password_file": "/dev/null/x"},
+     "SparkDockApp.smtp_password_file '/dev/null/x' cannot be read"),
+], ids=["variable", "email-without-smtp", "password-file"])
+def test_a_server_with_a_bad_notification_setting_refuses_to_start(tmp_path, settings, message):
     config = tmp_path / "config"
     config.mkdir()
     (config / "jupyter_server_config.json").write_text(json.dumps({
-        "ServerApp": {"jpserver_extensions": {"sparkdock": True}},
-        "SparkDockApp": {"default_notifications": [{"url": "https://h/${JOB_IDD}", "event": "*"}]}}))
+        "ServerApp": {"jpserver_extensions": {"sparkdock": True}}, "SparkDockApp": settings}))
     env = {**os.environ, "JUPYTER_CONFIG_DIR": str(config), "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt")}
     out = subprocess.run(
         [sys.executable, "-m", "jupyter_server", "--no-browser", "--port=0", "--allow-root",
@@ -371,6 +384,5 @@ def test_a_server_with_a_bad_default_notification_refuses_to_start(tmp_path):
         capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL,
     )
     assert out.returncode != 0, out.stderr[-2000:]
-    assert ("sparkdock cannot start: SparkDockApp.default_notifications.0.url: unknown template variable "
-            "${JOB_IDD}") in out.stderr
+    assert f"sparkdock cannot start: {message}" in out.stderr
     assert "Traceback" not in out.stderr

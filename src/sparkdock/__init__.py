@@ -7,7 +7,7 @@ from typing import Any
 from sparkdock import _aliases
 from sparkdock._version import __version__
 
-__all__ = ["__version__", "connect"]
+__all__ = ["__version__", "connect", "notify"]
 
 _aliases.install()
 
@@ -17,6 +17,13 @@ def connect(*args: Any, **kwargs: Any) -> Any:
     from sparkdock.notebook.client import connect as _connect
 
     return _connect(*args, **kwargs)
+
+
+def notify(*args: Any, **kwargs: Any) -> Any:
+    """Notifications (webhook or email) for a job; see :func:`sparkdock.notebook.client.notify`."""
+    from sparkdock.notebook.client import notify as _notify
+
+    return _notify(*args, **kwargs)
 
 
 def _jupyter_server_extension_points() -> list[dict[str, Any]]:

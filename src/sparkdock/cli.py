@@ -5,6 +5,7 @@
     sparkdock jobs [--kind interactive|automated] [--state RUNNING]
     sparkdock launch [--name N] [--workers 1] [--worker-cores 1] [--worker-memory 1g] [--wait]
     sparkdock terminate ID [--wait]
+    sparkdock notifications ID [--json]
     sparkdock exit-codes
     sparkdock info
 
@@ -18,7 +19,7 @@ import json
 import sys
 
 from sparkdock.notebook.client import Client, JobFailed, SparkdockError, connect
-from sparkdock.notebook.widgets.render import fmt_duration, runtime_seconds
+from sparkdock.notebook.widgets.render import ATTEMPT_HEAD, attempt_rows, fmt_duration, runtime_seconds
 
 
 def _table(rows: list[list[str]], head: list[str]) -> str:
@@ -59,6 +60,18 @@ def _cmd_terminate(c: Client, a: argparse.Namespace) -> int:
     if a.wait:
         job.wait(timeout=a.timeout)
         print(f"{job.id}: {job.state}")
+    return 0
+
+
+def _cmd_notifications(c: Client, a: argparse.Namespace) -> int:
+    deliveries = c.job(a.id).notifications()
+    if a.json:
+        print(json.dumps(deliveries, indent=2))
+        return 0
+    if not deliveries:
+        print(f"{a.id}: no notifications sent")
+        return 0
+    print(_table(attempt_rows(deliveries), ATTEMPT_HEAD))
     return 0
 
 
@@ -107,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--wait", action="store_true", help="wait until it has ended")
     s.add_argument("--timeout", type=float, default=300)
     s.set_defaults(fn=_cmd_terminate)
+    s = sub.add_parser("notifications", help="a job's notifications (webhooks, emails) and every attempt")
+    s.add_argument("id")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=_cmd_notifications)
     s = sub.add_parser("exit-codes", help="the exit-code catalog")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=_cmd_exit_codes)

@@ -187,34 +187,69 @@ def _known_variables(text: str) -> None:
                          + ", ".join(f"${{{n}}}" for n in templates.VARIABLES))
 
 
-class NotificationSpec(_Model):
-    """A webhook on a job's events (seed 002): POSTed, signed, to ``url`` when the job enters ``event``."""
+#: a single email address (the common subset of RFC 5321: no quoted local part, no address literal)
+_EMAIL_RE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}"
+                       r"[A-Za-z0-9])?\.)+[A-Za-z]{2,63}")
 
-    url: str = Field(min_length=1, max_length=2048, description="an http:// or https:// URL; it may hold template "
-                     "variables like ${JOB_ID} or ${EVENT}")
+
+def email_address(url: str) -> str | None:
+    """The address of an email notification (``mailto:ops@example.org`` or a bare ``ops@example.org``), or None
+    when ``url`` is not one (a webhook's URL). The address is not checked: :class:`NotificationSpec` does."""
+    if url[:7].lower() == "mailto:":
+        return url[7:]
+    if "://" not in url and "@" in url:
+        return url
+    return None
+
+
+class NotificationSpec(_Model):
+    """A notification on a job's events (seed 002): a webhook POSTed, signed, to ``url``, or an email when
+    ``url`` is an email address; sent when the job enters ``event``."""
+
+    url: str = Field(min_length=1, max_length=2048, description="an http:// or https:// URL (it may hold template "
+                     "variables like ${JOB_ID} or ${EVENT}), or an email address (mailto:ops@example.org or "
+                     "ops@example.org)")
     event: NotificationEvent = Field(description="the state that triggers it, or '*' for every state change")
     persistent: bool = Field(False, description="false: sent once, on the first matching event; true: on every "
                              "matching event")
     payload: dict[str, Any] | None = Field(None, description="a JSON object to send instead of the job (its strings "
-                                           "may hold template variables), e.g. a chat message")
+                                           "may hold template variables), e.g. a chat message; webhooks only")
+
+    @property
+    def email(self) -> str | None:
+        """The address of an email notification; None for a webhook."""
+        return email_address(self.url)
 
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
+        address = email_address(v)
+        if address is not None:
+            if "${" in address:
+                raise ValueError("an email address cannot hold template variables")
+            if not _EMAIL_RE.fullmatch(address):
+                raise ValueError("is not a valid email address (one address like ops@example.org, or "
+                                 "mailto:ops@example.org, without a name or a ?subject=)")
+            return v
         _known_variables(v)
-        if "://" not in v and ("@" in v or v.lower().startswith("mailto:")):
-            raise ValueError("email notifications are not supported yet: give an http:// or https:// URL")
         rendered = templates.render(v, templates.sample_values(), url=True)
-        if any(c.isspace() or ord(c) < 32 for c in rendered):
-            raise ValueError("must not contain spaces or control characters")
         try:
             parts = urlsplit(rendered)
             host, _port = parts.hostname, parts.port  # a port that is not a number raises
         except ValueError as exc:
             raise ValueError(f"is not a valid URL ({exc})") from None
         if parts.scheme not in ("http", "https") or not host:
-            raise ValueError("must be an http:// or https:// URL with a host")
+            raise ValueError("must be an http:// or https:// URL with a host, or an email address")
+        if any(c.isspace() or ord(c) < 32 for c in rendered):
+            raise ValueError("must not contain spaces or control characters")
         return v
+
+    @model_validator(mode="after")
+    def _payload_of_webhooks(self) -> NotificationSpec:
+        if self.payload is not None and self.email is not None:
+            raise ValueError("payload: an email notification has no payload (its text is the job's summary); "
+                             "remove it, or give a webhook URL")
+        return self
 
     @field_validator("payload")
     @classmethod

@@ -95,6 +95,31 @@ def _discover() -> tuple[str, str]:
     )
 
 
+#: the moments :func:`notify` knows, each the states (events) it stands for; ``change`` is every state change
+NOTIFY_ON: dict[str, tuple[str, ...]] = {
+    "end": ("COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"),
+    "failure": ("EXECUTOR_ERROR", "SYSTEM_ERROR"),
+    "ready": ("RUNNING",),
+    "change": ("*",),
+}
+
+
+def notify(target: str, on: str | Iterable[str] = "end") -> list[dict[str, Any]]:
+    """The ``notifications`` that tell ``target`` (a webhook URL, or an email address) about a job.
+
+    ``on``: ``"end"`` (it completed, failed or was canceled: the default), ``"failure"``, ``"ready"`` (a cluster is
+    RUNNING), ``"change"`` (every state change), a state name, or several of these. For example
+    ``client.submit(code=..., notifications=sparkdock.notify("me@example.org"))``.
+    """
+    names = [on] if isinstance(on, str) else list(on)
+    events: list[str] = []
+    for name in names:
+        for event in NOTIFY_ON.get(name.lower(), (name.upper(),)):
+            if event not in events:
+                events.append(event)
+    return [{"url": target, "event": e, "persistent": e == "*"} for e in events]
+
+
 def connect(url: str | None = None, token: str | None = None) -> Client:
     """Connect to the sparkdock server extension.
 
@@ -135,7 +160,7 @@ class EventStream:
         self.last_close: tuple[int | None, str] | None = None
         self.connected = threading.Event()
         self.failed = threading.Event()
-        self._listeners: dict[int, Listener] = {}
+        self._listeners: dict[int, tuple[str, Listener]] = {}
         self._on_connect: dict[int, Callable[[], None]] = {}
         self._next = 0
         self._lock = threading.Lock()
@@ -154,13 +179,16 @@ class EventStream:
                 self._thread.start()
         return self
 
-    def add_listener(self, fn: Listener, on_connect: Callable[[], None] | None = None) -> Callable[[], None]:
+    def add_listener(self, fn: Listener, on_connect: Callable[[], None] | None = None,
+                     topic: str = "job") -> Callable[[], None]:
         """Call ``fn(job_json)`` for each job change (and ``on_connect()`` after each (re)connection, to
-        catch up on what was missed); returns a function that removes them."""
+        catch up on what was missed); returns a function that removes them. ``topic="delivery"``: call
+        ``fn(delivery)`` for each attempt of a notification instead (``{"id", "job_id", "status", "attempts",
+        ...}``)."""
         with self._lock:
             key = self._next
             self._next += 1
-            self._listeners[key] = fn
+            self._listeners[key] = (topic, fn)
             if on_connect is not None:
                 self._on_connect[key] = on_connect
 
@@ -248,15 +276,12 @@ class EventStream:
                         msg = json.loads(frame.data)
                     except ValueError:
                         continue
-                    if (
-                        isinstance(msg, dict)
-                        and msg.get("type") == "job"
-                        and isinstance(msg.get("job"), dict)
-                    ):
+                    topic = msg.get("type") if isinstance(msg, dict) else None
+                    if topic in ("job", "delivery") and isinstance(msg.get(topic), dict):
                         with self._lock:
-                            listeners = list(self._listeners.values())
+                            listeners = [fn for t, fn in self._listeners.values() if t == topic]
                         for fn in listeners:
-                            self._call(fn, msg["job"])
+                            self._call(fn, msg[topic])
             except Exception as e:
                 if not stop.is_set():
                     log.debug("event stream dropped: %s", e)
@@ -383,8 +408,9 @@ class Client:
     ) -> InteractiveJob:
         """Launch an interactive cluster (an interactive job); returns at once, in state QUEUED.
 
-        Call :meth:`Job.wait` to wait until it is RUNNING. ``notifications``: webhooks on its events,
-        ``{"url": ..., "event": "RUNNING" | "*" | ..., "persistent": False}`` (see :meth:`submit`).
+        Call :meth:`Job.wait` to wait until it is RUNNING. ``notifications``: webhooks or emails on its events,
+        ``{"url": ..., "event": "RUNNING" | "*" | ..., "persistent": False}`` (see :meth:`submit` and
+        :func:`notify`).
         """
         cluster: dict[str, Any] = {
             "workers": workers,
@@ -421,9 +447,10 @@ class Client:
         ``path`` is taken from the kernel's current folder; the file must lie under the Jupyter server's root
         directory, which the server reads it from. ``policy``
         takes ``max_runtime``, ``min_runtime``, ``overrun_action``, ``retries``, ``rerun_on_exit_codes``.
-        ``notifications`` are webhooks on the job's events: ``{"url": "https://...?job=${JOB_ID}", "event":
-        "COMPLETE" | "*" | <any state>, "persistent": False, "payload": {...}}`` (seed 002; the URL and payload may
-        use template variables). Bad input raises :class:`InvalidSpec` whose ``errors`` name each field.
+        ``notifications`` are webhooks or emails on the job's events: ``{"url": "https://...?job=${JOB_ID}",
+        "event": "COMPLETE" | "*" | <any state>, "persistent": False, "payload": {...}}`` (seed 002; the URL and
+        payload may use template variables), or ``{"url": "ops@example.org", "event": ...}``; :func:`notify` makes
+        them. Bad input raises :class:`InvalidSpec` whose ``errors`` name each field.
         """
         app: dict[str, Any] = {"type": type, "args": [str(a) for a in args], "conf": dict(conf or {})}
         if code is not None:
@@ -578,7 +605,8 @@ class Job:
         return self.client.request("GET", f"jobs/{self.id}/history")["events"]
 
     def notifications(self) -> list[dict[str, Any]]:
-        """The webhook deliveries of this job: ``{id, notification, event, url, status, attempts: [...]}``."""
+        """The notification deliveries of this job (webhooks and emails): ``{id, notification, event, channel, url,
+        status, attempts: [{number, time, status_code, latency_ms, error, outcome}]}``."""
         return self.client.request("GET", f"jobs/{self.id}/notifications")["deliveries"]
 
     def logs(self, component: str | None = None, tail: int | None = None) -> str:

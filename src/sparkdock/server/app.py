@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from sparkdock.server.manager import JobManager, ManagerConfig, data_dir_default
 from sparkdock.server.owners import OwnerPolicy
 from sparkdock.server.store import JobStore
 from sparkdock.server.webhooks.dispatcher import STANDARD_SCHEDULE, DeliveryPolicy
+from sparkdock.server.webhooks.mailer import TLS_MODES, USER_ENV, SmtpSettings, read_password
 from sparkdock.server.webhooks.planner import NotificationPlanner
 
 
@@ -190,6 +192,30 @@ class SparkDockApp(ExtensionApp):
         24 * 3600.0, config=True, help="Seconds a rotated-out webhook signing secret keeps signing next to the "
         "new one (receivers switch in that time).",
     )
+    smtp_host = Unicode(
+        "", config=True, help="The SMTP server that sends email notifications (a notification whose url is an email "
+        "address). Empty: email notifications are refused (400).",
+    )
+    smtp_port = Int(587, config=True, help="The SMTP server's port (587 for STARTTLS, 465 for implicit TLS).")
+    smtp_tls = Unicode(
+        "starttls", config=True, help="How the SMTP session is protected: 'starttls' (upgrade the connection), "
+        "'tls' (implicit TLS) or 'none' (only without credentials, e.g. a relay on the same host). The server's "
+        "certificate is verified.",
+    )
+    smtp_user = Unicode(
+        config=True, help="The SMTP login's user (default: $SPARKDOCK_SMTP_USER; empty: no login).",
+    )
+    smtp_password_file = Unicode(
+        "", config=True, help="A file holding the SMTP login's password (default: $SPARKDOCK_SMTP_PASSWORD). The "
+        "password is never a setting of its own: a setting can end up on a command line.",
+    )
+    smtp_from = Unicode(config=True, help="The From address of email notifications (default: sparkdock@<host>).")
+    smtp_timeout = Float(30.0, config=True, help="Seconds the SMTP server has to answer each step (1 to 300); a "
+                         "timeout is retried on webhook_retry_schedule.")
+    smtp_ca_file = Unicode(
+        "", config=True, help="CA certificates (PEM) that verify the SMTP server's certificate (default: the "
+        "system's).",
+    )
     admin_users = Set(
         Unicode(), config=True,
         help="Users who see and act on every job when owners are enforced (default: under JupyterHub, the "
@@ -200,6 +226,33 @@ class SparkDockApp(ExtensionApp):
     def _default_admin_users(self) -> set[str]:
         owner = os.environ.get("JUPYTERHUB_USER")
         return {owner} if owner else set()
+
+    @default("smtp_user")
+    def _default_smtp_user(self) -> str:
+        return os.environ.get(USER_ENV, "")
+
+    @default("smtp_from")
+    def _default_smtp_from(self) -> str:
+        return f"sparkdock@{socket.gethostname()}"
+
+    @validate("smtp_port")
+    def _valid_port(self, proposal: Any) -> int:
+        if not 1 <= int(proposal["value"]) <= 65535:
+            raise ValueError(f"SparkDockApp.smtp_port must be a port (1 to 65535), not {proposal['value']!r}")
+        return int(proposal["value"])
+
+    @validate("smtp_tls")
+    def _valid_tls(self, proposal: Any) -> str:
+        value = str(proposal["value"]).lower()
+        if value not in TLS_MODES:
+            raise ValueError(f"SparkDockApp.smtp_tls must be one of {', '.join(TLS_MODES)}, not {value!r}")
+        return value
+
+    @validate("smtp_timeout")
+    def _valid_smtp_timeout(self, proposal: Any) -> float:
+        if not 1 <= float(proposal["value"]) <= 300:
+            raise ValueError("SparkDockApp.smtp_timeout must be between 1 and 300 seconds")
+        return float(proposal["value"])
 
     @default("allowed_images")
     def _default_allowed_images(self) -> set[str]:
@@ -341,7 +394,11 @@ class SparkDockApp(ExtensionApp):
             raise SystemExit(f"sparkdock cannot start: {exc}") from None
         try:
             defaults = parse_notifications(self.default_notifications, "SparkDockApp.default_notifications")
-        except SpecError as exc:
+            smtp = self._smtp_settings()
+            if not smtp.enabled and any(n.email for n in defaults):
+                raise ValueError("SparkDockApp.default_notifications sends email, but no SMTP server is set "
+                                 "(SparkDockApp.smtp_host)")
+        except (SpecError, ValueError) as exc:
             self.log.critical("sparkdock cannot start: %s", exc)
             raise SystemExit(f"sparkdock cannot start: {exc}") from None
         store = JobStore(store_path)
@@ -373,6 +430,7 @@ class SparkDockApp(ExtensionApp):
             webhooks=DeliveryPolicy(schedule=tuple(self.webhook_retry_schedule), jitter=self.webhook_retry_jitter,
                                     timeout=self.webhook_timeout, secret_grace=self.webhook_secret_grace),
             webhook_allowed_networks=tuple(self.webhook_allowed_networks),
+            smtp=smtp,
             limits=Limits.of(self.serverapp.root_dir, self.allowed_images, self.max_workers, self.max_worker_cores,
                              self.max_worker_memory),
         )
@@ -381,6 +439,20 @@ class SparkDockApp(ExtensionApp):
         self.log.info("sparkdock: %s", owners.describe())
         self.log.info("sparkdock: %s", config.limits.describe())
         self.settings.update({"sparkdock_manager": self.manager, "sparkdock_owners": owners})
+
+    def _smtp_settings(self) -> SmtpSettings:
+        """The SMTP settings; ``ValueError`` names what is wrong (the server then refuses to start)."""
+        password, warning = read_password(self.smtp_password_file, dict(os.environ))
+        if warning:
+            self.log.warning("sparkdock: %s", warning)
+        smtp = SmtpSettings(host=self.smtp_host, port=self.smtp_port, tls=self.smtp_tls, user=self.smtp_user,
+                            password=password, sender=self.smtp_from,
+                            timeout=self.smtp_timeout, ca_file=self.smtp_ca_file)
+        problems = smtp.problems() if smtp.enabled else []
+        if problems:
+            raise ValueError("; ".join(problems))
+        self.log.info("sparkdock: %s", smtp.describe())
+        return smtp
 
     def _public_url(self) -> str:
         """The server's URL for the links of notifications, ending with ``/``."""

@@ -383,8 +383,18 @@ class OpenAPIHandler(SparkDockHandler):
         self.finish(json.dumps(openapi.document(self.base_url)))
 
 
+def _owner_of(msg: dict[str, Any]) -> str | None:
+    """The owner of the job an event message is about (a job change, or an attempt of one of its deliveries)."""
+    if msg.get("type") == "job":
+        return msg["job"].get("owner")
+    return msg.get("owner")
+
+
 class EventsHandler(JupyterHandler, websocket.WebSocketHandler):
-    """``WS sparkdock/api/events``: one JSON message per job change, ``{"type": "job", "job": {...}}``.
+    """``WS sparkdock/api/events``: one JSON message per job change, ``{"type": "job", "job": {...}}``, and one
+    per attempt of a notification, ``{"type": "delivery", "owner": ..., "delivery": {"id", "job_id", "status",
+    "attempts", ...}}`` (no URL, no body: ``GET sparkdock/api/jobs/{id}/notifications`` has them). A client sees
+    the messages of the jobs it may see.
 
     Each client has a queue of at most ``event_queue_size`` messages, and a message is written only when the
     previous one has left for the network. A client that stops reading is disconnected once its queue is full,
@@ -425,7 +435,7 @@ class EventsHandler(JupyterHandler, websocket.WebSocketHandler):
         with contextlib.suppress(AttributeError, OSError):  # bound what the kernel holds for a client, too
             self.ws_connection.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, EVENT_SOCKET_SNDBUF)
         self._sub = self.manager.bus.subscribe(
-            accept=lambda msg: msg.get("type") != "job" or caller.may_see(msg["job"].get("owner")),
+            accept=lambda msg: caller.may_see(_owner_of(msg)),
             on_overflow=self._too_slow,
         )
         self._pump = asyncio.get_running_loop().create_task(self._forward())

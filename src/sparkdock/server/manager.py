@@ -32,10 +32,12 @@ from sparkdock.server.events import EventBus, call_on_loop
 from sparkdock.server.health import HealthMonitor
 from sparkdock.server.hiveserver2 import SQLResult, run_statement
 from sparkdock.server.limits import Limits
+from sparkdock.server.outbox import Delivery, summary
 from sparkdock.server.owners import DEFAULT_OWNER, Caller
 from sparkdock.server.store import Job, JobStore, StorageUnavailable, parse_time, utc_text, utcnow
 from sparkdock.server.webhooks.dispatcher import DeliveryPolicy, Dispatcher
 from sparkdock.server.webhooks.guard import TargetGuard
+from sparkdock.server.webhooks.mailer import Mailer, SmtpSettings
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,7 @@ class ManagerConfig:
     limits: Limits = field(default_factory=Limits)
     webhooks: DeliveryPolicy = field(default_factory=DeliveryPolicy)
     webhook_allowed_networks: tuple[str, ...] = ()
+    smtp: SmtpSettings = field(default_factory=SmtpSettings)
 
 
 @dataclass
@@ -118,7 +121,8 @@ class JobManager:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.health = HealthMonitor(self, interval=self.config.health_interval, grace=self.config.health_grace,
                                     probe_failures=self.config.health_probe_failures)
-        self.notifier = Dispatcher(self.db, TargetGuard(self.config.webhook_allowed_networks), self.config.webhooks)
+        self.notifier = Dispatcher(self.db, TargetGuard(self.config.webhook_allowed_networks), self.config.webhooks,
+                                   mailer=Mailer(self.config.smtp), on_attempt=self._on_attempt)
         self._planned_seen = 0
         self.store.listeners.append(self._on_store_change)
 
@@ -205,6 +209,10 @@ class JobManager:
             self._planned_seen = planned
             self.notifier.kick()
 
+    def _on_attempt(self, d: Delivery) -> None:
+        """Publish an attempt of a delivery (the monitor shows it live); seen by those who see the job."""
+        self.bus.publish({"type": "delivery", "owner": d.owner, "delivery": summary(d)})
+
     @property
     def root_dir(self) -> Path:
         """The folder an application's ``path`` must lie under."""
@@ -259,6 +267,12 @@ class JobManager:
         usable) or :class:`QuotaExceeded`."""
         caller = caller or Caller(DEFAULT_OWNER, sees_all=True)
         req = parse_job_request(body)
+        if not self.config.smtp.enabled:
+            mails = [i for i, n in enumerate(req.notifications) if n.email]
+            if mails:
+                raise SpecError([{"field": f"notifications.{i}.url", "message": "email notifications are not "
+                                  "enabled on this server (its admin sets SparkDockApp.smtp_host); give a webhook "
+                                  "URL"} for i in mails], status=400)
         if isinstance(req, InteractiveJobRequest):
             cluster = self._cluster_spec(req.cluster.model_dump(exclude_unset=True))
             self.config.limits.check_cluster(cluster)

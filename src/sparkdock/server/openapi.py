@@ -122,10 +122,12 @@ RESPONSE_SCHEMAS: dict[str, Any] = {
                 "type": "object",
                 "required": ["id", "notification", "event", "url", "status", "attempts"],
                 "properties": {
-                    "id": {"type": "string", "description": "the webhook-id (the same for every attempt)"},
+                    "id": {"type": "string", "description": "the webhook-id, or the email's Message-ID (the same "
+                           "for every attempt)"},
                     "notification": {"type": "string", "description": "job:<i> (the job's) or server:<i>"},
-                    "event": _STR, "channel": _STR,
-                    "url": {"type": "string", "description": "the URL (a server default's as its origin)"},
+                    "event": _STR, "channel": {"type": "string", "enum": ["webhook", "email"]},
+                    "url": {"type": "string", "description": "the URL or mailto: address (a server default's as "
+                            "its origin, or its address's domain)"},
                     "status": {"type": "string", "enum": ["pending", "delivered", "failed"]},
                     "created_at": _STR, "next_attempt_at": _nullable(_STR), "delivered_at": _nullable(_STR),
                     "last_error": _nullable(_STR),
@@ -134,6 +136,7 @@ RESPONSE_SCHEMAS: dict[str, Any] = {
                         "properties": {"number": _INT, "time": _STR, "status_code": _nullable(_INT),
                                        "latency_ms": _nullable(_INT), "error": _nullable(_STR),
                                        "outcome": {"type": "string", "enum": ["delivered", "retry", "failed"]}},
+                        "description": "status_code: the HTTP status of a webhook, the SMTP reply code of an email",
                     }},
                 },
             }},
@@ -258,7 +261,8 @@ PATHS: dict[str, dict[str, Any]] = {
     },
     f"{API}/jobs/{{job_id}}/notifications": {
         "parameters": [_JOB_ID],
-        "get": {"operationId": "getJobNotifications", "summary": "The job's webhooks and every delivery attempt",
+        "get": {"operationId": "getJobNotifications", "summary": "The job's notifications (webhooks, emails) and every "
+                "delivery attempt",
                 "responses": {"200": _ok("notifications and deliveries", "Notifications"), **_UNKNOWN, **_DENIED}},
     },
     f"{API}/webhooks/secret": {
@@ -286,7 +290,9 @@ PATHS: dict[str, dict[str, Any]] = {
 WEBSOCKET: dict[str, Any] = {
     "path": f"{API}/events",
     "description": 'One JSON message per job change, {"type": "job", "job": <Job without '
-                   'spec.application.code>}, for the jobs the caller may see. A client that does not read is '
+                   'spec.application.code>}, and one per attempt of a notification, {"type": "delivery", "owner", '
+                   '"delivery": {"id", "job_id", "notification", "event", "channel", "status", "attempts", '
+                   '"next_attempt_at", "last_error"}}, for the jobs the caller may see. A client that does not read is '
                    f"closed with code {SLOW_CONSUMER_CLOSE_CODE} once SparkDockApp.event_queue_size events wait "
                    "for it: reconnect and reload the jobs (GET /sparkdock/api/jobs).",
     "close_codes": {str(SLOW_CONSUMER_CLOSE_CODE): "too slow: the client fell too far behind; reconnect and reload"},

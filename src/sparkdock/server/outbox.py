@@ -6,10 +6,12 @@ given to :meth:`~sparkdock.server.store.JobStore.create`), asks the store's ``pl
 event triggers, and inserts one ``pending`` delivery for each. A crash after the commit loses nothing: the
 dispatcher (:mod:`sparkdock.server.webhooks.dispatcher`) finds the pending rows at its next start.
 
-Each delivery keeps its id (the ``webhook-id``) and its body across attempts; each attempt is one row of
-``delivery_attempts`` and one ``NOTIFICATION`` event of the job's history, written with the delivery's new status
-in one transaction. A delivery ends ``delivered`` (a 2xx: it is never sent again) or ``failed`` (a refusal, a
-4xx, or the retry schedule used up).
+A delivery's ``channel`` is ``webhook`` (a POST) or ``email`` (its payload is the message: to, subject, text).
+Each delivery keeps its id (the ``webhook-id``, or the email's ``Message-ID``) and its body across attempts;
+each attempt is one row of ``delivery_attempts`` and one ``NOTIFICATION`` event of the job's history, written
+with the delivery's new status in one transaction. A delivery ends ``delivered`` (a 2xx, an SMTP 250: it is
+never sent again) or ``failed`` (a refusal, a 4xx webhook answer, a 5xx SMTP reply, or the retry schedule used
+up).
 
 The webhook signing secrets live here too: the current one, and retired ones that still sign during a grace
 period after a rotation, so that receivers can switch without losing a delivery.
@@ -67,20 +69,32 @@ class Delivery:
     next_attempt_at: str | None
     delivered_at: str | None
     last_error: str | None
+    owner: str | None = None
+    """the job's owner (set by :meth:`OutboxMixin.record_attempt`, for the event stream; not a column)"""
 
     @property
     def server_default(self) -> bool:
         """True for a notification the server adds to every job (its URL is the server's, not the owner's)."""
         return self.notification.startswith("server:")
 
+    @property
+    def target(self) -> str:
+        """Where it goes, as shown in the history and the logs: a webhook's origin (its path or query may hold a
+        secret), an email address (a server default's as its domain only)."""
+        if self.channel == "email":
+            address = self.url.removeprefix("mailto:")
+            return f"…@{address.rpartition('@')[2]}" if self.server_default else address
+        return origin(self.url)
+
     def to_json(self, attempts: list[dict[str, Any]]) -> dict[str, Any]:
-        """The public JSON (a server default's URL is shown as its origin only: it may hold a secret)."""
+        """The public JSON (a server default's URL is shown as its origin only: it may hold a secret; its email
+        address as its domain only)."""
         return {
             "id": self.id,
             "notification": self.notification,
             "event": self.event,
             "channel": self.channel,
-            "url": origin(self.url) if self.server_default else self.url,
+            "url": self.target if self.server_default else self.url,
             "status": self.status,
             "created_at": self.created_at,
             "next_attempt_at": self.next_attempt_at,
@@ -114,6 +128,13 @@ def new_secret() -> str:
 
 def _delivery(row: sqlite3.Row) -> Delivery:
     return Delivery(**{k: row[k] for k in row.keys()})  # noqa: SIM118 - sqlite3.Row has no __iter__ of keys
+
+
+def summary(d: Delivery) -> dict[str, Any]:
+    """A delivery's state in an event message (``{"type": "delivery", ...}``): no URL, no payload."""
+    return {"id": d.id, "job_id": d.job_id, "notification": d.notification, "event": d.event, "channel": d.channel,
+            "status": d.status, "attempts": d.attempts, "next_attempt_at": d.next_attempt_at,
+            "last_error": d.last_error}
 
 
 def _attempt_json(row: sqlite3.Row) -> dict[str, Any]:
@@ -191,7 +212,9 @@ class OutboxMixin:
             conn.execute("UPDATE deliveries SET status = ?, attempts = ?, next_attempt_at = ?, delivered_at = ?,"
                          " last_error = ? WHERE id = ?",
                          (d.status, d.attempts, d.next_attempt_at, d.delivered_at, d.last_error, d.id))
-            self._insert_event(conn, self._get(conn, d.job_id), "NOTIFICATION", time, history,
+            job = self._get(conn, d.job_id)
+            d.owner = job.owner
+            self._insert_event(conn, job, "NOTIFICATION", time, history,
                                {"delivery": d.id, "attempt": d.attempts, "outcome": outcome,
                                 "status_code": status_code, "latency_ms": latency_ms})
         return d

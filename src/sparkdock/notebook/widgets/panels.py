@@ -50,8 +50,9 @@ class _FieldErrors:
             field = e.get("field") or ""
             lbl = self._label_for(field)
             text = e.get("message", "") if lbl is not self.general else f"{field}: {e.get('message', '')}"
-            sep = "; " if lbl.value else ""
-            lbl.value += f'{sep}<span style="{_ERR_STYLE}">{render.esc(text)}</span>'
+            span = f'<span style="{_ERR_STYLE}">{render.esc(text)}</span>'
+            if span not in lbl.value:  # a form field may make several (the Notify field: one per event)
+                lbl.value += ("; " if lbl.value else "") + span
 
 
 def _row(widget: w.Widget, err: w.HTML) -> w.HBox:
@@ -67,16 +68,34 @@ class _Live(w.VBox):
 
     client: Client
 
-    def _follow(self, on_job: Callable[[dict[str, Any]], None], on_connect: Callable[[], None]) -> None:
-        self._unfollow = self.client.events().add_listener(on_job, on_connect)
+    def _follow(self, on_job: Callable[[dict[str, Any]], None], on_connect: Callable[[], None] | None,
+                topic: str = "job") -> None:
+        if not hasattr(self, "_unfollow"):
+            self._unfollow: list[Callable[[], None]] = []
+        self._unfollow.append(self.client.events().add_listener(on_job, on_connect, topic=topic))
 
     def close(self) -> None:
         """Stop following the event stream and close the widget."""
-        unf = getattr(self, "_unfollow", None)
-        if unf is not None:
+        for unf in getattr(self, "_unfollow", []):
             unf()
-            self._unfollow = None
+        self._unfollow = []
         super().close()
+
+
+def _notify_fields(choices: list[tuple[str, str]]) -> tuple[w.Text, w.Dropdown]:
+    """The "Notify" field (a webhook URL or an email address) and when to notify."""
+    target = w.Text(description="Notify", placeholder="https://... or you@example.org", style=_style(),
+                    tooltip="a webhook URL or an email address, told about this job (optional)")
+    on = w.Dropdown(options=choices, value=choices[0][1], description="Notify when", style=_style())
+    return target, on
+
+
+def _notifications(target: w.Text, on: w.Dropdown) -> list[dict[str, Any]]:
+    """The notifications the form asks for (none when the Notify field is empty)."""
+    from sparkdock.notebook.client import notify
+
+    value = target.value.strip()
+    return notify(value, on.value.split(",")) if value else []
 
 
 # ---- ClusterPanel --------------------------------------------------------------------------------------
@@ -101,6 +120,9 @@ class ClusterPanel(_Live):
             style=st,
             tooltip="0: the server's default",
         )
+        self.notify, self.notify_on = _notify_fields([
+            ("it is ready or fails", "ready,failure"), ("it ends", "end"), ("it fails", "failure"),
+            ("its state changes", "change")])
         self.launch_button = w.Button(description="Launch cluster", button_style="primary", icon="rocket")
         self.launch_button.on_click(lambda _b: self.launch())
         errs = {
@@ -111,6 +133,7 @@ class ClusterPanel(_Live):
                 "cluster.worker_cores",
                 "cluster.worker_memory",
                 "cluster.idle_timeout",
+                "notifications",
             )
         }
         self.general_error = w.HTML()
@@ -122,6 +145,7 @@ class ClusterPanel(_Live):
                 _row(self.worker_cores, errs["cluster.worker_cores"]),
                 _row(self.worker_memory, errs["cluster.worker_memory"]),
                 _row(self.idle_timeout, errs["cluster.idle_timeout"]),
+                _row(w.HBox([self.notify, self.notify_on]), errs["notifications"]),
                 w.HBox([self.launch_button, self.general_error]),
             ]
         )
@@ -168,6 +192,7 @@ class ClusterPanel(_Live):
                 worker_cores=self.worker_cores.value,
                 worker_memory=self.worker_memory.value.strip(),
                 idle_timeout=self.idle_timeout.value or None,
+                notifications=_notifications(self.notify, self.notify_on),
             )
         except InvalidSpec as e:
             self.errors.show(e.errors, e.message)
@@ -214,6 +239,8 @@ class JobSubmitPanel(_Live):
             value=0, min=0, max=30 * 24 * 3600, description="Max runtime (s)", style=st
         )
         self.retries = w.BoundedIntText(value=0, min=0, max=100, description="Start retries", style=st)
+        self.notify, self.notify_on = _notify_fields([
+            ("it ends", "end"), ("it fails", "failure"), ("its state changes", "change")])
         self.submit_button = w.Button(description="Submit job", button_style="primary", icon="play")
         self.submit_button.on_click(lambda _b: self.submit())
         keys = (
@@ -226,6 +253,7 @@ class JobSubmitPanel(_Live):
             "application.conf",
             "policy.max_runtime",
             "policy.retries",
+            "notifications",
         )
         errs = {k: w.HTML() for k in keys}
         errs["application"] = errs["application.code"]  # "exactly one of code/path" goes next to the code
@@ -244,6 +272,7 @@ class JobSubmitPanel(_Live):
                 _row(self.conf, errs["application.conf"]),
                 _row(self.max_runtime, errs["policy.max_runtime"]),
                 _row(self.retries, errs["policy.retries"]),
+                _row(w.HBox([self.notify, self.notify_on]), errs["notifications"]),
                 w.HBox([self.submit_button, self.general_error]),
                 self.result,
             ],
@@ -323,6 +352,7 @@ class JobSubmitPanel(_Live):
                 cluster={"workers": self.workers.value} if target == EPHEMERAL else None,
                 cluster_job=None if target == EPHEMERAL else target,
                 policy=policy,
+                notifications=_notifications(self.notify, self.notify_on),
             )
         except InvalidSpec as e:
             self._show_invalid(e)
@@ -344,7 +374,8 @@ class JobSubmitPanel(_Live):
 # ---- JobMonitor ----------------------------------------------------------------------------------------
 class JobMonitor(_Live):
     """A live table of every job, filterable by kind and state; the selected job's card (with Cancel),
-    history timeline, logs per component, and for a failed job the catalog's description and action."""
+    history timeline, notifications (every attempt of its webhooks and emails, live), logs per component, and
+    for a failed job the catalog's description and action."""
 
     def __init__(self, client: Client, limit: int = 200, **kwargs: Any) -> None:
         self.client = client
@@ -365,6 +396,7 @@ class JobMonitor(_Live):
         )
         self.detail = w.VBox()
         self.history = w.HTML()
+        self.notifications = w.HTML()
         self.component = w.Dropdown(options=["driver"], description="Component")
         self.tail = w.BoundedIntText(value=200, min=1, max=100_000, description="Tail")
         self.logs_button = w.Button(description="Show logs", icon="file-text")
@@ -380,6 +412,8 @@ class JobMonitor(_Live):
             self.card_box,
             w.HTML("<b>History</b>"),
             self.history,
+            w.HTML("<b>Notifications</b>"),
+            self.notifications,
             w.HBox([self.component, self.tail, self.logs_button]),
             self.logs,
         )
@@ -394,6 +428,7 @@ class JobMonitor(_Live):
             **kwargs,
         )
         self._follow(self._on_job, self._reload)
+        self._follow(self._on_delivery, None, topic="delivery")
         self._reload()
 
     @property
@@ -433,6 +468,12 @@ class JobMonitor(_Live):
             old is None or old.get("state") != job.get("state") or old.get("phase") != job.get("phase")
         ):
             self._refresh_history()
+            if old is None or old.get("state") != job.get("state"):  # it may have planned notifications
+                self._refresh_notifications()
+
+    def _on_delivery(self, delivery: dict[str, Any]) -> None:
+        if delivery.get("job_id") == self.selected:
+            self._refresh_notifications()
 
     def _render(self) -> None:
         jobs = self.visible_jobs()
@@ -451,7 +492,10 @@ class JobMonitor(_Live):
                 self.selector.value = sel or ""
 
     def select(self, job_id: str | None) -> None:
-        """Show one job's card, history and logs."""
+        """Show one job's card, history, notifications and logs (a job submitted a moment ago, which the event
+        stream has not brought yet, is fetched)."""
+        if job_id and job_id not in self.jobs:
+            self._on_job(self.client.request("GET", f"jobs/{job_id}"))  # raises NotFound for an unknown id
         if (job_id or "") != self.selector.value:
             self.selector.value = job_id or ""
             return
@@ -461,6 +505,7 @@ class JobMonitor(_Live):
         if not job_id:
             self.card_box.children = ()
             self.history.value = ""
+            self.notifications.value = ""
             self.logs.value = ""
             return
         self._refresh_detail()
@@ -483,6 +528,7 @@ class JobMonitor(_Live):
         if list(self.component.options) != comps:
             self.component.options = comps
         self._refresh_history()
+        self._refresh_notifications()
         self._render()
         self.show_logs()
 
@@ -496,6 +542,18 @@ class JobMonitor(_Live):
             self.history.value = f'<span style="{_ERR_STYLE}">{render.esc(e)}</span>'
             return
         self.history.value = render.history_html(events)
+
+    def _refresh_notifications(self) -> None:
+        job_id = self.selected
+        if not job_id:
+            return
+        try:
+            deliveries = self.client.request("GET", f"jobs/{job_id}/notifications")["deliveries"]
+        except Exception as e:
+            self.notifications.value = f'<span style="{_ERR_STYLE}">{render.esc(e)}</span>'
+            return
+        if job_id == self.selected:
+            self.notifications.value = render.deliveries_html(deliveries)
 
     def show_logs(self) -> None:
         """Fetch and show the selected component's logs."""

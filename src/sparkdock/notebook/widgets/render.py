@@ -231,3 +231,44 @@ def jobs_table_html(jobs: list[dict[str, Any]], selected: str | None = None) -> 
     return (
         f"<table class='sparkdock-jobs'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
     )
+
+
+#: the colour of a delivery's status, or of an attempt's outcome
+_DELIVERY_HEX = {"delivered": "#43a047", "pending": "#f9a825", "retry": "#f9a825", "failed": "#e53935"}
+ATTEMPT_HEAD = ["EVENT", "CHANNEL", "TO", "ATTEMPT", "TIME", "CODE", "LATENCY", "OUTCOME", "DETAIL"]
+
+
+def attempt_rows(deliveries: list[dict[str, Any]]) -> list[list[str]]:
+    """One row per attempt of each delivery (a delivery not tried yet: one row saying when it will be), in the
+    columns of :data:`ATTEMPT_HEAD`; shared by the monitor and ``sparkdock notifications``."""
+    rows = []
+    for d in deliveries:
+        head = [d.get("event") or "", d.get("channel") or "", d.get("url") or ""]
+        attempts = d.get("attempts") or []
+        for a in attempts:
+            code = a.get("status_code")
+            latency = a.get("latency_ms")
+            rows.append([*head, str(a.get("number", "")), (a.get("time") or "")[:19].replace("T", " "),
+                         "" if code is None else str(code), "" if latency is None else f"{latency} ms",
+                         a.get("outcome") or "", a.get("error") or ""])
+        status = d.get("status") or ""
+        if status == "pending":
+            when = (d.get("next_attempt_at") or "")[:19].replace("T", " ")
+            rows.append([*head, str(len(attempts) + 1), when, "", "", "pending", "next attempt (UTC)"])
+        elif not attempts:
+            rows.append([*head, "-", "", "", "", status, d.get("last_error") or ""])
+    return rows
+
+
+def deliveries_html(deliveries: list[dict[str, Any]]) -> str:
+    """A job's notifications (webhooks and emails): every attempt, with its outcome's colour."""
+    if not deliveries:
+        return "<i>no notifications sent</i>"
+    head = "".join(f"<th style='text-align:left;padding:2px 6px'>{esc(h.lower())}</th>" for h in ATTEMPT_HEAD)
+    body = []
+    for row in attempt_rows(deliveries):
+        colour = _DELIVERY_HEX.get(row[7], "#9e9e9e")
+        cells = [esc(c) for c in row]
+        cells[7] = f'<span style="color:{colour};font-weight:700">{cells[7]}</span>'
+        body.append("<tr>" + "".join(f"<td style='padding:2px 6px'>{c}</td>" for c in cells) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"

@@ -1,4 +1,5 @@
-"""The dispatcher: sends the outbox's pending webhooks, retries them on a schedule, records every attempt.
+"""The dispatcher: sends the outbox's pending deliveries (webhooks and emails), retries them on a schedule,
+records every attempt.
 
 One asyncio task (started by the manager) reads the pending deliveries, sends each one that is due, and sleeps
 until the next one is due or until the manager says a state change planned new ones. Each attempt is a POST of
@@ -11,6 +12,9 @@ is the SSRF guard (:mod:`.guard`), with bounded timeouts and no redirects. Its o
   schedule is used up, ``failed``;
 - a refusal of the guard, a redirect or another 4xx: ``failed`` at once (sending it again would not help).
 
+An email delivery is handed to the :class:`~.mailer.Mailer` instead, and goes through the same schedule and
+records (an SMTP 4xx is retried, a 5xx is final).
+
 Delivery is at least once: a delivery whose attempt was cut short (a crash before its 2xx was recorded) is sent
 again with the same ``webhook-id``, by which receivers deduplicate.
 """
@@ -22,6 +26,7 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -36,7 +41,9 @@ from sparkdock.server.events import call_on_loop
 from sparkdock.server.outbox import Delivery, origin
 from sparkdock.server.store import parse_time, utc_text, utcnow
 from sparkdock.server.webhooks import signing
+from sparkdock.server.webhooks.attempt import AttemptResult as _Result
 from sparkdock.server.webhooks.guard import GuardedResolver, TargetGuard, TargetRefused
+from sparkdock.server.webhooks.mailer import Mailer, SmtpSettings
 
 log = logging.getLogger(__name__)
 
@@ -62,22 +69,17 @@ class DeliveryPolicy:
     """attempts in flight at once"""
 
 
-@dataclass
-class _Result:
-    outcome: str  # delivered | retry | failed
-    status_code: int | None = None
-    error: str | None = None
-    retry_after: float | None = None
-    latency_ms: int | None = None  # of the HTTP request alone (None: nothing was sent)
-
-
 class Dispatcher:
     """Sends the outbox (see the module's docstring)."""
 
-    def __init__(self, db: AsyncStore, guard: TargetGuard, policy: DeliveryPolicy | None = None) -> None:
+    def __init__(self, db: AsyncStore, guard: TargetGuard, policy: DeliveryPolicy | None = None,
+                 mailer: Mailer | None = None, on_attempt: Callable[[Delivery], None] | None = None) -> None:
         self.db = db
         self.guard = guard
         self.policy = policy or DeliveryPolicy()
+        self.mailer = mailer or Mailer(SmtpSettings())
+        self.on_attempt = on_attempt
+        """called with the delivery after each recorded attempt (the manager publishes it)"""
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inflight: dict[str, asyncio.Task[None]] = {}
@@ -147,16 +149,22 @@ class Dispatcher:
                 next_at = utc_text(datetime.now(UTC) + timedelta(seconds=delay))
             history = _describe(d, number, result, delay)
             try:
-                await self.db.call(self.db.store.record_attempt, d.id, time=started, outcome=result.outcome,
-                                   status_code=result.status_code, latency_ms=result.latency_ms, error=result.error,
-                                   next_attempt_at=next_at, history=history)
+                recorded = await self.db.call(
+                    self.db.store.record_attempt, d.id, time=started, outcome=result.outcome,
+                    status_code=result.status_code, latency_ms=result.latency_ms, error=result.error,
+                    next_attempt_at=next_at, history=history)
                 self._hold.pop(d.id, None)
+                if self.on_attempt is not None:
+                    try:
+                        self.on_attempt(recorded)
+                    except Exception:
+                        log.exception("sparkdock: the attempt of delivery %s could not be published", d.id)
             except Exception as exc:  # a full disk: keep it pending, try again later (same webhook-id)
                 log.warning("sparkdock: attempt %d of delivery %s could not be recorded (%s); it stays pending",
                             number, d.id, exc)
                 self._hold[d.id] = datetime.now(UTC) + timedelta(seconds=5)
             if result.outcome == "failed":
-                log.warning("sparkdock: webhook %s of job %s failed: %s", d.id, d.job_id, result.error)
+                log.warning("sparkdock: %s %s of job %s failed: %s", d.channel, d.id, d.job_id, result.error)
         finally:
             self._inflight.pop(d.id, None)
             self.kick()
@@ -171,9 +179,11 @@ class Dispatcher:
         return delay
 
     async def _attempt(self, d: Delivery) -> _Result:
-        """One POST of the delivery; raises only when the store cannot give the signing secrets (nothing is
-        sent then)."""
+        """One attempt of the delivery: an email, or a POST; raises only when the store cannot give the signing
+        secrets (nothing is sent then)."""
         assert self._http is not None
+        if d.channel == "email":
+            return await self.mailer.send(d)
         try:
             parts = urlsplit(d.url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -236,10 +246,12 @@ def _retry_after(headers: Any) -> float | None:
 
 
 def _describe(d: Delivery, number: int, result: _Result, delay: float) -> str:
-    """The history line of one attempt (the URL as its origin only: its path or query may hold a secret)."""
-    head = f"webhook {d.event} to {origin(d.url)} (attempt {number})"
+    """The history line of one attempt (a webhook's URL as its origin only: its path or query may hold a
+    secret)."""
+    head = f"{d.channel} {d.event} to {d.target} (attempt {number})"
     if result.outcome == "delivered":
-        return f"{head}: delivered, HTTP {result.status_code} in {result.latency_ms} ms"
+        answer = "SMTP" if d.channel == "email" else "HTTP"
+        return f"{head}: delivered, {answer} {result.status_code} in {result.latency_ms} ms"
     if result.outcome == "retry":
         return f"{head}: {result.error} in {result.latency_ms} ms; next attempt in {delay:.0f} s"
     return f"{head}: failed: {result.error}"

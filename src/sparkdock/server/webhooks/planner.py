@@ -5,13 +5,16 @@ The store calls the :class:`NotificationPlanner` inside the transaction of every
 server's defaults (``SparkDockApp.default_notifications``, keys ``server:<i>``) are matched against the event:
 the state the job enters, or ``*`` for any. One that is not ``persistent`` fires once: on the first match.
 
-The URL's template variables are rendered with the values of :func:`variables` (percent-encoded); the body is
-the notification's own ``payload`` with its variables rendered, or by default::
+A webhook's URL has its template variables rendered with the values of :func:`variables` (percent-encoded); its
+body is the notification's own ``payload`` with its variables rendered, or by default::
 
     {"type": "job.<event>", "timestamp": ..., "data": {"event": ..., "job": <the job JSON>, "links": {...}}}
 
 The job JSON of a delivery leaves out the application's code and the job's notifications (their URLs may hold
 the owner's secrets); job JSON never holds credentials.
+
+An email notification (its ``url`` an email address) gets the message of :func:`.mailer.compose` instead: the
+subject and the text are written now, so that a retry sends the same message.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ from collections.abc import Callable
 from typing import Any
 
 from sparkdock.model import templates
-from sparkdock.model.specs import NotificationSpec
+from sparkdock.model.specs import NotificationSpec, email_address
 from sparkdock.server.outbox import PlannedDelivery
 from sparkdock.server.store import Job
+from sparkdock.server.webhooks.mailer import compose
 
 API = "sparkdock/api/jobs"
 
@@ -85,6 +89,11 @@ class NotificationPlanner:
             if values is None:
                 base = self.base_url()
                 values = variables(job, event, base if base.endswith("/") else base + "/")
+            address = email_address(n["url"])
+            if address is not None:
+                out.append(PlannedDelivery(key, "email", f"mailto:{address}",
+                                           json.dumps(compose(job, event, values, address))))
+                continue
             if n.get("payload") is not None:
                 body: Any = templates.render_json(n["payload"], values)
             else:
