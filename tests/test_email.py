@@ -11,10 +11,10 @@ import asyncio
 import json
 import logging
 from dataclasses import replace
-from typing import Any
 
 import pytest
 
+import notify_helpers as nh
 from client_fixtures import client, run, server_token, server_url  # noqa: F401
 from job_helpers import captured_log
 from smtp_server import PASSWORD, USER, SmtpServer
@@ -24,7 +24,6 @@ from sparkdock.notebook.widgets import ClusterPanel, JobMonitor, JobSubmitPanel
 from sparkdock.server.outbox import Delivery
 from sparkdock.server.webhooks.mailer import Mailer, SmtpSettings, read_password
 
-H = {"Content-Type": "application/json"}
 PUBLIC_URL = "https://jupyter.example.org/user/alice/"
 SENDER = "sparkdock@jupyter.example.org"
 
@@ -51,43 +50,17 @@ def sparkdock_config(smtp, password_file):
             "public_url": PUBLIC_URL}
 
 
-def _job(exit_status: int = 0, notifications: list[dict[str, Any]] | None = None, name: str = "") -> dict[str, Any]:
-    fake = json.dumps({"exit_status": exit_status})
-    return {"kind": "automated", "name": name, "notifications": notifications or [],
-            "application": {"type": "pyspark", "code": f"# fake: {fake}\nprint('hello')"},
-            "cluster": {"image": "fake/ok"}}
-
-
-async def _call(jp_fetch, method: str, *path: str, body: Any = None) -> tuple[int, Any]:
-    r = await jp_fetch("sparkdock", "api", *path, method=method, raise_error=False, headers=dict(H),
-                       body=None if body is None and method != "POST" else json.dumps(body or {}))
-    return r.code, json.loads(r.body) if r.body else None
-
-
-async def _settled(jp_fetch, job_id: str, count: int) -> list[dict[str, Any]]:
-    """The job's deliveries, once there are ``count`` and none is pending."""
-    found: list[dict[str, Any]] = []
-    deadline = asyncio.get_running_loop().time() + 30
-    while True:
-        code, reply = await _call(jp_fetch, "GET", "jobs", job_id, "notifications")
-        assert code == 200, reply
-        found = reply["deliveries"]
-        if len(found) == count and all(d["status"] != "pending" for d in found):
-            return found
-        assert asyncio.get_running_loop().time() < deadline, f"deliveries of {job_id} did not settle: {found}"
-        await asyncio.sleep(0.05)
-
-
 async def test_an_email_tells_the_owner_what_happened_with_the_exit_code_and_links(jp_fetch, smtp):
     with captured_log(logging.getLogger("tornado.access"), logging.getLogger("ServerApp")) as log:
-        code, job = await _call(jp_fetch, "POST", "jobs", body=_job(exit_status=3, name="nightly load", notifications=[
+        body = nh.job_body(exit_status=3, name="nightly load", notifications=[
             {"url": "mailto:alice@example.org", "event": "EXECUTOR_ERROR"},
             {"url": "ops@example.org", "event": "RUNNING"},
-        ]))
+        ])
+        code, job = await nh.call(jp_fetch, "POST", "jobs", body=body)
         assert code == 201, job
         jid = job["id"]
-        deliveries = await _settled(jp_fetch, jid, 2)
-    final = (await _call(jp_fetch, "GET", "jobs", jid))[1]
+        deliveries = await nh.settled(jp_fetch, jid, 2)
+    final = (await nh.call(jp_fetch, "GET", "jobs", jid))[1]
     assert final["state"] == "EXECUTOR_ERROR" and final["exit_code"] is not None
     by_event = {d["event"]: d for d in deliveries}
     failed = by_event["EXECUTOR_ERROR"]
@@ -110,7 +83,7 @@ async def test_an_email_tells_the_owner_what_happened_with_the_exit_code_and_lin
     text = mail.get_content().replace("\r\n", "\n")
     assert text.startswith(f'The state of job "nightly load" ({jid}) has changed to EXECUTOR_ERROR.\n')
     body, _, signature = text.partition("\n-- \n")
-    assert signature == "Sent by sparkdock: the job asked for this email in its notifications.\n"
+    assert signature == "Sent by sparkdock: a notification of this job asked for this email.\n"
     fields = dict(ln.split(": ", 1) for ln in body.splitlines() if ": " in ln and not ln.startswith("The state"))
     fields = {k.rstrip(":").strip(): v.strip() for k, v in fields.items()}
     kernel = exit_codes.KERNEL_EXIT_CODES[2]  # the fake application exits with 3: kernel code 2, "the command failed"
@@ -128,7 +101,7 @@ async def test_an_email_tells_the_owner_what_happened_with_the_exit_code_and_lin
     assert "Exit code" not in running.get_content()
 
     # the history says where each went; the password is nowhere in the server's log
-    code, history = await _call(jp_fetch, "GET", "jobs", jid, "history")
+    code, history = await nh.call(jp_fetch, "GET", "jobs", jid, "history")
     lines = [e["description"] for e in history["events"] if e["event"] == "NOTIFICATION"]
     assert any(ln.startswith("email EXECUTOR_ERROR to alice@example.org (attempt 1): delivered, SMTP 250")
                for ln in lines), lines
@@ -137,10 +110,10 @@ async def test_an_email_tells_the_owner_what_happened_with_the_exit_code_and_lin
 
 async def test_a_busy_smtp_server_is_tried_again_and_the_email_arrives_once(jp_fetch, smtp):
     smtp.inbox.answers = ["451 4.3.0 Try again later"]
-    code, job = await _call(jp_fetch, "POST", "jobs", body=_job(notifications=[
+    code, job = await nh.call(jp_fetch, "POST", "jobs", body=nh.job_body(notifications=[
         {"url": "ops@example.org", "event": "COMPLETE"}]))
     assert code == 201, job
-    [d] = await _settled(jp_fetch, job["id"], 1)
+    [d] = await nh.settled(jp_fetch, job["id"], 1)
     assert d["status"] == "delivered", d
     assert [(a["number"], a["outcome"], a["status_code"]) for a in d["attempts"]] == [
         (1, "retry", 451), (2, "delivered", 250)]
@@ -150,9 +123,9 @@ async def test_a_busy_smtp_server_is_tried_again_and_the_email_arrives_once(jp_f
 
     # a 5xx is final: one attempt, nothing accepted
     smtp.inbox.answers = ["550 5.1.1 Mailbox unknown"]
-    code, job = await _call(jp_fetch, "POST", "jobs", body=_job(notifications=[
+    code, job = await nh.call(jp_fetch, "POST", "jobs", body=nh.job_body(notifications=[
         {"url": "nobody@example.org", "event": "COMPLETE"}]))
-    [d] = await _settled(jp_fetch, job["id"], 1)
+    [d] = await nh.settled(jp_fetch, job["id"], 1)
     assert d["status"] == "failed" and len(d["attempts"]) == 1, d
     assert d["last_error"] == "SMTP 550: 5.1.1 Mailbox unknown"
     assert smtp.inbox.attempts == 3 and len(smtp.inbox.messages) == 1

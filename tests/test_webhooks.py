@@ -24,6 +24,7 @@ from urllib.parse import parse_qs, quote
 import pytest
 import standardwebhooks
 
+import notify_helpers as nh
 from client_fixtures import client, run, server_token, server_url  # noqa: F401
 from job_helpers import captured_log, until
 from sparkdock.model.lifecycle import Kind, State
@@ -37,7 +38,6 @@ from sparkdock.server.webhooks.guard import TargetGuard
 from sparkdock.server.webhooks.planner import NotificationPlanner
 from webhook_receiver import Receiver
 
-H = {"Content-Type": "application/json"}
 PUBLIC_URL = "https://jupyter.example.org/user/alice/"
 SCHEDULE = [0.2, 0.4, 0.8]
 
@@ -58,42 +58,6 @@ def sparkdock_config(receiver):
     return {"webhook_allowed_networks": ["127.0.0.3/32"], "webhook_retry_schedule": SCHEDULE,
             "webhook_retry_jitter": 0.1, "webhook_timeout": 5.0, "public_url": PUBLIC_URL,
             "default_notifications": [{"url": receiver.url("/server-default?key=s3cr3t"), "event": "COMPLETE"}]}
-
-
-def _job(code: str = "", exit_status: int = 0, notifications: list[dict[str, Any]] | None = None,
-         name: str = "") -> dict[str, Any]:
-    fake = json.dumps({"exit_status": exit_status})
-    return {"kind": "automated", "name": name, "notifications": notifications or [],
-            "application": {"type": "pyspark", "code": f"# fake: {fake}\nprint('hello')\n{code}"},
-            "cluster": {"image": "fake/ok"}}
-
-
-async def _call(jp_fetch, method: str, *path: str, body: Any = None) -> tuple[int, Any]:
-    r = await jp_fetch("sparkdock", "api", *path, method=method, raise_error=False, headers=dict(H),
-                       body=None if body is None and method != "POST" else json.dumps(body or {}))
-    return r.code, json.loads(r.body) if r.body else None
-
-
-async def _deliveries(jp_fetch, job_id: str) -> list[dict[str, Any]]:
-    code, reply = await _call(jp_fetch, "GET", "jobs", job_id, "notifications")
-    assert code == 200, reply
-    return reply["deliveries"]
-
-
-async def _settled(jp_fetch, job_id: str, count: int, source: str = "job:") -> list[dict[str, Any]]:
-    """The job's deliveries of its own notifications (``source``), once there are ``count`` and none is pending
-    (the server's default notification fires too, for each job that completes)."""
-    found: list[dict[str, Any]] = []
-
-    async def done() -> bool:
-        found[:] = [d for d in await _deliveries(jp_fetch, job_id) if d["notification"].startswith(source)]
-        return len(found) == count and all(d["status"] != "pending" for d in found)
-
-    deadline = asyncio.get_running_loop().time() + 30
-    while not await done():
-        assert asyncio.get_running_loop().time() < deadline, f"deliveries of {job_id} did not settle: {found}"
-        await asyncio.sleep(0.05)
-    return found
 
 
 def test_signatures_reproduce_the_standard_webhooks_test_vector():
@@ -117,20 +81,20 @@ async def test_signed_deliveries_with_template_variables_reach_the_receiver(jp_f
         {"url": receiver.url("/failed"), "event": "EXECUTOR_ERROR", "payload": {"vars": every, "n": [1, "${OWNER}"]}},
         {"url": receiver.url("/never"), "event": "CANCELED"},
     ]
-    code, job = await _call(jp_fetch, "POST", "jobs", body=_job("x = 1", exit_status=3, name="nightly load",
+    code, job = await nh.call(jp_fetch, "POST", "jobs", body=nh.job_body("x = 1", exit_status=3, name="nightly load",
                                                                  notifications=notifications))
     assert code == 201, job
     jid = job["id"]
     assert [n["url"] for n in job["spec"]["notifications"]] == [n["url"] for n in notifications]
-    deliveries = await _settled(jp_fetch, jid, 6)  # QUEUED, INITIALIZING, RUNNING, EXECUTOR_ERROR; once; failed
-    code, secret = await _call(jp_fetch, "POST", "webhooks", "secret")
+    deliveries = await nh.settled(jp_fetch, jid, 6)  # QUEUED, INITIALIZING, RUNNING, EXECUTOR_ERROR; once; failed
+    code, secret = await nh.call(jp_fetch, "POST", "webhooks", "secret")
     assert code == 200 and secret["secret"].startswith("whsec_") and secret["rotated"] is False
     verifier = standardwebhooks.Webhook(secret["secret"])
 
     each = sorted(receiver.at(f"/each/{jid}"), key=lambda r: r.json["data"]["job"]["seq"])  # sent concurrently
     assert [parse_qs(r.query)["event"][0] for r in each] == ["QUEUED", "INITIALIZING", "RUNNING", "EXECUTOR_ERROR"]
     last = parse_qs(each[-1].query)
-    final = (await _call(jp_fetch, "GET", "jobs", jid))[1]
+    final = (await nh.call(jp_fetch, "GET", "jobs", jid))[1]
     assert final["state"] == "EXECUTOR_ERROR"
     assert last["code"] == [str(final["exit_code"])] and last["error"] == [final["exit_message"]]
     assert quote(final["exit_message"], safe="") in each[-1].query  # percent-encoded in the URL
@@ -175,7 +139,7 @@ async def test_signed_deliveries_with_template_variables_reach_the_receiver(jp_f
         [attempt] = d["attempts"]
         assert attempt["outcome"] == "delivered" and attempt["status_code"] == 200
         assert attempt["latency_ms"] >= 0 and d["delivered_at"]
-    history = (await _call(jp_fetch, "GET", "jobs", jid, "history"))[1]["events"]
+    history = (await nh.call(jp_fetch, "GET", "jobs", jid, "history"))[1]["events"]
     notes = [e for e in history if e["event"] == "NOTIFICATION"]
     assert len(notes) == 6 and all("delivered, HTTP 200" in e["description"] for e in notes)
     assert all("127.0.0.3" in e["description"] and "error=" not in e["description"] for e in notes)  # origin only
@@ -183,19 +147,19 @@ async def test_signed_deliveries_with_template_variables_reach_the_receiver(jp_f
 
 async def test_a_rotated_secret_is_shown_once_and_both_sign_during_the_grace_period(jp_fetch, receiver):
     with captured_log(logging.getLogger("tornado.access"), logging.getLogger("ServerApp")) as lines:
-        code, first = await _call(jp_fetch, "POST", "webhooks", "secret")
+        code, first = await nh.call(jp_fetch, "POST", "webhooks", "secret")
         assert code == 200 and first["rotated"] is False
-        code, info = await _call(jp_fetch, "GET", "webhooks", "secret")
+        code, info = await nh.call(jp_fetch, "GET", "webhooks", "secret")
         assert code == 200 and info["shown"] is True and info["rotated_at"] is None and "secret" not in info
-        code, second = await _call(jp_fetch, "POST", "webhooks", "secret")  # shown already: this one rotates
+        code, second = await nh.call(jp_fetch, "POST", "webhooks", "secret")  # shown already: this one rotates
     assert any("rotated" in line for line in lines)  # said, but never the secret
     assert not any(s["secret"] in line or s["secret"][6:] in line for s in (first, second) for line in lines)
     assert code == 200 and second["rotated"] is True and second["secret"] != first["secret"]
     assert len(base64.b64decode(second["secret"].removeprefix("whsec_"))) == 32
-    code, info = await _call(jp_fetch, "GET", "webhooks", "secret")
+    code, info = await nh.call(jp_fetch, "GET", "webhooks", "secret")
     assert info["rotated_at"] and info["created_at"] == second["created_at"]
 
-    code, job = await _call(jp_fetch, "POST", "jobs", body=_job(notifications=[
+    code, job = await nh.call(jp_fetch, "POST", "jobs", body=nh.job_body(notifications=[
         {"url": receiver.url("/rotated"), "event": "QUEUED"}]))
     assert code == 201
     [r] = await asyncio.to_thread(receiver.wait_for, lambda got: any(g.path == "/rotated" for g in got), "/rotated")
@@ -203,7 +167,7 @@ async def test_a_rotated_secret_is_shown_once_and_both_sign_during_the_grace_per
     assert len(signatures) == 2  # the new secret's, then the old one's
     for secret in (second["secret"], first["secret"]):
         standardwebhooks.Webhook(secret).verify(r.body, r.headers)
-    await _settled(jp_fetch, job["id"], 1)
+    await nh.settled(jp_fetch, job["id"], 1)
 
 
 async def test_a_receiver_that_fails_twice_gets_the_third_attempt(jp_fetch, receiver):
@@ -212,11 +176,11 @@ async def test_a_receiver_that_fails_twice_gets_the_third_attempt(jp_fetch, rece
     receiver.retry_after["/busy"] = "0.5"
     receiver.script["/down"] = [503]
     receiver.script["/gone"] = [404]
-    code, job = await _call(jp_fetch, "POST", "jobs", body=_job(notifications=[
+    code, job = await nh.call(jp_fetch, "POST", "jobs", body=nh.job_body(notifications=[
         {"url": receiver.url(p), "event": "QUEUED"} for p in ("/flaky", "/busy", "/down", "/gone")]))
     assert code == 201
     jid = job["id"]
-    by_url = {d["url"]: d for d in await _settled(jp_fetch, jid, 4)}
+    by_url = {d["url"]: d for d in await nh.settled(jp_fetch, jid, 4)}
 
     flaky = by_url[receiver.url("/flaky")]
     assert flaky["status"] == "delivered"
@@ -235,7 +199,7 @@ async def test_a_receiver_that_fails_twice_gets_the_third_attempt(jp_fetch, rece
     gone = by_url[receiver.url("/gone")]  # a 4xx is final
     assert gone["status"] == "failed" and len(gone["attempts"]) == 1 and gone["last_error"].startswith("HTTP 404")
 
-    history = (await _call(jp_fetch, "GET", "jobs", jid, "history"))[1]["events"]
+    history = (await nh.call(jp_fetch, "GET", "jobs", jid, "history"))[1]["events"]
     flaky_notes = [e["description"] for e in history if e["event"] == "NOTIFICATION" and "attempt" in
                    e["description"] and e["progress"]["delivery"] == flaky["id"]]
     assert len(flaky_notes) == 3
@@ -244,13 +208,13 @@ async def test_a_receiver_that_fails_twice_gets_the_third_attempt(jp_fetch, rece
 
 
 async def test_a_server_default_fires_for_every_job_and_its_url_stays_hidden(jp_fetch, receiver):
-    code, job = await _call(jp_fetch, "POST", "jobs", body=_job())
+    code, job = await nh.call(jp_fetch, "POST", "jobs", body=nh.job_body())
     assert code == 201
-    [d] = await _settled(jp_fetch, job["id"], 1, source="server:")
+    [d] = await nh.settled(jp_fetch, job["id"], 1, source="server:")
     assert d["notification"] == "server:0" and d["event"] == "COMPLETE" and d["status"] == "delivered"
     assert d["url"] == f"http://127.0.0.3:{receiver.port}"  # the origin only: the query holds a secret
     assert receiver.at("/server-default")[0].query == "key=s3cr3t"
-    code, reply = await _call(jp_fetch, "GET", "jobs", job["id"], "notifications")
+    code, reply = await nh.call(jp_fetch, "GET", "jobs", job["id"], "notifications")
     assert reply["notifications"] == [] and "s3cr3t" not in json.dumps(reply)
 
 
@@ -265,10 +229,10 @@ async def test_targets_that_are_not_public_are_refused(jp_fetch, receiver):
             "http://10.0.0.1/private": "refused: 10.0.0.1 is a private address",
             receiver.url("/redirect"): "HTTP 302: redirects are not followed (to http://127.0.0.2:",
         }
-        code, job = await _call(jp_fetch, "POST", "jobs", body=_job(notifications=[
+        code, job = await nh.call(jp_fetch, "POST", "jobs", body=nh.job_body(notifications=[
             {"url": url, "event": "QUEUED"} for url in targets]))
         assert code == 201
-        deliveries = await _settled(jp_fetch, job["id"], len(targets))
+        deliveries = await nh.settled(jp_fetch, job["id"], len(targets))
         for d in deliveries:
             assert d["status"] == "failed" and len(d["attempts"]) == 1, d  # never retried
             assert targets[d["url"]] in d["last_error"], d
@@ -294,22 +258,22 @@ async def test_targets_that_are_not_public_are_refused(jp_fetch, receiver):
     ({"event": "*"}, "notifications.0.url", "required"),
 ])
 async def test_a_bad_notification_is_a_400_that_names_the_field(jp_fetch, notification, field, words):
-    code, reply = await _call(jp_fetch, "POST", "jobs", body=_job(notifications=[notification]))
+    code, reply = await nh.call(jp_fetch, "POST", "jobs", body=nh.job_body(notifications=[notification]))
     assert code == 400, reply
     assert [e["field"] for e in reply["errors"]] == [field], reply
     assert words in reply["errors"][0]["message"], reply
-    code, listed = await _call(jp_fetch, "GET", "jobs")
+    code, listed = await nh.call(jp_fetch, "GET", "jobs")
     assert listed["total"] == 0
 
 
 async def test_more_than_ten_notifications_are_refused(jp_fetch):
-    code, reply = await _call(jp_fetch, "POST", "jobs", body=_job(notifications=[
+    code, reply = await nh.call(jp_fetch, "POST", "jobs", body=nh.job_body(notifications=[
         {"url": f"http://h/{i}", "event": "*"} for i in range(11)]))
     assert code == 400 and reply["errors"][0]["field"] == "notifications"
 
 
 async def test_an_unknown_job_has_no_notifications(jp_fetch):
-    code, reply = await _call(jp_fetch, "GET", "jobs", "nosuchjob1", "notifications")
+    code, reply = await nh.call(jp_fetch, "GET", "jobs", "nosuchjob1", "notifications")
     assert code == 404 and "nosuchjob1" in reply["message"]
 
 

@@ -533,27 +533,24 @@ class JobMonitor(_Live):
         self.show_logs()
 
     def _refresh_history(self) -> None:
-        job_id = self.selected
-        if not job_id:
-            return
-        try:
-            events = self.client.request("GET", f"jobs/{job_id}/history")["events"]
-        except Exception as e:
-            self.history.value = f'<span style="{_ERR_STYLE}">{render.esc(e)}</span>'
-            return
-        self.history.value = render.history_html(events)
+        self._refresh(self.history, "history", "events", render.history_html)
 
     def _refresh_notifications(self) -> None:
+        self._refresh(self.notifications, "notifications", "deliveries", render.deliveries_html)
+
+    def _refresh(self, view: w.HTML, part: str, key: str, show: Callable[[list[dict[str, Any]]], str]) -> None:
+        """Fetch ``jobs/<selected>/<part>`` and show its ``key`` list in ``view`` (unless another job was
+        selected meanwhile)."""
         job_id = self.selected
         if not job_id:
             return
         try:
-            deliveries = self.client.request("GET", f"jobs/{job_id}/notifications")["deliveries"]
+            items = self.client.request("GET", f"jobs/{job_id}/{part}")[key]
         except Exception as e:
-            self.notifications.value = f'<span style="{_ERR_STYLE}">{render.esc(e)}</span>'
+            view.value = f'<span style="{_ERR_STYLE}">{render.esc(e)}</span>'
             return
         if job_id == self.selected:
-            self.notifications.value = render.deliveries_html(deliveries)
+            view.value = show(items)
 
     def show_logs(self) -> None:
         """Fetch and show the selected component's logs."""

@@ -30,12 +30,15 @@ from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import formatdate, parseaddr
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sparkdock.model import exit_codes
 from sparkdock.model.lifecycle import STYLES, State
 from sparkdock.server.outbox import Delivery
 from sparkdock.server.webhooks.attempt import DELIVERED, FAILED, RETRY, AttemptResult
+
+if TYPE_CHECKING:
+    from sparkdock.server.store import Job
 
 #: the ways to protect an SMTP session
 TLS_MODES = ("starttls", "tls", "none")
@@ -112,36 +115,34 @@ def read_password(path: str, environ: dict[str, str]) -> tuple[str, str | None]:
 
 
 # ---- the message ------------------------------------------------------------------------------------------------
-def compose(job: Any, event: str, values: dict[str, str], address: str) -> dict[str, str]:
+def compose(job: Job, event: str, values: dict[str, str], address: str) -> dict[str, str]:
     """The message of ``event`` of ``job`` to ``address`` (``values``: the template variables of the event):
     ``{"to", "subject", "text"}``, stored in the outbox as the delivery's payload."""
     named = f'"{job.name}" ({job.id})' if job.name else job.id
     code = job.exit_code
     subject = f"sparkdock: job {named} is {event}" + (f" (exit code {code})" if code is not None else "")
-    style = STYLES.get(State(event)) if event in State.__members__ else None
     lines = [f"The state of job {named} has changed to {event}.", ""]
     rows = [("Job", f"{job.id} ({job.kind.value}" + (f", {job.backend} backend" if job.backend else "") + ")")]
     if job.name:
         rows.append(("Name", job.name))
-    rows.append(("State", f"{event}: {style.description}" if style else event))
+    rows.append(("State", f"{event}: {STYLES[State(event)].description}"))
     if code is not None:
-        try:
-            entry = exit_codes.get(code)
-            rows += [("Exit code", f"{code}: {entry.description}"), ("Message", job.exit_message or ""),
-                     ("Action", entry.action)]
-            kernel = _KERNEL_RE.search(job.exit_message or "")
-            if kernel and int(kernel.group(1)) in exit_codes.KERNEL_EXIT_CODES:
-                k = exit_codes.KERNEL_EXIT_CODES[int(kernel.group(1))]
-                rows += [("Kernel code", f"{k.code}: {k.description}"), ("Then", k.action)]
-        except KeyError:
-            rows += [("Exit code", str(code)), ("Message", job.exit_message or "")]
+        entry = exit_codes.CATALOG.get(code)
+        rows += [("Exit code", f"{code}: {entry.description}" if entry else str(code)),
+                 ("Message", job.exit_message or "")]
+        if entry:
+            rows.append(("Action", entry.action))
+        kernel = _KERNEL_RE.search(job.exit_message or "") if code == 18 else None
+        if kernel and int(kernel.group(1)) in exit_codes.KERNEL_EXIT_CODES:
+            k = exit_codes.KERNEL_EXIT_CODES[int(kernel.group(1))]
+            rows += [("Kernel code", f"{k.code}: {k.description}"), ("Then", k.action)]
     rows += [("Owner", job.owner or ""), ("Submitted", job.created_at), ("Started", job.started_at or "-"),
              ("Ended", job.ended_at or "-")]
     width = max(len(k) for k, _ in rows) + 2
     lines += [f"{k + ':':<{width}}{v}" for k, v in rows]
     lines += ["", f"{'URL:':<{width}}{values['JOB_URL']}", f"{'Logs:':<{width}}{values['JOB_ARCHIVE_URL']}",
               f"{'History:':<{width}}{values['JOB_URL']}/history", "",
-              "-- ", "Sent by sparkdock: the job asked for this email in its notifications."]
+              "-- ", "Sent by sparkdock: a notification of this job asked for this email."]
     return {"to": address, "subject": subject, "text": "\n".join(lines) + "\n"}
 
 
