@@ -68,8 +68,8 @@ def _routes(job_id: str) -> list[tuple[str, list[str], str]]:
 async def test_the_auth_matrix_of_every_route_and_the_event_stream(jp_fetch, jp_ws_fetch, jp_serverapp):
     jid = await _running(jp_fetch, jp_serverapp)
     routes = _routes(jid)
-    assert len(routes) == 15  # jobs GET/POST, job GET/DELETE, status, history, logs, sql, credentials,
-    # notifications, webhooks/secret GET/POST, codes, info, openapi.json
+    assert len(routes) == 16  # jobs GET/POST, job GET/DELETE, status, history, logs, sql, credentials,
+    # notifications, webhooks/secret GET/POST, codes, info, cluster-options, openapi.json
     for method, parts, action in routes:
         body = {"statement": "SELECT 1"} if parts[-1] == "sql" else INTERACTIVE
         for who, headers in (("no token", {"Authorization": ""}), ("a wrong token", {"Authorization": "token x"})):

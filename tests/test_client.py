@@ -95,10 +95,10 @@ async def test_automated_job_on_a_running_cluster(client):  # noqa: F811
     bad = await run(
         client.submit, code='# fake: {"exit_status": 1}\nraise SystemExit(1)', cluster_job=cluster.id
     )
-    await run(bad.wait, timeout=20)  # an automated job's end is not an error by default
+    await run(bad.wait, timeout=20, raise_on_error=False)  # the failed job, to look at
     assert bad.failed and bad.exit_code == 18 and (await run(bad.exit_info))["action"]
-    with pytest.raises(JobFailed):
-        await run(bad.wait, raise_on_failure=True, timeout=5)
+    with pytest.raises(JobFailed):  # by default a failure raises
+        await run(bad.wait, timeout=5)
     await run(cluster.terminate)
     await run(cluster.wait, "COMPLETE", timeout=20)
 

@@ -78,8 +78,9 @@ from importlib.metadata import version
 assert version("sparkdock") == sparkdock.__version__
 assert callable(sparkdock.connect)
 assert sparkdock.notify("ops@example.org", on="failure")[0]["event"] == "EXECUTOR_ERROR"
-from sparkdock import JobFailed, SparkdockError
-assert issubclass(JobFailed, SparkdockError)
+from sparkdock import JobFailed, RequestTimeout, ServerUnreachable, SparkdockError, WaitTimeout
+assert issubclass(JobFailed, SparkdockError) and issubclass(WaitTimeout, TimeoutError)
+assert callable(sparkdock.cluster_options)
 from sparkdock.widgets import ClusterPanel, JobCard, JobMonitor, JobSubmitPanel
 points = sparkdock._jupyter_server_extension_points()
 assert points[0]["module"] == "sparkdock" and points[0]["app"].name == "sparkdock", points
@@ -102,7 +103,7 @@ def test_the_command_runs_in_a_fresh_venv(fresh_venv: tuple[Path, dict[str, str]
     traceback."""
     venv, env = fresh_venv
     done = _run([str(venv / "bin" / "sparkdock"), "--help"], env=env)
-    assert "{jobs,launch,terminate,notifications,exit-codes,info}" in done.stdout, done.stdout
+    assert "{jobs,launch,terminate,cluster-options,notifications,exit-codes,info}" in done.stdout, done.stdout
     alone = subprocess.run([str(venv / "bin" / "sparkdock"), "jobs"], capture_output=True, text=True, env=env,
                            timeout=120)
     assert alone.returncode == 2, (alone.stdout, alone.stderr)

@@ -118,7 +118,7 @@ async def test_monitor_table_filters_history_logs_cancel(client):  # noqa: F811
     await _until(lambda: mon.jobs[cluster.id]["state"] == "RUNNING")
     bad = await run(client.submit, code='# fake: {"exit_status": 1, "output": "driver log: bad exit"}\n'
                     'raise SystemExit(1)', cluster_job=cluster)
-    await run(bad.wait, timeout=20)
+    await run(bad.wait, timeout=20, raise_on_error=False)
     await _until(lambda: mon.jobs.get(bad.id, {}).get("state") == "EXECUTOR_ERROR")
     mon.kind_filter.value = "automated"
     assert bad.id in mon.table.value and cluster.id not in mon.table.value

@@ -7,7 +7,11 @@ from typing import Any
 from sparkdock import _aliases
 from sparkdock._version import __version__
 
-__all__ = ["__version__", "connect", "notify"]
+#: the client's error classes, handed on so that a notebook can write ``except sparkdock.JobFailed``
+_CLIENT_ERRORS = ("AuthError", "Conflict", "InvalidSpec", "JobFailed", "NotFound", "QuotaExceeded", "RequestTimeout",
+                  "ServerUnreachable", "SparkdockError", "WaitTimeout")
+
+__all__ = ["__version__", "cluster_options", "connect", "notify", *_CLIENT_ERRORS]
 
 _aliases.install()
 
@@ -17,6 +21,14 @@ def connect(*args: Any, **kwargs: Any) -> Any:
     from sparkdock.notebook.client import connect as _connect
 
     return _connect(*args, **kwargs)
+
+
+def cluster_options(*args: Any, **kwargs: Any) -> Any:
+    """What a cluster request may ask of the server and its defaults; see
+    :func:`sparkdock.notebook.client.cluster_options`."""
+    from sparkdock.notebook.client import cluster_options as _cluster_options
+
+    return _cluster_options(*args, **kwargs)
 
 
 def notify(*args: Any, **kwargs: Any) -> Any:
@@ -32,11 +44,6 @@ def _jupyter_server_extension_points() -> list[dict[str, Any]]:
     return [{"module": "sparkdock", "app": SparkDockApp}]
 
 
-#: the client's error classes, handed on so that a notebook can write ``except sparkdock.JobFailed``
-_CLIENT_ERRORS = ("AuthError", "Conflict", "InvalidSpec", "JobFailed", "NotFound", "QuotaExceeded",
-                  "SparkdockError")
-
-
 def __getattr__(name: str) -> Any:
     """``sparkdock.widgets`` (and the former module names) and the client's error classes, imported on first
     use: ``import sparkdock`` stays light for the server."""
@@ -48,6 +55,10 @@ def __getattr__(name: str) -> Any:
     if name in _CLIENT_ERRORS:
         return getattr(importlib.import_module("sparkdock.notebook.errors"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -3,13 +3,15 @@
 ::
 
     sparkdock jobs [--kind interactive|automated] [--state RUNNING]
-    sparkdock launch [--name N] [--workers 1] [--worker-cores 1] [--worker-memory 1g] [--wait]
+    sparkdock launch [--name N] [--workers N] [--worker-cores N] [--worker-memory 1g] [--wait]
     sparkdock terminate ID [--wait]
+    sparkdock cluster-options [--json]
     sparkdock notifications ID [--json]
     sparkdock exit-codes
     sparkdock info
 
-The server comes from ``--url``/``--token`` or ``SPARKDOCK_URL``/``SPARKDOCK_TOKEN``.
+The server comes from ``--url``/``--token`` or ``SPARKDOCK_URL``/``SPARKDOCK_TOKEN``. What ``launch`` is not
+given, the server's defaults give (``sparkdock cluster-options`` lists them).
 """
 
 from __future__ import annotations
@@ -63,6 +65,15 @@ def _cmd_terminate(c: Client, a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_cluster_options(c: Client, a: argparse.Namespace) -> int:
+    opts = c.cluster_options()
+    if a.json:
+        print(json.dumps(dict(opts), indent=2))
+        return 0
+    print(_table([list(r) for r in opts.rows()], ["OPTION", "DEFAULT", "ALLOWED"]))
+    return 0
+
+
 def _cmd_notifications(c: Client, a: argparse.Namespace) -> int:
     deliveries = c.job(a.id).notifications()
     if a.json:
@@ -107,19 +118,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=_cmd_jobs)
     s = sub.add_parser("launch", help="launch an interactive cluster")
     s.add_argument("--name", default="")
-    s.add_argument("--workers", type=int, default=1)
-    s.add_argument("--worker-cores", type=int, default=1)
-    s.add_argument("--worker-memory", default="1g")
-    s.add_argument("--idle-timeout", type=float)
-    s.add_argument("--image")
+    s.add_argument("--workers", type=int, help="default: the server's (sparkdock cluster-options)")
+    s.add_argument("--worker-cores", type=int, help="default: the server's")
+    s.add_argument("--worker-memory", help="a size like 512m or 2g; default: the server's")
+    s.add_argument("--idle-timeout", type=float, help="seconds; default: the server's")
+    s.add_argument("--image", help="default: the server's")
     s.add_argument("--wait", action="store_true", help="wait until RUNNING")
-    s.add_argument("--timeout", type=float, default=900)
+    s.add_argument("--timeout", type=float, default=900, help="seconds --wait waits (default 900)")
     s.set_defaults(fn=_cmd_launch)
     s = sub.add_parser("terminate", help="terminate a cluster or cancel a job")
     s.add_argument("id")
     s.add_argument("--wait", action="store_true", help="wait until it has ended")
     s.add_argument("--timeout", type=float, default=300)
     s.set_defaults(fn=_cmd_terminate)
+    s = sub.add_parser("cluster-options", help="what a cluster may ask of the server, and its defaults")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=_cmd_cluster_options)
     s = sub.add_parser("notifications", help="a job's notifications (webhooks, emails) and every attempt")
     s.add_argument("id")
     s.add_argument("--json", action="store_true")

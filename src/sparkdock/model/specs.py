@@ -62,12 +62,19 @@ class _Model(BaseModel):
 PositiveSeconds = Annotated[float, Field(gt=0, le=30 * 24 * 3600, description="seconds")]
 
 
+#: The bounds of every cluster request (a server's ``max_*`` settings may only lower the maxima).
+SPEC_MAX_WORKERS = 32
+SPEC_MAX_WORKER_CORES = 64
+MIN_WORKER_MEMORY = "256m"
+
+
 class ClusterSpec(_Model):
     """The shape of a cluster: workers, their size, the image and (interactive) schedule limits."""
 
-    workers: int = Field(1, ge=1, le=32, description="number of Spark workers")
-    worker_cores: int = Field(1, ge=1, le=64, description="cores per worker")
-    worker_memory: str = Field("1g", description="memory per worker, e.g. '1g' or '512m' (at least 256m)")
+    workers: int = Field(1, ge=1, le=SPEC_MAX_WORKERS, description="number of Spark workers")
+    worker_cores: int = Field(1, ge=1, le=SPEC_MAX_WORKER_CORES, description="cores per worker")
+    worker_memory: str = Field("1g", description=f"memory per worker, e.g. '1g' or '512m' (at least "
+                                                 f"{MIN_WORKER_MEMORY})")
     image: str | None = Field(None, description="container image (Docker backend); default from config")
     idle_timeout: PositiveSeconds | None = Field(
         None, description="terminate an interactive cluster idle for this many seconds"
@@ -81,7 +88,7 @@ class ClusterSpec(_Model):
     def _memory(cls, v: Any) -> str:
         if not isinstance(v, str):
             raise ValueError("must be a string size like '512m' or '1g'")
-        return _check_size(v, 256 * 1024**2)
+        return _check_size(v, parse_size(MIN_WORKER_MEMORY))
 
     @field_validator("image")
     @classmethod

@@ -4,10 +4,10 @@ Inside a notebook kernel started by a Jupyter server, :func:`connect` finds that
 
     import sparkdock
     client = sparkdock.connect()
-    cluster = client.launch_cluster(workers=1, worker_memory="512m")
-    cluster.wait()                      # follows the event stream; raises JobFailed on a failure
-    cluster.sql("SELECT 1 AS one")      # a pandas DataFrame, run by the server
-    cluster.terminate().wait()
+    with client.launch_cluster() as cluster:    # the server's default size (sparkdock.cluster_options())
+        cluster.wait()                          # follows the event stream; raises JobFailed on a failure
+        cluster.sql("SELECT 1 AS one")          # a pandas DataFrame, run by the server
+    # leaving the block terminated the cluster
 
 Every call is blocking. Waiting follows ``WS sparkdock/api/events`` (one JSON message per job change) in a
 background thread (:class:`EventStream`), and falls back to polling with exponential backoff only when the
@@ -26,10 +26,12 @@ import struct
 import tempfile
 import threading
 import time
+import warnings
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
@@ -42,6 +44,8 @@ from sparkdock.notebook.errors import (
     JobFailed,
     NotFound,
     QuotaExceeded,
+    RequestTimeout,
+    ServerUnreachable,
     SparkdockError,
     WaitTimeout,
     error_for,
@@ -53,6 +57,7 @@ __all__ = [
     "AuthError",
     "AutomatedJob",
     "Client",
+    "ClusterOptions",
     "Conflict",
     "EventStream",
     "InteractiveJob",
@@ -61,9 +66,13 @@ __all__ = [
     "JobFailed",
     "NotFound",
     "QuotaExceeded",
+    "RequestTimeout",
+    "ServerUnreachable",
     "SparkdockError",
     "WaitTimeout",
+    "cluster_options",
     "connect",
+    "notify",
 ]
 
 FAILURE_STATES: frozenset[str] = frozenset({"SYSTEM_ERROR", "EXECUTOR_ERROR", "CANCELED"})
@@ -133,6 +142,73 @@ def connect(url: str | None = None, token: str | None = None) -> Client:
     elif token is None:
         token = os.environ.get("SPARKDOCK_TOKEN", "")
     return Client(url, token or "")
+
+
+def cluster_options(url: str | None = None, token: str | None = None) -> ClusterOptions:
+    """What the server lets a cluster request ask (sizes, images) and the defaults a request gets when it does not
+    say; the server is found as :func:`connect` finds it. See :class:`ClusterOptions`."""
+    with connect(url, token) as client:
+        return client.cluster_options()
+
+
+class ClusterOptions(Mapping[str, dict[str, Any]]):
+    """What a cluster request may ask of the server, and its defaults (``GET sparkdock/api/cluster-options``).
+
+    A read-only mapping of each field to ``{"default", "min", "max"}`` (``image``: ``{"default", "allowed"}``,
+    ``allowed`` None when any image is; ``idle_timeout`` and ``max_lifetime``: ``{"default"}``, None for none)::
+
+        opts = sparkdock.cluster_options()
+        opts["workers"]["max"]      # the server's max_workers
+        opts.defaults               # {"workers": 1, "worker_cores": 1, "worker_memory": "1g", ...}
+
+    :meth:`Client.launch_cluster` and :meth:`Client.submit` leave out what they are not given, so the defaults
+    here are what a cluster gets.
+    """
+
+    def __init__(self, data: Mapping[str, dict[str, Any]]) -> None:
+        self._data = {k: dict(v) for k, v in data.items()}
+
+    def __getitem__(self, key: str) -> dict[str, Any]:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """Field → the value a request that does not give it gets."""
+        return {k: v.get("default") for k, v in self._data.items()}
+
+    def rows(self) -> list[tuple[str, str, str]]:
+        """``(field, default, allowed)`` as text, one per field."""
+        out = []
+        for key, opt in self._data.items():
+            default = "none" if opt.get("default") is None else str(opt["default"])
+            if "max" in opt:
+                allowed = f"{opt.get('min')} to {opt['max']}"
+            elif "allowed" in opt:
+                allowed = "any" if opt["allowed"] is None else ", ".join(opt["allowed"]) or "the default only"
+            else:
+                allowed = "seconds, or none"
+            out.append((key, default, allowed))
+        return out
+
+    def __repr__(self) -> str:
+        rows = [("option", "default", "allowed"), *self.rows()]
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+        return "ClusterOptions\n" + "\n".join("  " + line for line in lines)
+
+    def _repr_html_(self) -> str:
+        from sparkdock.notebook.widgets.render import esc
+
+        cells = "".join(f"<tr><td><code>{esc(k)}</code></td><td>{esc(d)}</td><td>{esc(a)}</td></tr>"
+                        for k, d, a in self.rows())
+        return ("<table><thead><tr><th>option</th><th>default</th><th>allowed</th></tr></thead>"
+                f"<tbody>{cells}</tbody></table>")
 
 
 # ---- event stream ------------------------------------------------------------------------------------
@@ -329,6 +405,12 @@ class Client:
     def __repr__(self) -> str:
         return f"<sparkdock.Client {self.url}>"
 
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # -- plumbing
     @property
     def api_url(self) -> str:
@@ -351,17 +433,24 @@ class Client:
         params: Mapping[str, Any] | None = None,
         timeout: float | None = None,
     ) -> Any:
-        """One REST call; returns the decoded JSON or raises a typed :class:`SparkdockError`."""
+        """One REST call; returns the decoded JSON or raises a typed :class:`SparkdockError`:
+        :class:`RequestTimeout` when the server does not answer within ``timeout`` seconds (default: the
+        client's ``timeout``), :class:`ServerUnreachable` when it cannot be reached at all."""
+        limit = timeout or self.timeout
         try:
             r = self.session.request(
                 method,
                 self.api_url + path,
                 json=json_body,
                 params={k: v for k, v in (params or {}).items() if v is not None} or None,
-                timeout=timeout or self.timeout,
+                timeout=limit,
             )
+        except requests.Timeout as e:
+            what = "accept the connection" if isinstance(e, requests.ConnectTimeout) else "answer"
+            raise RequestTimeout(f"{method} {path}: the sparkdock server at {self.url} did not {what} within "
+                                 f"{limit:g} s (timed out)", limit) from None
         except requests.RequestException as e:
-            raise SparkdockError(f"cannot reach the sparkdock server at {self.url}: {e}") from None
+            raise ServerUnreachable(f"cannot reach the sparkdock server at {self.url}: {e}") from None
         try:
             body = r.json() if r.content else None
         except ValueError:
@@ -395,12 +484,17 @@ class Client:
         return h
 
     # -- jobs
+    def cluster_options(self) -> ClusterOptions:
+        """What a cluster request may ask of this server (sizes, images) and the defaults it gets when it does
+        not say (:class:`ClusterOptions`)."""
+        return ClusterOptions(self.request("GET", "cluster-options"))
+
     def launch_cluster(
         self,
         name: str = "",
-        workers: int = 1,
-        worker_cores: int = 1,
-        worker_memory: str = "1g",
+        workers: int | None = None,
+        worker_cores: int | None = None,
+        worker_memory: str | None = None,
         idle_timeout: float | None = None,
         max_lifetime: float | None = None,
         image: str | None = None,
@@ -408,19 +502,17 @@ class Client:
     ) -> InteractiveJob:
         """Launch an interactive cluster (an interactive job); returns at once, in state QUEUED.
 
-        Call :meth:`Job.wait` to wait until it is RUNNING. ``notifications``: webhooks or emails on its events,
-        ``{"url": ..., "event": "RUNNING" | "*" | ..., "persistent": False}`` (see :meth:`submit` and
+        What is not given is left out of the request, so the server's defaults apply (:meth:`cluster_options`
+        lists them with the bounds). Call :meth:`Job.wait` to wait until it is RUNNING; use the handle in a
+        ``with`` block to terminate the cluster when the block ends. ``notifications``: webhooks or emails on its
+        events, ``{"url": ..., "event": "RUNNING" | "*" | ..., "persistent": False}`` (see :meth:`submit` and
         :func:`notify`).
         """
-        cluster: dict[str, Any] = {
-            "workers": workers,
-            "worker_cores": worker_cores,
-            "worker_memory": worker_memory,
-        }
-        for key, val in (("idle_timeout", idle_timeout), ("max_lifetime", max_lifetime), ("image", image)):
-            if val is not None:
-                cluster[key] = val
-        body: dict[str, Any] = {"kind": "interactive", "name": name, "cluster": cluster}
+        cluster = _given(workers=workers, worker_cores=worker_cores, worker_memory=worker_memory,
+                         idle_timeout=idle_timeout, max_lifetime=max_lifetime, image=image)
+        body: dict[str, Any] = {"kind": "interactive", "cluster": cluster}
+        if name:
+            body["name"] = name
         if notifications:
             body["notifications"] = [dict(n) for n in notifications]
         job = self._handle(self.request("POST", "jobs", json_body=body))
@@ -435,15 +527,16 @@ class Client:
         name: str = "",
         args: Sequence[str] = (),
         conf: Mapping[str, Any] | None = None,
-        cluster: Mapping[str, Any] | None = None,
+        cluster: Mapping[str, Any] | Job | str | None = None,
         cluster_job: Job | str | None = None,
         policy: Mapping[str, Any] | None = None,
         notifications: Sequence[Mapping[str, Any]] = (),
     ) -> AutomatedJob:
         """Submit an automated job (a batch Spark application): PySpark ``code``/``path`` or a SQL script.
 
-        It runs on ``cluster_job`` (a RUNNING interactive job, handle or id) or on an ephemeral cluster of its
-        own shaped by ``cluster`` (``workers``, ``worker_cores``, ``worker_memory``, ``image``). A relative
+        It runs on a RUNNING interactive cluster, given as ``cluster`` or ``cluster_job`` (its handle or id), or
+        on an ephemeral cluster of its own shaped by ``cluster`` (a dict of ``workers``, ``worker_cores``,
+        ``worker_memory``, ``image``: what it leaves out, the server's defaults give). A relative
         ``path`` is taken from the kernel's current folder; the file must lie under the Jupyter server's root
         directory, which the server reads it from. ``policy``
         takes ``max_runtime``, ``min_runtime``, ``overrun_action``, ``retries``, ``rerun_on_exit_codes``.
@@ -452,16 +545,19 @@ class Client:
         payload may use template variables), or ``{"url": "ops@example.org", "event": ...}``; :func:`notify` makes
         them. Bad input raises :class:`InvalidSpec` whose ``errors`` name each field.
         """
+        shape, on = _run_on(cluster, cluster_job)
         app: dict[str, Any] = {"type": type, "args": [str(a) for a in args], "conf": dict(conf or {})}
         if code is not None:
             app["code"] = code
         if path is not None:  # the server reads it: from the kernel's folder, as the user sees it
             app["path"] = os.path.abspath(os.path.expanduser(path)) if path else path
-        body: dict[str, Any] = {"kind": "automated", "name": name, "application": app}
-        if cluster_job is not None:
-            body["cluster_job"] = cluster_job.id if isinstance(cluster_job, Job) else str(cluster_job)
-        if cluster is not None:
-            body["cluster"] = dict(cluster)
+        body: dict[str, Any] = {"kind": "automated", "application": app}
+        if name:
+            body["name"] = name
+        if on is not None:
+            body["cluster_job"] = on
+        if shape is not None:
+            body["cluster"] = shape
         if policy is not None:
             body["policy"] = dict(policy)
         if notifications:
@@ -512,8 +608,57 @@ class Client:
         return [j for j in self.jobs(kind="interactive", state="RUNNING") if isinstance(j, InteractiveJob)]
 
 
+def _given(**values: Any) -> dict[str, Any]:
+    """The values that were given (not None): the server's defaults apply to the others."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _run_on(cluster: Any, cluster_job: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """``(ephemeral cluster shape, interactive job id)`` of :meth:`Client.submit`'s ``cluster`` and
+    ``cluster_job``: a handle or an id given as ``cluster`` means the same as ``cluster_job``."""
+    if isinstance(cluster, Job | str):
+        if cluster_job is not None:
+            raise TypeError("submit() takes the cluster to run on once: cluster=<handle or id> or "
+                            "cluster_job=<handle or id>, not both")
+        cluster, cluster_job = None, cluster
+    if cluster is not None and not isinstance(cluster, Mapping):
+        raise TypeError("submit(cluster=...) takes a running cluster (its handle or id) or the shape of an "
+                        f"ephemeral cluster (a dict like {{'workers': 2}}), not {type(cluster).__name__}")
+    if cluster is not None and cluster_job is not None:
+        raise TypeError("submit() runs a job either on a running cluster (cluster_job=) or on an ephemeral "
+                        "cluster shaped by cluster={...}, not both")
+    if isinstance(cluster_job, Job) and not isinstance(cluster_job, InteractiveJob):
+        raise TypeError(f"a job runs on an interactive cluster; {cluster_job.id} is an automated job")
+    if cluster_job is not None and not isinstance(cluster_job, Job | str):
+        raise TypeError(f"cluster_job takes a cluster's handle or id, not {type(cluster_job).__name__}")
+    job_id = cluster_job.id if isinstance(cluster_job, Job) else cluster_job
+    return (None if cluster is None else dict(cluster)), job_id
+
+
+def _time(value: Any) -> datetime | None:
+    """A time of the job JSON (ISO 8601, UTC) as an aware datetime; None when unset."""
+    return datetime.fromisoformat(value) if isinstance(value, str) and value else None
+
+
+class _Default:
+    """The default of :meth:`Job.wait`'s ``timeout``: the handle's ``default_timeout``."""
+
+    def __repr__(self) -> str:
+        return "<default>"
+
+
+DEFAULT_TIMEOUT: Any = _Default()
+
+
 class Job:
-    """A handle on one job. ``data`` is the last job JSON seen (from REST or the event stream)."""
+    """A handle on one job. ``data`` is the last job JSON seen (from REST or the event stream).
+
+    A handle is a context manager: leaving a ``with`` block terminates the job (a cluster) or cancels it (an
+    automated job) unless it has already ended.
+    """
+
+    #: seconds :meth:`wait` waits by default
+    default_timeout: float = 900.0
 
     kind = ""
 
@@ -522,6 +667,20 @@ class Job:
         self.data: dict[str, Any] = data
         self._cond = threading.Condition()
         self._card: Any = None
+        self._stop_asked = False  # terminate()/cancel() was called on this handle
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if self.terminal:
+            return
+        try:
+            self.terminate()
+        except SparkdockError as e:
+            if exc is None:
+                raise
+            log.warning("sparkdock: job %s was not terminated on leaving its with block: %s", self.id, e)
 
     # -- fields
     @property
@@ -543,6 +702,21 @@ class Job:
     def phase(self) -> str | None:
         """The phase: a finer reason under the state."""
         return self.data.get("phase")
+
+    @property
+    def created_at(self) -> datetime | None:
+        """When the job was submitted (UTC)."""
+        return _time(self.data.get("created_at"))
+
+    @property
+    def started_at(self) -> datetime | None:
+        """When the job started RUNNING (UTC), or None."""
+        return _time(self.data.get("started_at"))
+
+    @property
+    def ended_at(self) -> datetime | None:
+        """When the job ended (UTC), or None while it has not."""
+        return _time(self.data.get("ended_at"))
 
     @property
     def exit_code(self) -> int | None:
@@ -595,7 +769,7 @@ class Job:
         return True
 
     # -- calls
-    def refresh(self) -> Job:
+    def refresh(self) -> Self:
         """Re-read the job from the server."""
         self._update(self.client.request("GET", f"jobs/{self.id}"))
         return self
@@ -616,38 +790,54 @@ class Job:
             "GET", f"jobs/{self.id}/logs", params={"component": component, "tail": tail}
         )["logs"]
 
-    def terminate(self) -> Job:
-        """Terminate (interactive) or cancel (automated) the job; it goes CANCELING. Repeating is harmless."""
+    def terminate(self) -> Self:
+        """Terminate (interactive) or cancel (automated) the job; it goes CANCELING. Repeating is harmless.
+        A job canceled through this handle does not make :meth:`wait` raise :class:`JobFailed`."""
+        self._stop_asked = True
         self._update(self.client.request("DELETE", f"jobs/{self.id}"))
         return self
 
-    def cancel(self) -> Job:
+    def cancel(self) -> Self:
         """Same as :meth:`terminate`."""
         return self.terminate()
 
     def _default_states(self) -> frozenset[str]:
         return TERMINAL_STATES[self.kind]
 
+    def _default_timeout(self) -> float:
+        return self.default_timeout
+
     def wait(
         self,
         states: str | Iterable[str] | None = None,
-        timeout: float | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        raise_on_error: bool = True,
+        *,
         raise_on_failure: bool | None = None,
-    ) -> Job:
-        """Wait until the job is in one of ``states``, following the event stream.
+    ) -> Self:
+        """Wait until the job is in one of ``states``, following the event stream; returns the handle.
 
-        Default: an interactive job until RUNNING (or terminal), an automated job until terminal. When the job
-        ends in a failure state (SYSTEM_ERROR, EXECUTOR_ERROR, CANCELED) that was not asked for while
-        waiting for something else, :class:`JobFailed` is raised with the exit code and the catalog's
-        description and action; ``raise_on_failure=True`` also raises for an automated job waited to its end.
-        Raises :class:`WaitTimeout` after ``timeout`` seconds.
+        Default ``states``: a cluster until it is RUNNING (or has ended), an automated job until it has ended.
+
+        When the job ends in a failure state that ``states`` does not name (SYSTEM_ERROR, EXECUTOR_ERROR, or
+        CANCELED unless this handle canceled it), :class:`JobFailed` is raised with its exit code, message and
+        the catalog's description and action. ``raise_on_error=False`` returns the handle instead (look at
+        ``job.failed`` and ``job.exit_code``); it also returns when the job has ended in a state that is not one
+        of ``states`` (otherwise a :class:`SparkdockError`).
+
+        ``timeout`` in seconds; by default the handle's ``default_timeout`` (15 minutes for a cluster to start,
+        1 hour for an automated job, or its policy's ``max_runtime`` and 10 minutes if longer); ``None`` waits
+        as long as it takes. Raises :class:`WaitTimeout` ("timed out after N s ...").
         """
-        if states is None:
-            target = self._default_states()
-            raise_fail = raise_on_failure if raise_on_failure is not None else self.kind == "interactive"
-        else:
-            target = frozenset([states] if isinstance(states, str) else states)
-            raise_fail = raise_on_failure if raise_on_failure is not None else True
+        if raise_on_failure is not None:
+            warnings.warn("Job.wait(raise_on_failure=...) is now Job.wait(raise_on_error=...); a failure raises "
+                          "JobFailed by default", DeprecationWarning, stacklevel=2)
+            raise_on_error = raise_on_failure
+        if isinstance(timeout, _Default):
+            timeout = self._default_timeout()
+        target = self._default_states() if states is None else frozenset(
+            [states] if isinstance(states, str) else states)
+        named = frozenset() if states is None else target
         terminal = TERMINAL_STATES[self.kind]
         deadline = None if timeout is None else time.monotonic() + timeout
         stream = self.client.events()
@@ -667,23 +857,27 @@ class Job:
             poll = 0.1
             while True:
                 st = self.state
+                if (raise_on_error and st in FAILURE_STATES and st not in named
+                        and not (st == "CANCELED" and self._stop_asked)):
+                    raise JobFailed(self)
                 if st in target:
-                    if states is None and raise_fail and st in FAILURE_STATES:
-                        raise JobFailed(self)
                     return self
                 if st in terminal:
-                    if raise_fail and st in FAILURE_STATES:
-                        raise JobFailed(self)
+                    if not raise_on_error:
+                        return self
                     raise SparkdockError(
                         f"job {self.id} ended {st} and will never reach {', '.join(sorted(target))}"
                     )
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise WaitTimeout(
-                        f"job {self.id} is still {st} (phase {self.phase}) after {timeout} s; "
-                        f"waited for {', '.join(sorted(target))}",
+                        f"timed out after {timeout:g} s waiting for job {self.id} to be "
+                        f"{' or '.join(sorted(target))}: it is still {st}"
+                        + (f" (phase {self.phase})" if self.phase else "")
+                        + "; wait(timeout=...) waits longer, timeout=None as long as it takes",
                         self.id,
                         st,
+                        timeout,
                     )
                 if use_stream and stream.connected.is_set():
                     # Events wake us up; a slow periodic re-read is only a safety net.
@@ -838,29 +1032,36 @@ class InteractiveJob(Job):
         password in a private file (:meth:`beeline_args`)."""
         return shlex.join(self.beeline_args())
 
-    def sql_result(self, statement: str, limit: int | None = None) -> dict[str, Any]:
+    def sql_result(self, statement: str, limit: int | None = None, timeout: float | None = None) -> dict[str, Any]:
         """Run ``statement`` on the SQL endpoint (through the server).
 
-        Returns the raw reply ``{columns, rows, row_count, truncated, limit}``.
+        Returns the raw reply ``{columns, rows, row_count, truncated, limit}``. ``timeout``: seconds to wait for
+        the answer (default: the client's timeout, at least 330 s: the server gives a statement 300 s); past it,
+        :class:`RequestTimeout`.
         """
         body: dict[str, Any] = {"statement": statement}
         if limit is not None:
             body["limit"] = int(limit)
-        return self.client.request(
-            "POST", f"jobs/{self.id}/sql", json_body=body, timeout=max(self.client.timeout, 330)
-        )
+        limit_s = timeout or max(self.client.timeout, 330)
+        try:
+            return self.client.request("POST", f"jobs/{self.id}/sql", json_body=body, timeout=limit_s)
+        except RequestTimeout:
+            raise RequestTimeout(f"the SQL statement on {self.id} got no answer within {limit_s:g} s (timed out); "
+                                 "it may still be running on the cluster; sql(..., timeout=...) waits longer",
+                                 limit_s) from None
 
-    def sql(self, statement: str, limit: int | None = None) -> Any:
+    def sql(self, statement: str, limit: int | None = None, timeout: float | None = None) -> Any:
         """Run ``statement`` on the cluster's SQL endpoint and return a pandas DataFrame.
 
         The statement goes through the server (``POST sparkdock/api/jobs/{id}/sql``): the cluster's SQL
         credentials stay on the server and never reach the kernel. At most ``limit`` rows come back (the
         server caps it too); ``df.attrs["truncated"]`` says whether rows were left out. Raises
-        :class:`Conflict` when the cluster is not RUNNING and :class:`InvalidSpec` for a SQL error.
+        :class:`Conflict` when the cluster is not RUNNING, :class:`InvalidSpec` for a SQL error and
+        :class:`RequestTimeout` when no answer comes within ``timeout`` seconds.
         """
         import pandas as pd
 
-        res = self.sql_result(statement, limit)
+        res = self.sql_result(statement, limit, timeout)
         df = pd.DataFrame(res.get("rows") or [], columns=res.get("columns") or [])
         df.attrs["truncated"] = bool(res.get("truncated"))
         df.attrs["limit"] = res.get("limit")
@@ -871,3 +1072,9 @@ class AutomatedJob(Job):
     """A handle on an automated job: a batch Spark application."""
 
     kind = "automated"
+    default_timeout = 3600.0
+
+    def _default_timeout(self) -> float:
+        policy = (self.data.get("spec") or {}).get("policy") or {}
+        max_runtime = policy.get("max_runtime")
+        return max(self.default_timeout, float(max_runtime) + 600) if max_runtime else self.default_timeout

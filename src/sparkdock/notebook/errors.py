@@ -14,6 +14,8 @@ __all__ = [
     "JobFailed",
     "NotFound",
     "QuotaExceeded",
+    "RequestTimeout",
+    "ServerUnreachable",
     "SparkdockError",
     "WaitTimeout",
     "error_for",
@@ -78,12 +80,24 @@ class QuotaExceeded(SparkdockError):
     """429: the queue is full."""
 
 
-class WaitTimeout(SparkdockError, TimeoutError):
-    """:meth:`Job.wait` timed out; ``state`` is the job's last known state."""
+class ServerUnreachable(SparkdockError, ConnectionError):
+    """The sparkdock server could not be reached: refused, no route, a name that does not resolve."""
 
-    def __init__(self, message: str, job_id: str, state: str | None) -> None:
+
+class RequestTimeout(SparkdockError, TimeoutError):
+    """The server took longer than ``timeout`` seconds to answer a request (a slow SQL statement, for one)."""
+
+    def __init__(self, message: str, timeout: float) -> None:
         super().__init__(message)
-        self.job_id, self.state = job_id, state
+        self.timeout = timeout
+
+
+class WaitTimeout(SparkdockError, TimeoutError):
+    """:meth:`Job.wait` timed out after ``timeout`` seconds; ``state`` is the job's last known state."""
+
+    def __init__(self, message: str, job_id: str, state: str | None, timeout: float | None = None) -> None:
+        super().__init__(message)
+        self.job_id, self.state, self.timeout = job_id, state, timeout
 
 
 class JobFailed(SparkdockError):

@@ -373,6 +373,16 @@ class InfoHandler(SparkDockHandler):
         self.finish(json.dumps({"version": __version__, **(await self.manager.info()), "states": style_catalog()}))
 
 
+class ClusterOptionsHandler(SparkDockHandler):
+    """``GET sparkdock/api/cluster-options``: what a cluster request may ask (bounds, images) and its defaults."""
+
+    @web.authenticated
+    @authorized
+    @json_errors
+    async def get(self) -> None:
+        self.finish(json.dumps(self.manager.cluster_options()))
+
+
 class OpenAPIHandler(SparkDockHandler):
     """``GET sparkdock/api/openapi.json``: the OpenAPI document of this API (:mod:`sparkdock.server.openapi`)."""
 
@@ -501,6 +511,7 @@ default_handlers: list[tuple[str, type]] = [
     (r"/sparkdock/api/webhooks/secret", WebhookSecretHandler),
     (r"/sparkdock/api/exit-codes", ExitCodesHandler),
     (r"/sparkdock/api/info", InfoHandler),
+    (r"/sparkdock/api/cluster-options", ClusterOptionsHandler),
     (r"/sparkdock/api/openapi.json", OpenAPIHandler),
     (r"/sparkdock/api/events", EventsHandler),
 ]

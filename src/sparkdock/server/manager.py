@@ -25,7 +25,16 @@ from typing import Any
 from sparkdock.backends.base import Backend, BackendError, ClusterInfo, Reporter
 from sparkdock.model import exit_codes
 from sparkdock.model.lifecycle import IllegalTransition, Kind, State
-from sparkdock.model.specs import AutomatedJobRequest, ClusterSpec, InteractiveJobRequest, SpecError, parse_job_request
+from sparkdock.model.specs import (
+    MIN_WORKER_MEMORY,
+    SPEC_MAX_WORKER_CORES,
+    SPEC_MAX_WORKERS,
+    AutomatedJobRequest,
+    ClusterSpec,
+    InteractiveJobRequest,
+    SpecError,
+    parse_job_request,
+)
 from sparkdock.server.automated import AutomatedRun
 from sparkdock.server.db import AsyncStore
 from sparkdock.server.events import EventBus, call_on_loop
@@ -258,6 +267,28 @@ class JobManager:
             "max_running_clusters": self.config.max_running_clusters,
             "clusters_in_use": running,
             "max_queued_jobs": self.config.max_queued_jobs,
+        }
+
+    def cluster_options(self) -> dict[str, Any]:
+        """What a cluster request may ask of this server, and what it gets when it does not say.
+
+        ``{"workers": {"default", "min", "max"}, "worker_cores": {...}, "worker_memory": {"default", "min", "max"},
+        "image": {"default", "allowed"}, "idle_timeout": {"default"}, "max_lifetime": {"default"}}``: the server's
+        ``default_*`` settings and its limits (``max_*``, ``allowed_images``) under the spec's own bounds.
+        """
+        defaults = self._cluster_spec({})
+        limits = self.config.limits
+        images = limits.allowed_images
+        return {
+            "workers": {"default": defaults.workers, "min": 1, "max": min(limits.max_workers, SPEC_MAX_WORKERS)},
+            "worker_cores": {"default": defaults.worker_cores, "min": 1,
+                             "max": min(limits.max_worker_cores, SPEC_MAX_WORKER_CORES)},
+            "worker_memory": {"default": defaults.worker_memory, "min": MIN_WORKER_MEMORY,
+                              "max": limits.max_worker_memory},
+            "image": {"default": defaults.image or getattr(self.backend, "image", None),
+                      "allowed": None if images is None else sorted(images)},
+            "idle_timeout": {"default": self.config.default_idle_timeout},
+            "max_lifetime": {"default": self.config.default_max_lifetime},
         }
 
     # ---- submit ---------------------------------------------------------------------------------

@@ -156,6 +156,22 @@ RESPONSE_SCHEMAS: dict[str, Any] = {
     "Credentials": {"type": "object", "description": "sql {user, password, jdbc_url} and lab {token, url}"},
     "ExitCodes": {"description": "the exit-code catalog (seed 000)"},
     "Info": {"type": "object", "description": "version, backend in use and why, capacity, state colours"},
+    "ClusterOptions": {
+        "type": "object",
+        "description": "what a cluster request may ask of this server, and what it gets when it does not say",
+        "required": ["workers", "worker_cores", "worker_memory", "image", "idle_timeout", "max_lifetime"],
+        "properties": {
+            "workers": {"type": "object", "properties": {"default": _INT, "min": _INT, "max": _INT}},
+            "worker_cores": {"type": "object", "properties": {"default": _INT, "min": _INT, "max": _INT}},
+            "worker_memory": {"type": "object", "properties": {"default": _STR, "min": _STR, "max": _STR}},
+            "image": {"type": "object", "properties": {
+                "default": _nullable(_STR),
+                "allowed": _nullable({"type": "array", "items": _STR}),
+            }, "description": "allowed: the images a request may name (null: any)"},
+            "idle_timeout": {"type": "object", "properties": {"default": _nullable({"type": "number"})}},
+            "max_lifetime": {"type": "object", "properties": {"default": _nullable({"type": "number"})}},
+        },
+    },
     "OpenAPI": {"type": "object"},
 }
 
@@ -280,6 +296,11 @@ PATHS: dict[str, dict[str, Any]] = {
     f"{API}/info": {
         "get": {"operationId": "getInfo", "summary": "Backend in use and why, capacity, state colours",
                 "responses": {"200": _ok("what the server runs on", "Info"), **_DENIED}},
+    },
+    f"{API}/cluster-options": {
+        "get": {"operationId": "getClusterOptions", "summary": "What a cluster request may ask (sizes, images) and "
+                "the defaults it gets when it does not say",
+                "responses": {"200": _ok("the bounds and defaults", "ClusterOptions"), **_DENIED}},
     },
     f"{API}/openapi.json": {
         "get": {"operationId": "getOpenAPI", "summary": "This document",

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as w
 
 from sparkdock.model.lifecycle import State
+from sparkdock.model.specs import SPEC_MAX_WORKER_CORES, SPEC_MAX_WORKERS
 from sparkdock.notebook.widgets import render
 from sparkdock.notebook.widgets.card import JobCard
 
@@ -82,6 +83,42 @@ class _Live(w.VBox):
         super().close()
 
 
+class _ServerDefaults:
+    """Form fields prefilled with the server's defaults (``GET sparkdock/api/cluster-options``); a request carries
+    only the fields the user changed, so that the server's defaults apply to the others."""
+
+    def __init__(self, client: Client) -> None:
+        from sparkdock.notebook.errors import SparkdockError
+
+        self.touched: set[str] = set()
+        try:
+            self.options: dict[str, dict[str, Any]] = dict(client.cluster_options())
+        except SparkdockError:  # the form still works: what is left out gets the server's defaults anyway
+            self.options = {}
+
+    def field(self, key: str, widget: w.ValueWidget) -> w.ValueWidget:
+        """Show the server's default of ``key`` in ``widget`` and remember when the user changes it."""
+        default = self.options.get(key, {}).get("default")
+        if default is not None:
+            widget.value = default
+        widget.observe(lambda _change: self.touched.add(key), names="value")
+        return widget
+
+    def given(self, **values: Any) -> dict[str, Any]:
+        """The values of the fields the user changed."""
+        return {k: v for k, v in values.items() if k in self.touched}
+
+    def note(self) -> str:
+        """One line on the server's defaults and bounds, for under the form (empty when unknown)."""
+        o = self.options
+        if not o:
+            return ""
+        text = (f"Server defaults: {o['workers']['default']} worker(s) of {o['worker_cores']['default']} core(s) and "
+                f"{o['worker_memory']['default']}; at most {o['workers']['max']} workers of "
+                f"{o['worker_cores']['max']} cores and {o['worker_memory']['max']}.")
+        return f'<span style="color:#555;font-size:90%">{render.esc(text)}</span>'
+
+
 def _notify_fields(choices: list[tuple[str, str]]) -> tuple[w.Text, w.Dropdown]:
     """The "Notify" field (a webhook URL or an email address) and when to notify."""
     target = w.Text(description="Notify", placeholder="https://... or you@example.org", style=_style(),
@@ -109,9 +146,13 @@ class ClusterPanel(_Live):
         self.cards: dict[str, JobCard] = {}
         st = _style()
         self.name = w.Text(description="Name", placeholder="my-cluster", style=st)
-        self.workers = w.BoundedIntText(value=1, min=1, max=32, description="Workers", style=st)
-        self.worker_cores = w.BoundedIntText(value=1, min=1, max=64, description="Cores / worker", style=st)
-        self.worker_memory = w.Text(value="1g", description="Memory / worker", style=st)
+        self.defaults = _ServerDefaults(client)
+        self.workers = self.defaults.field("workers", w.BoundedIntText(
+            value=1, min=1, max=SPEC_MAX_WORKERS, description="Workers", style=st))
+        self.worker_cores = self.defaults.field("worker_cores", w.BoundedIntText(
+            value=1, min=1, max=SPEC_MAX_WORKER_CORES, description="Cores / worker", style=st))
+        self.worker_memory = self.defaults.field("worker_memory", w.Text(
+            value="1g", description="Memory / worker", style=st))
         self.idle_timeout = w.BoundedFloatText(
             value=0,
             min=0,
@@ -146,6 +187,7 @@ class ClusterPanel(_Live):
                 _row(self.worker_memory, errs["cluster.worker_memory"]),
                 _row(self.idle_timeout, errs["cluster.idle_timeout"]),
                 _row(w.HBox([self.notify, self.notify_on]), errs["notifications"]),
+                w.HTML(self.defaults.note()),
                 w.HBox([self.launch_button, self.general_error]),
             ]
         )
@@ -181,16 +223,16 @@ class ClusterPanel(_Live):
                 card.update(job)
 
     def launch(self) -> Job | None:
-        """Launch a cluster from the form; field errors are shown next to the fields."""
+        """Launch a cluster from the form; field errors are shown next to the fields. The size fields the user
+        did not change are left out: the server's defaults apply."""
         from sparkdock.notebook.errors import InvalidSpec, SparkdockError
 
         self.errors.clear()
         try:
             job = self.client.launch_cluster(
                 name=self.name.value.strip(),
-                workers=self.workers.value,
-                worker_cores=self.worker_cores.value,
-                worker_memory=self.worker_memory.value.strip(),
+                **self.defaults.given(workers=self.workers.value, worker_cores=self.worker_cores.value,
+                                      worker_memory=self.worker_memory.value.strip()),
                 idle_timeout=self.idle_timeout.value or None,
                 notifications=_notifications(self.notify, self.notify_on),
             )
@@ -228,7 +270,9 @@ class JobSubmitPanel(_Live):
         self.target = w.Dropdown(
             options=[("new ephemeral cluster", EPHEMERAL)], value=EPHEMERAL, description="Run on", style=st
         )
-        self.workers = w.BoundedIntText(value=1, min=1, max=32, description="Ephemeral workers", style=st)
+        self.defaults = _ServerDefaults(client)
+        self.workers = self.defaults.field("workers", w.BoundedIntText(
+            value=1, min=1, max=SPEC_MAX_WORKERS, description="Ephemeral workers", style=st))
         self.conf = w.Textarea(
             description="Spark conf",
             placeholder="spark.executor.memory=512m",
@@ -349,7 +393,7 @@ class JobSubmitPanel(_Live):
                 type=self.type.value,
                 name=self.name.value.strip(),
                 conf=conf,
-                cluster={"workers": self.workers.value} if target == EPHEMERAL else None,
+                cluster=(self.defaults.given(workers=self.workers.value) or None) if target == EPHEMERAL else None,
                 cluster_job=None if target == EPHEMERAL else target,
                 policy=policy,
                 notifications=_notifications(self.notify, self.notify_on),
