@@ -6,7 +6,10 @@ dependencies from the package index, as ``pip install sparkdock`` would. Then:
 - ``jupyter server extension list`` shows the extension enabled (by the config file the wheel installs into the
   venv's ``etc/jupyter``) and validated;
 - the public imports work: ``sparkdock.connect``, the client's errors, the widgets, ``%load_ext sparkdock``;
-- the ``sparkdock`` command runs.
+- the ``sparkdock`` command runs;
+- a Jupyter server of the venv launches a local cluster with what the wheel brought (pyspark and JupyterLab are
+  dependencies, not extras): it comes up RUNNING, its SQL endpoint and its lab answer, and it ends when the
+  client's ``with`` block does.
 """
 
 from __future__ import annotations
@@ -21,7 +24,10 @@ from pathlib import Path
 
 import pytest
 
+import testrun
+from lab_server import spark_processes_of
 from sparkdock._version import __version__
+from sparkdock.demo import Server
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,3 +114,47 @@ def test_the_command_runs_in_a_fresh_venv(fresh_venv: tuple[Path, dict[str, str]
                            timeout=120)
     assert alone.returncode == 2, (alone.stdout, alone.stderr)
     assert "cannot find the sparkdock server" in alone.stderr and "Traceback" not in alone.stderr, alone.stderr
+
+
+LAUNCH = """
+import sys
+import requests
+import sparkdock
+
+with sparkdock.connect(sys.argv[1], sys.argv[2]) as client:
+    defaults = client.cluster_options().defaults
+    print("defaults", defaults["workers"], defaults["worker_memory"])
+    with client.launch_cluster(name="fresh-install") as cluster:
+        cluster.wait(timeout=600)
+        print("state", cluster.state, cluster.data["spec"]["cluster"]["workers"])
+        print("sql", int(cluster.sql("SELECT sum(id) AS total FROM range(1000)")["total"][0]))
+        lab = cluster.credentials()["lab"]["url"]  # with the lab's own token, not the server's
+        print("lab", requests.get(lab, timeout=60).status_code)
+    cluster.wait("COMPLETE", timeout=300)
+    print("ended", cluster.state, cluster.created_at <= cluster.started_at <= cluster.ended_at)
+"""
+
+
+def test_a_fresh_install_launches_a_local_cluster(fresh_venv: tuple[Path, dict[str, str]], tmp_path: Path,
+                                                  sparkdock_cache_dir: Path) -> None:
+    """A cluster of its own (not the suite's shared one): what is under test is the fresh venv's Spark and
+    JupyterLab, run by the venv's own Jupyter server. The SQL authenticator comes from the suite's build cache
+    (keyed by content: the same jar the venv would build)."""
+    venv, env = fresh_venv
+    server = Server("local", [f"--SparkDockApp.instance={testrun.instance('install')}",
+                              f"--SparkDockApp.cache_dir={sparkdock_cache_dir}",
+                              "--SparkDockApp.terminate_on_shutdown=True"],
+                    tmp=tmp_path, python=str(venv / "bin" / "python"), env=env)
+    try:
+        server.start(timeout=120)
+        assert server.api("GET", "info").json()["backend"] == "local", server.log_tail()
+        done = subprocess.run([str(venv / "bin" / "python"), "-c", LAUNCH, server.url, server.token],
+                              capture_output=True, text=True, env=env, timeout=900)
+        assert done.returncode == 0, f"{done.stdout}\n{done.stderr[-3000:]}\n{server.log_tail(60)}"
+        assert done.stdout.split("\n")[:-1] == ["defaults 1 1g", "state RUNNING 1", "sql 499500", "lab 200",
+                                                "ended COMPLETE True"], done.stdout
+    finally:
+        left = server.terminate_jobs(timeout=120) if server.proc is not None and server.proc.poll() is None else []
+        server.stop()
+    assert not left, f"jobs that did not end: {left}"
+    assert not spark_processes_of(server.data), "Spark processes left behind"

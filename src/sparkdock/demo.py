@@ -62,9 +62,13 @@ class Server:
         app: str = "server",
         tmp: Path | None = None,
         drop_env: tuple[str, ...] = (),
+        python: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         """``app`` is ``"server"`` (jupyter_server) or ``"lab"`` (JupyterLab); ``tmp`` a folder to use (a
-        temporary one, removed by :meth:`stop`, by default); ``drop_env`` variables the server must not see."""
+        temporary one, removed by :meth:`stop`, by default); ``drop_env`` variables the server must not see;
+        ``python`` the interpreter that runs it (default: this one); ``env`` its environment (default: this
+        process's)."""
         self._own_tmp = tmp is None
         self.tmp = Path(tempfile.mkdtemp(prefix="sparkdock-demo-")) if tmp is None else Path(tmp)
         self.root = self.tmp / "root"
@@ -79,12 +83,14 @@ class Server:
         self.extra_args = extra_args or []
         self.app = app
         self.drop_env = drop_env
+        self.python = python or sys.executable
+        self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.tmp / "server.log"
 
     def start(self, timeout: float = 90.0) -> None:
         """Start the server and wait until it answers with the token."""
-        env = dict(os.environ)
+        env = dict(os.environ if self.env is None else self.env)
         env["JUPYTER_RUNTIME_DIR"] = str(self.tmp / "runtime")
         env["JUPYTER_DATA_DIR"] = str(self.tmp / "jupyter-data")
         for var in self.drop_env:
@@ -93,7 +99,7 @@ class Server:
             stale.unlink(missing_ok=True)
         program = ["-m", "jupyter_server"] if self.app == "server" else ["-m", "jupyter", "lab"]
         cmd = [
-            sys.executable, *program, "--no-browser", "--ip=127.0.0.1", "--port=0",
+            self.python, *program, "--no-browser", "--ip=127.0.0.1", "--port=0",
             f"--ServerApp.root_dir={self.root}",
             f"--IdentityProvider.token={self.token}", "--ServerApp.allow_unauthenticated_access=False",
             "--ServerApp.jpserver_extensions={'sparkdock': True}",
