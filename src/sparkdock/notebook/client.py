@@ -807,6 +807,12 @@ class Job:
     def _default_timeout(self) -> float:
         return self.default_timeout
 
+    def _goal(self, states: object, target: frozenset[str]) -> str:
+        """What :meth:`wait` waits for, in words: "end", "be RUNNING", "be COMPLETE or CANCELED"."""
+        if states is None:
+            return "be RUNNING" if self.kind == "interactive" else "end"
+        return "be " + " or ".join(sorted(target))
+
     def wait(
         self,
         states: str | Iterable[str] | None = None,
@@ -871,8 +877,8 @@ class Job:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise WaitTimeout(
-                        f"timed out after {timeout:g} s waiting for job {self.id} to be "
-                        f"{' or '.join(sorted(target))}: it is still {st}"
+                        f"timed out after {timeout:g} s waiting for job {self.id} to {self._goal(states, target)}: "
+                        f"it is still {st}"
                         + (f" (phase {self.phase})" if self.phase else "")
                         + "; wait(timeout=...) waits longer, timeout=None as long as it takes",
                         self.id,
