@@ -21,13 +21,7 @@ import json
 import sys
 
 from sparkdock.notebook.client import Client, JobFailed, SparkdockError, connect
-from sparkdock.notebook.widgets.render import ATTEMPT_HEAD, attempt_rows, fmt_duration, runtime_seconds
-
-
-def _table(rows: list[list[str]], head: list[str]) -> str:
-    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [head, *rows]]
-    return "\n".join(lines)
+from sparkdock.notebook.widgets.render import ATTEMPT_HEAD, attempt_rows, fmt_duration, runtime_seconds, text_table
 
 
 def _cmd_jobs(c: Client, a: argparse.Namespace) -> int:
@@ -42,7 +36,7 @@ def _cmd_jobs(c: Client, a: argparse.Namespace) -> int:
         flag = "".join(f for f, k in (("E", "error"), ("W", "warning")) if rs.get(k))
         rows.append([j.id, d["kind"], j.name, j.state, j.phase or "", "" if j.exit_code is None else str(j.exit_code),
                      fmt_duration(runtime_seconds(d)), flag])
-    print(_table(rows, ["ID", "KIND", "NAME", "STATE", "PHASE", "EXIT", "RUNTIME", "FLAGS"]) if rows else "no jobs")
+    print(text_table(rows, ["ID", "KIND", "NAME", "STATE", "PHASE", "EXIT", "RUNTIME", "FLAGS"]) if rows else "no jobs")
     return 0
 
 
@@ -70,7 +64,7 @@ def _cmd_cluster_options(c: Client, a: argparse.Namespace) -> int:
     if a.json:
         print(json.dumps(dict(opts), indent=2))
         return 0
-    print(_table([list(r) for r in opts.rows()], ["OPTION", "DEFAULT", "ALLOWED"]))
+    print(text_table(opts.rows(), ["OPTION", "DEFAULT", "ALLOWED"]))
     return 0
 
 
@@ -82,7 +76,7 @@ def _cmd_notifications(c: Client, a: argparse.Namespace) -> int:
     if not deliveries:
         print(f"{a.id}: no notifications sent")
         return 0
-    print(_table(attempt_rows(deliveries), ATTEMPT_HEAD))
+    print(text_table(attempt_rows(deliveries), ATTEMPT_HEAD))
     return 0
 
 

@@ -197,10 +197,10 @@ class ClusterOptions(Mapping[str, dict[str, Any]]):
         return out
 
     def __repr__(self) -> str:
-        rows = [("option", "default", "allowed"), *self.rows()]
-        widths = [max(len(r[i]) for r in rows) for i in range(3)]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-        return "ClusterOptions\n" + "\n".join("  " + line for line in lines)
+        from sparkdock.notebook.widgets.render import text_table
+
+        table = text_table(self.rows(), ["option", "default", "allowed"])
+        return "ClusterOptions\n" + "\n".join("  " + line for line in table.splitlines())
 
     def _repr_html_(self) -> str:
         from sparkdock.notebook.widgets.render import esc

@@ -238,6 +238,13 @@ _DELIVERY_HEX = {"delivered": "#43a047", "pending": "#f9a825", "retry": "#f9a825
 ATTEMPT_HEAD = ["EVENT", "CHANNEL", "TO", "ATTEMPT", "TIME", "CODE", "LATENCY", "OUTCOME", "DETAIL"]
 
 
+def text_table(rows: list[list[str]] | list[tuple[str, ...]], head: list[str]) -> str:
+    """Plain-text columns (the CLI's tables, :class:`~sparkdock.notebook.client.ClusterOptions`' repr)."""
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in [head, *rows])
+
+
 def attempt_rows(deliveries: list[dict[str, Any]]) -> list[list[str]]:
     """One row per attempt of each delivery (a delivery not tried yet: one row saying when it will be), in the
     columns of :data:`ATTEMPT_HEAD`; shared by the monitor and ``sparkdock notifications``."""
